@@ -1,0 +1,169 @@
+"""The error taxonomy: one base, client errors with a stable code, server errors that say if a retry helps.
+
+Client errors become RFC 9457 `application/problem+json` bodies (`to_problem`). They cross Ray process
+boundaries by pickling, so every subclass keeps the `(detail, subject)` constructor of `ClientError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://kissgen.dev/problems/"
+
+
+class KissError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ClientError(KissError):
+    """Something the client sent is wrong; retrying the same request cannot help."""
+
+    code: ClassVar[str] = "invalid_request"
+    status: ClassVar[int] = 422
+    title: ClassVar[str] = "The request is invalid"
+
+    def __init__(self, detail: str, subject: str | None = None, errors: list[dict[str, Any]] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.subject = subject
+        self.errors = errors
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.detail, self.subject, self.errors))
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return problem(
+            code=self.code,
+            status=self.status,
+            title=self.title,
+            detail=self.detail,
+            subject=self.subject,
+            errors=self.errors,
+            instance=instance,
+        )
+
+
+def problem(
+    *,
+    code: str,
+    status: int,
+    title: str,
+    detail: str,
+    subject: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    instance: str | None = None,
+) -> dict[str, Any]:
+    """An RFC 9457 problem object with our extension members (`code`, `subject`, `errors`)."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if subject is not None:
+        body["subject"] = subject
+    if errors:
+        body["errors"] = errors
+    if instance is not None:
+        body["instance"] = instance
+    return body
+
+
+class InvalidRequest(ClientError):
+    code = "invalid_request"
+    status = 422
+    title = "The request is invalid"
+
+
+class PayloadTooLarge(ClientError):
+    code = "payload_too_large"
+    status = 413
+    title = "The request body is too large"
+
+
+class ImageUnreadable(ClientError):
+    code = "image_unreadable"
+    status = 422
+    title = "The image could not be read"
+
+
+class UnsupportedImage(ClientError):
+    code = "unsupported_image"
+    status = 415
+    title = "The image format is not supported"
+
+
+class ImageTooLarge(ClientError):
+    code = "image_too_large"
+    status = 413
+    title = "The image is too large"
+
+
+class ImageTooSmall(ClientError):
+    code = "image_too_small"
+    status = 422
+    title = "The image is too small"
+
+
+class FaceNotFound(ClientError):
+    code = "face_not_found"
+    status = 422
+    title = "No face was found in the photo"
+
+
+class FaceTooSmall(ClientError):
+    code = "face_too_small"
+    status = 422
+    title = "The face in the photo is too small"
+
+
+class JobNotFound(ClientError):
+    code = "not_found"
+    status = 404
+    title = "No such video"
+
+
+class ContentNotReady(ClientError):
+    code = "content_not_ready"
+    status = 409
+    title = "The video has no content yet"
+
+
+class ServerError(KissError):
+    """Our fault. `recoverable` says whether retrying the job may succeed."""
+
+    code: ClassVar[str] = "internal_error"
+    recoverable: ClassVar[bool] = True
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return problem(
+            code=self.code,
+            status=500,
+            title="Internal error",
+            detail=str(self) or type(self).__name__,
+            instance=instance,
+        )
+
+
+class StorageError(ServerError):
+    code = "storage_error"
+    recoverable = True
+
+
+class GenerationError(ServerError):
+    code = "generation_error"
+    recoverable = False
+
+
+def unwrap_remote(exc: BaseException) -> BaseException:
+    """The original exception behind a Ray `RayTaskError` wrapper (or `exc` itself)."""
+    seen = 0
+    while seen < 5 and getattr(exc, "cause", None) is not None and not isinstance(exc, KissError | ClientError):
+        exc = exc.cause  # type: ignore[attr-defined]
+        seen += 1
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, KissError):
+        return cause
+    return exc

@@ -1,0 +1,166 @@
+"""Contracts that cross a process or HTTP boundary: request parameters, analyses, results, the job.
+
+Cheap to import (pydantic only) so the ingress can load it without NumPy-heavy stages.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Subject = Literal["a", "b"]
+SUBJECTS: tuple[Subject, Subject] = ("a", "b")
+Style = Literal["peck", "romantic", "french", "cheek"]
+OutputKind = Literal["video", "image"]
+JobStatus = Literal["queued", "in_progress", "completed", "failed", "canceled"]
+Stage = Literal["queued", "analysis", "identity", "generation", "encoding", "storing", "done"]
+Variant = Literal["video", "thumbnail", "image"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "canceled"})
+
+_SIZE_RE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class VideoParams(BaseModel):
+    """What the client asks for, besides the two photos."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    style: Style = Field("romantic", description="Choreography: peck, romantic, french or cheek.")
+    intensity: float = Field(0.5, ge=0.0, le=1.0, description="0 = restrained, 1 = as much as the style allows.")
+    seconds: float = Field(5.0, ge=1.0, le=10.0, description="Clip length in seconds.")
+    size: str = Field("832x480", description="Frame size WIDTHxHEIGHT; both divisible by 16, 128..1280.")
+    fps: int = Field(24, ge=8, le=30, description="Frames per second.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for everything random in the generation.")
+    output: OutputKind = Field("video", description="video: an MP4 (plus thumbnail and still); image: the still.")
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, size: str) -> str:
+        match = _SIZE_RE.match(size)
+        if match is None:
+            raise ValueError(f"`size` must look like 832x480 but is {size!r}")
+        width, height = int(match[1]), int(match[2])
+        for name, value in (("width", width), ("height", height)):
+            if value % 16 or not 128 <= value <= 1280:
+                raise ValueError(f"`size` {name} has to be divisible by 16 and in 128..1280 but is {value}")
+        return size
+
+    @property
+    def width(self) -> int:
+        return int(self.size.split("x")[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.size.split("x")[1])
+
+    @property
+    def frame_count(self) -> int:
+        return max(1, round(self.seconds * self.fps))
+
+
+class Pose(BaseModel):
+    """Head pose in degrees. Yaw > 0: the face turns towards the image's right side."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+class FaceQuality(BaseModel):
+    face_width_px: float = Field(description="Width of the face box in the oriented photo, pixels.")
+    interocular_px: float = Field(description="Distance between the eye centres, pixels.")
+    blur: float = Field(description="Variance of the Laplacian on the aligned crop; low = blurry.")
+    brightness: float = Field(description="Mean luma of the face region, 0..255.")
+    clipped: float = Field(description="Share of face pixels at 0 or 255 (over/under-exposure), 0..1.")
+    frontalness: float = Field(description="1 = looking straight at the camera, 0 = profile.")
+
+
+class SubjectAnalysis(BaseModel):
+    """What face analysis found in one subject's photo. Small: no pixels travel in it."""
+
+    subject: Subject
+    image_width: int
+    image_height: int
+    faces_found: int = Field(description="How many faces the detector found; the largest one is used.")
+    box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in the oriented photo.")
+    landmarks: list[tuple[float, float]] = Field(description="68 iBUG landmarks (x, y) in the oriented photo.")
+    pose: Pose
+    quality: FaceQuality
+    embedding: list[float] = Field(description="128-D dlib identity descriptor of the face.")
+
+
+class SubjectQuality(BaseModel):
+    subject: Subject
+    similarity_min: float | None = Field(description="Lowest similarity to the reference over checked frames.")
+    similarity_mean: float | None = Field(description="Mean similarity to the reference over checked frames.")
+    frames_found: int = Field(description="Checked frames in which this person's face was found.")
+    frames_checked: int
+
+
+class QualityReport(BaseModel):
+    similarity: str = Field("cosine of dlib 128-D descriptors", description="How similarity is measured.")
+    threshold: float = Field(description="Similarity above which two faces count as the same person.")
+    subjects: list[SubjectQuality]
+
+
+class JobResult(BaseModel):
+    output: OutputKind
+    width: int
+    height: int
+    fps: int
+    frames: int
+    seconds: float
+    contact_frame: int
+    keys: dict[str, str] = Field(description="Object keys of the stored variants (video, thumbnail, image).")
+    quality: QualityReport
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent per stage.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with our stable `code` and the `subject` it concerns."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    subject: Subject | None = None
+
+
+class VideoJob(BaseModel):
+    """The job as the API shows it."""
+
+    id: str
+    object: Literal["video"] = "video"
+    status: JobStatus = "queued"
+    stage: Stage = "queued"
+    progress: int = Field(0, ge=0, le=100, description="Percent done.")
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    params: VideoParams
+    subjects: list[SubjectAnalysis] = Field(default_factory=list)
+    error: Problem | None = None
+    result: JobResult | None = None
+
+
+class JobManifest(VideoJob):
+    """The durable record of a job in object storage: the API view plus what is needed to (re)run it."""
+
+    input_keys: dict[str, str] = Field(description="Object keys of the stored input photos per subject.")
+    attempts: int = 0
+    trace_context: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the job.")
+
+    def public(self) -> dict[str, Any]:
+        return VideoJob.model_validate(self.model_dump(exclude={"input_keys", "attempts", "trace_context"})).model_dump(
+            mode="json"
+        )

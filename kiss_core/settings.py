@@ -1,0 +1,102 @@
+"""All configuration, in one typed object per concern, read from `KISS_*` variables and an optional YAML file.
+
+Defaults run on a laptop with no GPU and no services: local-directory storage, the CPU preview
+generator, no trace export. Nested fields use `__`: `KISS_STORAGE__BACKEND=s3`.
+The YAML file named by `KISS_CONFIG_FILE` is read first; environment variables override it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class StorageSettings(BaseModel):
+    backend: Literal["local", "s3"] = Field("local", description="local: a directory; s3: any S3 server via minio.")
+    local_root: Path = Field(Path("./data"), description="Root directory of the local store.")
+    endpoint: str = Field("127.0.0.1:9000", description="S3 endpoint host:port (no scheme).")
+    access_key: str = Field("minioadmin", description="S3 access key.")
+    secret_key: str = Field("minioadmin", description="S3 secret key.")
+    secure: bool = Field(False, description="Use TLS to reach the S3 endpoint.")
+    region: str | None = Field(None, description="S3 region; None lets the SDK ask the server.")
+    bucket: str = Field("kissgen", description="Bucket holding inputs, manifests and outputs.")
+    public_endpoint: str | None = Field(
+        None, description="host:port clients use for presigned URLs, when it differs from `endpoint`."
+    )
+    presign_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned URLs.")
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = Field(15 * 2**20, description="Largest accepted photo, bytes.")
+    max_image_pixels: int = Field(40_000_000, description="Largest accepted photo, pixels (decompression bombs).")
+    min_image_side: int = Field(64, description="Smallest accepted photo side, pixels.")
+    max_request_bytes: int = Field(40 * 2**20, description="Largest accepted request body, bytes.")
+
+
+class FaceSettings(BaseModel):
+    detect_max_side: int = Field(640, description="Photos are downscaled to this longest side for HOG detection.")
+    min_face_px: int = Field(48, description="Smallest accepted face width in the photo, pixels.")
+    upsample: int = Field(1, ge=0, le=2, description="HOG detector upsampling passes on the downscaled copy.")
+    crop_size: int = Field(256, description="Side of the aligned face crop, pixels.")
+    same_person_threshold: float = Field(
+        0.80, description="Cosine similarity of dlib descriptors above which two faces are one person."
+    )
+
+
+class GeneratorSettings(BaseModel):
+    backend: Literal["preview"] = Field("preview", description="Video backend: preview (CPU compositor).")
+    crf: int = Field(20, ge=0, le=51, description="x264 constant rate factor for the MP4.")
+    preset: str = Field("veryfast", description="x264 preset.")
+    quality_stride: int = Field(4, ge=1, description="The quality report checks every n-th frame.")
+
+
+class TracingSettings(BaseModel):
+    service_name: str = Field("kissgen", description="OpenTelemetry service.name.")
+    # The exporter itself is configured by the standard OTEL_EXPORTER_OTLP_* variables.
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Every deployment builds this from the same environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KISS_", env_nested_delimiter="__", extra="ignore")
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    faces: FaceSettings = Field(default_factory=FaceSettings)
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls), file_secret_settings)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by KISS_CONFIG_FILE (the one place that variable is read)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("KISS_CONFIG_FILE")
+        if not path:
+            return {}
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)
