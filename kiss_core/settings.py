@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 
 class StorageSettings(BaseModel):
-    backend: Literal["local", "s3"] = Field("local", description="local: a directory; s3: any S3 server via minio.")
+    backend: Literal["local", "s3"] = Field(
+        "local", description="local: a directory; s3: any S3 server via minio."
+    )
     local_root: Path = Field(Path("./data"), description="Root directory of the local store.")
     endpoint: str = Field("127.0.0.1:9000", description="S3 endpoint host:port (no scheme).")
     access_key: str = Field("minioadmin", description="S3 access key.")
@@ -32,18 +34,24 @@ class StorageSettings(BaseModel):
 
 class LimitSettings(BaseModel):
     max_upload_bytes: int = Field(15 * 2**20, description="Largest accepted photo, bytes.")
-    max_image_pixels: int = Field(40_000_000, description="Largest accepted photo, pixels (decompression bombs).")
+    max_image_pixels: int = Field(
+        40_000_000, description="Largest accepted photo, pixels (decompression bombs)."
+    )
     min_image_side: int = Field(64, description="Smallest accepted photo side, pixels.")
     max_request_bytes: int = Field(40 * 2**20, description="Largest accepted request body, bytes.")
 
 
 class FaceSettings(BaseModel):
-    detect_max_side: int = Field(640, description="Photos are downscaled to this longest side for HOG detection.")
+    detect_max_side: int = Field(
+        640, description="Photos are downscaled to this longest side for HOG detection."
+    )
     min_face_px: int = Field(48, description="Smallest accepted face width in the photo, pixels.")
     upsample: int = Field(1, ge=0, le=2, description="HOG detector upsampling passes on the downscaled copy.")
     crop_size: int = Field(256, description="Side of the aligned face crop, pixels.")
     same_person_threshold: float = Field(
-        0.80, description="Cosine similarity of dlib descriptors above which two faces are one person."
+        0.92,
+        description="Cosine similarity of L2-normalised dlib descriptors above which two faces are one person"
+        " (calibrated: unrelated faces reach 0.916, the same face resized/mirrored/JPEG'd stays above 0.98).",
     )
 
 
