@@ -1,0 +1,178 @@
+"""The motion plan: length, contact at the lips, smoothness, determinism, style timing, mirroring.
+
+Built on analyses of the mean face (no person), so these run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from kiss_core.choreography import PHASES, KissPlan, face_centers, plan_kiss
+from kiss_core.compose import MOUTH, eye_centers, mean_face_analysis
+from kiss_core.schemas import SubjectAnalysis, VideoParams
+
+
+def analyses(yaw_a: float = 12.0, yaw_b: float = -15.0, roll_b: float = 0.0) -> dict[str, SubjectAnalysis]:
+    """Two differently framed mean faces: other photo sizes, face sizes and a tilted head."""
+    return {
+        "a": mean_face_analysis("a", (640, 800), (200, 260, 460, 540), yaw=yaw_a),
+        "b": mean_face_analysis("b", (480, 480), (150, 100, 290, 250), yaw=yaw_b, roll_deg=roll_b),
+    }
+
+
+def face_width(plan: KissPlan, subject: str, frame: int) -> float:
+    points = plan.tracks[subject].landmarks[frame]
+    return float(np.linalg.norm(points[16] - points[0]))
+
+
+@pytest.mark.parametrize(("seconds", "fps"), [(1.0, 8), (2.5, 24), (5.0, 24), (3.3, 12), (10.0, 30)])
+def test_frame_count_and_shapes(seconds: float, fps: int) -> None:
+    params = VideoParams(seconds=seconds, fps=fps, size="640x384")
+    plan = plan_kiss(analyses(), params)
+    count = round(seconds * fps)
+    assert plan.frame_count == params.frame_count == count
+    assert (plan.width, plan.height, plan.fps) == (640, 384, fps)
+    for track in plan.tracks.values():
+        assert track.transforms.shape == (count, 2, 3)
+        assert track.landmarks.shape == (count, 68, 2)
+    assert plan.front.shape == (count,)
+    assert set(np.unique(plan.front)) <= {0, 1}
+    # Phases tile the clip in order and the contact frame opens the hold.
+    spans = [plan.phases[name] for name in PHASES]
+    assert spans[0][0] == 0 and spans[-1][1] == count
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(spans))
+    assert plan.contact_frame == plan.phases["hold"][0]
+    assert 0 < plan.contact_frame < count
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french"])
+@pytest.mark.parametrize("intensity", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("roll_b", [0.0, 10.0])
+def test_mouths_meet_at_contact(style: str, intensity: float, roll_b: float) -> None:
+    plan = plan_kiss(analyses(roll_b=roll_b), VideoParams(style=style, intensity=intensity))
+    mouths = plan.mouth_centers()
+    c = plan.contact_frame
+    width = face_width(plan, "a", c)
+    assert np.linalg.norm(mouths["a"][c] - mouths["b"][c]) < 0.05 * width
+    # ... and they start well apart, and stay together through the hold.
+    assert np.linalg.norm(mouths["a"][0] - mouths["b"][0]) > 1.2 * width
+    hold = slice(*plan.phases["hold"])
+    assert np.linalg.norm(mouths["a"][hold] - mouths["b"][hold], axis=1).max() < 0.05 * width
+
+
+def test_cheek_contact_is_on_the_near_cheek() -> None:
+    plan = plan_kiss(analyses(), VideoParams(style="cheek"))
+    c = plan.contact_frame
+    b_points = plan.tracks["b"].landmarks[c]
+    near_cheek = b_points[[2, 3, 31, 48, 41]].mean(axis=0)  # image-left side of b faces a
+    a_mouth = plan.tracks["a"].landmarks[c, MOUTH].mean(axis=0)
+    width = face_width(plan, "a", c)
+    assert np.linalg.norm(a_mouth - near_cheek) < 0.05 * width
+    assert np.linalg.norm(a_mouth - b_points[MOUTH].mean(axis=0)) > 0.15 * width
+    assert plan.front[c] == 0  # the one who kisses the cheek is in front
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+def test_motion_is_smooth(style: str) -> None:
+    plan = plan_kiss(analyses(), VideoParams(style=style, intensity=1.0))
+    width = face_width(plan, "a", 0)
+    for track in plan.tracks.values():
+        step = np.linalg.norm(np.diff(track.landmarks, axis=0), axis=2)  # (T-1, 68)
+        assert step.max() < 0.08 * width
+        # No jump: the step length itself changes gradually (bounded acceleration).
+        accel = np.linalg.norm(np.diff(track.landmarks, n=2, axis=0), axis=2)
+        assert accel.max() < 0.012 * width
+        assert step.sum(axis=0).max() > 0.5 * width  # it does move
+    # Eased: standing still on the first and last frame of the approach.
+    mouth = plan.tracks["a"].landmarks[:, MOUTH].mean(axis=1)
+    first = np.linalg.norm(mouth[1] - mouth[0])
+    assert first < 0.002 * width
+
+
+def test_plan_is_deterministic_and_seed_free() -> None:
+    one = plan_kiss(analyses(), VideoParams(style="french", intensity=0.7, seed=1))
+    two = plan_kiss(analyses(), VideoParams(style="french", intensity=0.7, seed=99))
+    assert one.phases == two.phases and one.contact_frame == two.contact_frame
+    np.testing.assert_array_equal(one.front, two.front)
+    for s in ("a", "b"):
+        np.testing.assert_array_equal(one.tracks[s].transforms, two.tracks[s].transforms)
+        np.testing.assert_array_equal(one.tracks[s].landmarks, two.tracks[s].landmarks)
+
+
+def hold_length(style: str, intensity: float) -> int:
+    start, end = plan_kiss(analyses(), VideoParams(style=style, intensity=intensity)).phases["hold"]
+    return end - start
+
+
+@pytest.mark.parametrize("intensity", [0.0, 0.5, 1.0])
+def test_styles_differ_in_timing(intensity: float) -> None:
+    assert (
+        hold_length("peck", intensity)
+        < hold_length("romantic", intensity)
+        <= hold_length("french", intensity)
+    )
+    contacts = {
+        s: plan_kiss(analyses(), VideoParams(style=s, intensity=intensity)).contact_frame
+        for s in ("peck", "romantic", "french", "cheek")
+    }
+    assert len(set(contacts.values())) > 1
+
+
+def test_intensity_lengthens_the_hold_and_the_tilt() -> None:
+    assert hold_length("romantic", 0.0) < hold_length("romantic", 1.0)
+
+    def tilt_at_contact(intensity: float) -> float:
+        plan = plan_kiss(analyses(yaw_a=0.0, yaw_b=0.0), VideoParams(style="romantic", intensity=intensity))
+        left, right = eye_centers(plan.tracks["a"].landmarks[plan.contact_frame])
+        return float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+
+    assert 0 < tilt_at_contact(0.0) < tilt_at_contact(1.0)
+
+
+def test_heads_tilt_to_opposite_sides() -> None:
+    """The same on-screen rotation for two faces facing each other: each tilts to its own side."""
+    plan = plan_kiss(analyses(), VideoParams(style="romantic"))
+    c = plan.contact_frame
+    angles = {}
+    for s in ("a", "b"):
+        l0, r0 = eye_centers(plan.tracks[s].landmarks[0])
+        l1, r1 = eye_centers(plan.tracks[s].landmarks[c])
+        angles[s] = np.degrees(np.arctan2(*(r1 - l1)[::-1]) - np.arctan2(*(r0 - l0)[::-1]))
+    assert angles["a"] > 4 and angles["b"] > 4
+
+
+@pytest.mark.parametrize(
+    ("yaw_a", "yaw_b", "mirror_a", "mirror_b"),
+    [
+        (12.0, -15.0, False, False),
+        (-20.0, -15.0, True, False),
+        (12.0, 25.0, False, True),
+        (-20.0, 25.0, True, True),
+    ],
+)
+def test_faces_looking_the_wrong_way_are_mirrored(
+    yaw_a: float, yaw_b: float, mirror_a: bool, mirror_b: bool
+) -> None:
+    plan = plan_kiss(analyses(yaw_a=yaw_a, yaw_b=yaw_b), VideoParams())
+    assert plan.tracks["a"].mirrored is mirror_a
+    assert plan.tracks["b"].mirrored is mirror_b
+    for s, towards in (("a", +1), ("b", -1)):
+        points = plan.tracks[s].landmarks[0]
+        # The inner face sits towards the partner: a's nose right of its jaw centre, b's left of it.
+        assert towards * (points[30, 0] - (points[0, 0] + points[16, 0]) / 2) > 0
+        # Mirrored landmarks keep iBUG order: index 36-41 is still the eye on the image's left.
+        left, right = eye_centers(points)
+        assert left[0] < right[0]
+        assert np.linalg.det(plan.tracks[s].transforms[0, :, :2]) * (-1 if plan.tracks[s].mirrored else 1) > 0
+
+
+def test_face_centers() -> None:
+    plan = plan_kiss(analyses(), VideoParams(seconds=2, fps=12))
+    centers = face_centers(plan)
+    assert set(centers) == {"a", "b"}
+    assert centers["a"].shape == (24, 2)
+    np.testing.assert_allclose(centers["b"], plan.tracks["b"].landmarks.mean(axis=1))
+    assert centers["a"][0, 0] < plan.width / 2 < centers["b"][0, 0]

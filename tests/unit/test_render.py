@@ -1,0 +1,167 @@
+"""The preview compositor: frames of the right shape, faces where the plan puts them, soft layer edges.
+
+Photos here are drawings (an ellipse "face" on the mean-face landmarks) or, in one test, the
+synthetic subjects — composites of several faces, nobody real.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from kiss_core.choreography import face_centers, plan_kiss
+from kiss_core.compose import mean_face_analysis
+from kiss_core.render import PreviewCompositor
+from kiss_core.schemas import SubjectAnalysis, VideoParams
+
+
+def drawn_face(
+    analysis: SubjectAnalysis, skin: tuple[int, int, int], backdrop: tuple[int, int, int]
+) -> np.ndarray:
+    """A cartoon face on the analysis' landmarks: skin ellipse, dark eyes and brows, red mouth."""
+    photo = np.full((analysis.image_height, analysis.image_width, 3), backdrop, np.uint8)
+    points = np.asarray(analysis.landmarks, dtype=np.float32)
+    (cx, cy), (w, h), angle = cv2.fitEllipse(np.r_[points[:17], points[17:27] - [0, 40]].astype(np.float32))
+    cv2.ellipse(photo, ((cx, cy), (w * 1.05, h * 1.1), angle), skin, -1, cv2.LINE_AA)
+    for part in (slice(36, 42), slice(42, 48)):
+        cv2.fillConvexPoly(photo, points[part].round().astype(np.int32), (30, 30, 40), cv2.LINE_AA)
+    cv2.polylines(
+        photo,
+        [points[17:22].round().astype(np.int32), points[22:27].round().astype(np.int32)],
+        False,
+        (60, 40, 30),
+        3,
+        cv2.LINE_AA,
+    )
+    cv2.fillPoly(photo, [points[48:60].round().astype(np.int32)], (180, 40, 50), cv2.LINE_AA)
+    return photo
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[dict[str, SubjectAnalysis], dict[str, np.ndarray]]:
+    analyses = {
+        "a": mean_face_analysis("a", (640, 800), (200, 260, 460, 540), yaw=12.0),
+        "b": mean_face_analysis("b", (480, 480), (150, 100, 290, 250), yaw=-15.0, roll_deg=6.0),
+    }
+    photos = {
+        "a": drawn_face(analyses["a"], (230, 190, 160), (40, 120, 200)),
+        "b": drawn_face(analyses["b"], (200, 150, 120), (200, 200, 60)),
+    }
+    return analyses, photos
+
+
+def test_frames_shape_count_and_motion(scene) -> None:
+    analyses, photos = scene
+    plan = plan_kiss(analyses, VideoParams(seconds=2, fps=12, size="416x240", style="romantic"))
+    frames = list(PreviewCompositor().render(plan, photos, analyses))
+    assert len(frames) == plan.frame_count == 24
+    for frame in frames:
+        assert frame.shape == (240, 416, 3) and frame.dtype == np.uint8
+        assert frame.std() > 5  # not a constant image
+    assert np.abs(frames[0].astype(int) - frames[plan.contact_frame].astype(int)).mean() > 3
+    assert frames[0] is not frames[1]
+
+
+def test_faces_are_where_the_plan_says(scene) -> None:
+    analyses, photos = scene
+    plan = plan_kiss(analyses, VideoParams(seconds=2, fps=12, size="416x240", style="peck"))
+    compositor = PreviewCompositor()
+    frames = list(compositor.render(plan, photos, analyses))
+    from kiss_core.compose import shared_background
+
+    background = shared_background(photos, plan.layout, plan.width, plan.height).astype(int)
+    centers = face_centers(plan)
+    for t in (0, plan.frame_count // 3, plan.frame_count - 1):
+        for subject in ("a", "b"):
+            if t == plan.contact_frame:
+                continue
+            x, y = centers[subject][t].round().astype(int)
+            patch = frames[t][y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3).mean(0)
+            assert np.abs(patch - background[y, x]).max() > 25, (t, subject)
+    # The mouth (red) of the front subject is at its planned position at the contact frame.
+    c = plan.contact_frame
+    front = "ab"[int(plan.front[c])]
+    mx, my = plan.tracks[front].landmarks[c, 48:68].mean(0).round().astype(int)
+    r, g, b = frames[c][my - 1 : my + 2, mx - 1 : mx + 2].reshape(-1, 3).mean(0)
+    assert r > g + 60 and r > b + 60
+
+
+def test_no_hard_edge_at_the_layer_border() -> None:
+    """A flat-coloured photo makes every edge in the frame the layer's own: it must fade, not cut."""
+    analyses = {
+        "a": mean_face_analysis("a", (500, 500), (150, 150, 350, 360), yaw=10.0),
+        "b": mean_face_analysis("b", (500, 500), (150, 150, 350, 360), yaw=-10.0),
+    }
+    photos = {
+        "a": np.full((500, 500, 3), (250, 30, 30), np.uint8),
+        "b": np.full((500, 500, 3), (20, 30, 250), np.uint8),
+    }
+    plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="832x480"))
+    frames = list(PreviewCompositor(feather_px=8).render(plan, photos, analyses))
+    for frame in frames:
+        grad = np.hypot(*np.gradient(frame.astype(np.float32), axis=(0, 1))).max(axis=-1)  # worst channel
+        # A hard cut steps by ~200 levels (feather_px=0 measures ~110 here); the feather spreads it out.
+        assert grad.max() < 20
+    # ...yet the heads are there, in their own colours.
+    for subject, channel in (("a", 0), ("b", 2)):
+        x, y = face_centers(plan)[subject][0].round().astype(int)
+        assert np.argmax(frames[0][y, x]) == channel
+
+
+def test_head_layers_are_cut_once_and_soft(scene) -> None:
+    analyses, photos = scene
+    plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="416x240"))
+    layers = PreviewCompositor(feather_px=6).head_layers(plan, photos, analyses)
+    for subject, layer in layers.items():
+        alpha = layer.rgba[..., 3]
+        assert layer.rgba.dtype == np.uint8 and layer.rgba.shape[2] == 4
+        assert alpha.max() == 255
+        # Transparent all along the crop's border: no rectangle of the photo can show.
+        assert max(alpha[0].max(), alpha[-1].max(), alpha[:, 0].max(), alpha[:, -1].max()) <= 2, subject
+        assert ((alpha > 10) & (alpha < 245)).sum() > 0.05 * (alpha > 10).sum()  # a real feather
+
+
+def test_big_photos_are_shrunk_once() -> None:
+    """A 12-megapixel photo is cut and area-averaged to about output size before any frame is drawn."""
+    analyses = {
+        "a": mean_face_analysis("a", (3000, 4000), (900, 1200, 2100, 2500), yaw=10.0),
+        "b": mean_face_analysis("b", (480, 480), (150, 100, 290, 250), yaw=-10.0),
+    }
+    photos = {
+        "a": drawn_face(analyses["a"], (230, 190, 160), (40, 120, 200)),
+        "b": drawn_face(analyses["b"], (200, 150, 120), (200, 200, 60)),
+    }
+    plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="832x480"))
+    layers = PreviewCompositor().head_layers(plan, photos, analyses)
+    assert max(layers["a"].rgba.shape[:2]) < 600  # from a 3000x4000 photo
+    frames = list(PreviewCompositor().render(plan, photos, analyses))
+    x, y = plan.tracks["a"].landmarks[0, 48:68].mean(0).round().astype(int)
+    r, g, b = frames[0][y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(0)
+    assert r > g + 60 and r > b + 60  # the mouth is where the plan puts it
+
+
+def test_bad_arguments_are_named(scene) -> None:
+    analyses, photos = scene
+    with pytest.raises(ValueError, match="feather_px"):
+        PreviewCompositor(feather_px=-1)
+    plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="416x240"))
+    with pytest.raises(ValueError, match="subject a"):
+        next(PreviewCompositor().render(plan, {**photos, "a": photos["a"][..., 0]}, analyses))
+
+
+def test_synthetic_subjects_render() -> None:
+    """End to end on the synthetic subjects (faces of nobody), analysed by the real dlib analyzer."""
+    synthetic = pytest.importorskip("kiss_core.synthetic")
+    faces = pytest.importorskip("kiss_core.faces")
+    from kiss_core.settings import FaceSettings
+
+    photos = {"a": synthetic.synthetic_subject(0), "b": synthetic.synthetic_subject(1)}
+    analyzer = faces.DlibFaceAnalyzer(FaceSettings())
+    analyses = {s: analyzer.analyze(p, s) for s, p in photos.items()}
+    plan = plan_kiss(analyses, VideoParams(seconds=1, fps=12, size="416x240", style="french"))
+    frames = np.stack(list(PreviewCompositor().render(plan, photos, analyses)))
+    assert frames.shape == (12, 240, 416, 3)
+    x, y = face_centers(plan)["b"][0].round().astype(int)
+    skin = frames[0][y - 3 : y + 4, x - 3 : x + 4].reshape(-1, 3).mean(0)
+    assert skin[0] > skin[2]  # skin is warmer than the neutral backdrop
