@@ -160,7 +160,9 @@ class GenerationError(ServerError):
 def unwrap_remote(exc: BaseException) -> BaseException:
     """The original exception behind a Ray `RayTaskError` wrapper (or `exc` itself)."""
     seen = 0
-    while seen < 5 and getattr(exc, "cause", None) is not None and not isinstance(exc, KissError | ClientError):
+    while (
+        seen < 5 and getattr(exc, "cause", None) is not None and not isinstance(exc, KissError | ClientError)
+    ):
         exc = exc.cause  # type: ignore[attr-defined]
         seen += 1
     cause = getattr(exc, "cause", None)

@@ -33,12 +33,16 @@ class VideoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     style: Style = Field("romantic", description="Choreography: peck, romantic, french or cheek.")
-    intensity: float = Field(0.5, ge=0.0, le=1.0, description="0 = restrained, 1 = as much as the style allows.")
+    intensity: float = Field(
+        0.5, ge=0.0, le=1.0, description="0 = restrained, 1 = as much as the style allows."
+    )
     seconds: float = Field(5.0, ge=1.0, le=10.0, description="Clip length in seconds.")
     size: str = Field("832x480", description="Frame size WIDTHxHEIGHT; both divisible by 16, 128..1280.")
     fps: int = Field(24, ge=8, le=30, description="Frames per second.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for everything random in the generation.")
-    output: OutputKind = Field("video", description="video: an MP4 (plus thumbnail and still); image: the still.")
+    output: OutputKind = Field(
+        "video", description="video: an MP4 (plus thumbnail and still); image: the still."
+    )
 
     @field_validator("size")
     @classmethod
@@ -90,7 +94,9 @@ class SubjectAnalysis(BaseModel):
     image_height: int
     faces_found: int = Field(description="How many faces the detector found; the largest one is used.")
     box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in the oriented photo.")
-    landmarks: list[tuple[float, float]] = Field(description="68 iBUG landmarks (x, y) in the oriented photo.")
+    landmarks: list[tuple[float, float]] = Field(
+        description="68 iBUG landmarks (x, y) in the oriented photo."
+    )
     pose: Pose
     quality: FaceQuality
     embedding: list[float] = Field(description="128-D dlib identity descriptor of the face.")
@@ -98,7 +104,9 @@ class SubjectAnalysis(BaseModel):
 
 class SubjectQuality(BaseModel):
     subject: Subject
-    similarity_min: float | None = Field(description="Lowest similarity to the reference over checked frames.")
+    similarity_min: float | None = Field(
+        description="Lowest similarity to the reference over checked frames."
+    )
     similarity_mean: float | None = Field(description="Mean similarity to the reference over checked frames.")
     frames_found: int = Field(description="Checked frames in which this person's face was found.")
     frames_checked: int
@@ -161,6 +169,6 @@ class JobManifest(VideoJob):
     trace_context: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the job.")
 
     def public(self) -> dict[str, Any]:
-        return VideoJob.model_validate(self.model_dump(exclude={"input_keys", "attempts", "trace_context"})).model_dump(
-            mode="json"
-        )
+        return VideoJob.model_validate(
+            self.model_dump(exclude={"input_keys", "attempts", "trace_context"})
+        ).model_dump(mode="json")

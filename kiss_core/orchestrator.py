@@ -1,0 +1,143 @@
+"""Runs jobs through the stages without knowing where the stages live.
+
+The same orchestrator drives the Ray Serve graph (stages are deployment handles whose responses are
+passed along unresolved, so tensors never come through here) and the in-process pipeline used by
+unit tests and the serving-overhead benchmark (stages are plain function calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
+
+from kiss_core.errors import ClientError, ImageTooLarge, KissError, ServerError, unwrap_remote
+from kiss_core.jobs import InvalidTransition, JobStore
+from kiss_core.schemas import (
+    SUBJECTS,
+    TERMINAL_STATUSES,
+    JobManifest,
+    JobResult,
+    SubjectAnalysis,
+    VideoParams,
+)
+from kiss_core.settings import LimitSettings
+from kiss_core.tracing import inject_context, stage_span
+
+log = logging.getLogger(__name__)
+
+
+class Stages(Protocol):
+    """Where the work happens. `condition` returns an opaque handle that `generate` consumes."""
+
+    def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> Awaitable[SubjectAnalysis]: ...
+
+    def condition(
+        self,
+        job_id: str,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        trace: dict[str, str],
+    ) -> Any: ...
+
+    def generate(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Any,
+        trace: dict[str, str],
+    ) -> Awaitable[JobResult]: ...
+
+
+class JobOrchestrator:
+    """Accepts jobs (validate, analyse, persist) and runs them (identity, generation) with retries."""
+
+    def __init__(self, jobs: JobStore, stages: Stages, limits: LimitSettings, max_attempts: int = 3):
+        self.jobs = jobs
+        self.stages = stages
+        self.limits = limits
+        self.max_attempts = max_attempts
+        self._running: dict[str, asyncio.Task[JobManifest]] = {}
+
+    async def submit(
+        self, params: VideoParams, photos: Mapping[str, bytes], incoming_trace: dict[str, str] | None = None
+    ) -> JobManifest:
+        """Analyse both photos and persist the job. Client errors surface here, before any 202."""
+        for subject in SUBJECTS:
+            size = len(photos[subject])
+            if size > self.limits.max_upload_bytes:
+                raise ImageTooLarge(
+                    f"subject_{subject} is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes",
+                    subject,
+                )
+        with stage_span(
+            "video.submit", incoming_trace or None, style=params.style, frames=params.frame_count
+        ):
+            trace = inject_context()
+            analyses = await asyncio.gather(*(self.stages.analyze(photos[s], s, trace) for s in SUBJECTS))
+            return self.jobs.create(params, photos, dict(zip(SUBJECTS, analyses, strict=True)), trace)
+
+    def start(self, job_id: str) -> asyncio.Task[JobManifest]:
+        """Run the job in the background of this event loop (idempotent while it runs)."""
+        task = self._running.get(job_id)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self.run(job_id), name=f"job-{job_id}")
+            self._running[job_id] = task
+            task.add_done_callback(lambda _t, j=job_id: self._running.pop(j, None))
+        return task
+
+    async def cancel(self, job_id: str) -> bool:
+        """Stop a running job of this replica; True if one was running."""
+        task = self._running.pop(job_id, None)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def run(self, job_id: str) -> JobManifest:
+        """At-least-once: retry what may be transient, fail at once on what cannot change."""
+        manifest = self.jobs.get(job_id)
+        while manifest.status not in TERMINAL_STATUSES:
+            attempt = manifest.attempts + 1
+            manifest = self.jobs.update(job_id, status="in_progress", stage="identity", attempts=attempt)
+            try:
+                result = await self._attempt(manifest)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as raw:
+                exc = unwrap_remote(raw)
+                manifest = self._after_failure(job_id, attempt, exc)
+                if manifest.status not in TERMINAL_STATUSES:
+                    await asyncio.sleep(min(2.0 * attempt, 10.0))
+                continue
+            try:
+                return self.jobs.complete(job_id, result)
+            except InvalidTransition:
+                return self.jobs.get(job_id)
+        return manifest
+
+    async def _attempt(self, manifest: JobManifest) -> JobResult:
+        with stage_span("video.run", manifest.trace_context, job_id=manifest.id, attempt=manifest.attempts):
+            trace = inject_context()
+            conditioning = self.stages.condition(manifest.id, manifest.input_keys, manifest.subjects, trace)
+            return await self.stages.generate(
+                manifest.id, manifest.params, manifest.input_keys, manifest.subjects, conditioning, trace
+            )
+
+    def _after_failure(self, job_id: str, attempt: int, exc: BaseException) -> JobManifest:
+        if isinstance(exc, ClientError):
+            return self.jobs.fail(job_id, exc.to_problem())
+        retryable = not isinstance(exc, KissError) or (isinstance(exc, ServerError) and exc.recoverable)
+        log.warning("job %s attempt %d failed: %r", job_id, attempt, exc)
+        if retryable and attempt < self.max_attempts:
+            return self.jobs.update(job_id, status="queued", stage="queued")
+        problem = (
+            exc.to_problem()
+            if isinstance(exc, ServerError)
+            else ServerError(f"generation failed after {attempt} attempts: {type(exc).__name__}").to_problem()
+        )
+        return self.jobs.fail(job_id, problem)

@@ -1,0 +1,127 @@
+"""The three stages of a job as plain classes, and all of them in one process.
+
+Each Serve deployment is a thin adapter over one stage class; `InProcessStages` runs the same
+classes in the caller's process, for unit tests and for measuring what serving costs on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+import numpy as np
+
+from kiss_core.faces import DlibFaceAnalyzer
+from kiss_core.identity import Conditioning, IdentityEncoder
+from kiss_core.images import decode_image
+from kiss_core.jobs import JobStore
+from kiss_core.producer import VideoProducer
+from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.settings import Settings
+from kiss_core.storage import ObjectStore
+from kiss_core.tracing import stage_span
+
+_PROGRESS_INTERVAL_S = 0.5
+
+
+class AnalysisStage:
+    """Photo bytes in, a small SubjectAnalysis out (CPU)."""
+
+    def __init__(self, settings: Settings):
+        self.limits = settings.limits
+        self.analyzer = DlibFaceAnalyzer(settings.faces)
+
+    def __call__(self, image: bytes, subject: str, trace: dict[str, str]) -> SubjectAnalysis:
+        with stage_span("face_analysis", trace, subject=subject, bytes=len(image)):
+            return self.analyzer.analyze_bytes(image, subject, self.limits)
+
+    def check_health(self) -> None:
+        """Runs the detector for real, so a broken model file fails the health check."""
+        self.analyzer.detect(np.zeros((64, 64, 3), np.uint8))
+
+
+class IdentityStage:
+    """Stored photos and their analyses in, the generator's conditioning out."""
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        self.limits = settings.limits
+        self.store = store
+        self.encoder = IdentityEncoder(settings.faces)
+
+    def __call__(
+        self,
+        job_id: str,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        trace: dict[str, str],
+    ) -> Conditioning:
+        with stage_span("identity", trace, job_id=job_id):
+            photos = {s: decode_image(self.store.get(key), self.limits, s) for s, key in input_keys.items()}
+            return self.encoder.encode(photos, {a.subject: a for a in analyses})
+
+
+class GenerationStage:
+    """Conditioning in, stored outputs out; progress goes into the job's manifest."""
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        self.jobs = JobStore(store)
+        self.producer = VideoProducer(settings, store)
+        self.backend = settings.generator.backend
+
+    def __call__(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Conditioning,
+        trace: dict[str, str],
+    ) -> JobResult:
+        last = 0.0
+
+        def progress(stage: str, percent: int) -> None:
+            # A deleted job raises JobNotFound here, which stops the work before anything is stored.
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= _PROGRESS_INTERVAL_S:
+                last = now
+                self.jobs.update(job_id, stage=stage, progress=percent)
+
+        with stage_span("generation", trace, job_id=job_id, backend=self.backend):
+            progress("generation", 10)
+            return self.producer.produce(job_id, params, input_keys, analyses, conditioning, progress)
+
+
+class InProcessStages:
+    """The orchestrator's stages as direct calls in this process (threads keep the event loop free)."""
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        self.analysis = AnalysisStage(settings)
+        self.identity = IdentityStage(settings, store)
+        self.generation = GenerationStage(settings, store)
+
+    def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> Awaitable[SubjectAnalysis]:
+        return asyncio.to_thread(self.analysis, image, subject, trace)
+
+    def condition(
+        self,
+        job_id: str,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        trace: dict[str, str],
+    ) -> Any:
+        return asyncio.ensure_future(asyncio.to_thread(self.identity, job_id, input_keys, analyses, trace))
+
+    async def generate(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Any,
+        trace: dict[str, str],
+    ) -> JobResult:
+        resolved = await conditioning
+        return await asyncio.to_thread(self.generation, job_id, params, input_keys, analyses, resolved, trace)

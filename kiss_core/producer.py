@@ -1,0 +1,131 @@
+"""From analyses and conditioning to stored outputs: plan, render, encode, check, store.
+
+This is the work of the VideoGenerator deployment. It returns only object keys and the quality report:
+frames never leave the process that rendered them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+import numpy as np
+
+from kiss_core.choreography import face_centers, plan_kiss
+from kiss_core.faces import DlibFaceAnalyzer
+from kiss_core.identity import Conditioning
+from kiss_core.images import decode_image
+from kiss_core.jobs import OUTPUT_NAMES, output_key
+from kiss_core.quality import identity_report
+from kiss_core.render import PreviewCompositor
+from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.settings import Settings
+from kiss_core.storage import ObjectStore
+from kiss_core.tracing import stage_span
+from kiss_core.video import encode_jpeg, encode_mp4, make_thumbnail
+
+ProgressCallback = Callable[[str, int], None]
+
+
+class VideoProducer:
+    """The preview backend's generator: owns the compositor and the face model used for the report."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, analyzer: DlibFaceAnalyzer | None = None):
+        self.settings = settings
+        self.store = store
+        self.analyzer = analyzer or DlibFaceAnalyzer(settings.faces)
+        self.compositor = PreviewCompositor()
+
+    def produce(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Conditioning,
+        progress: ProgressCallback | None = None,
+    ) -> JobResult:
+        timings: dict[str, float] = {}
+        report = progress or (lambda _stage, _pct: None)
+        by_subject = {a.subject: a for a in analyses}
+
+        with _timed(timings, "load"):
+            photos = {
+                s: decode_image(self.store.get(key), self.settings.limits, s) for s, key in input_keys.items()
+            }
+        with _timed(timings, "plan"):
+            plan = plan_kiss(by_subject, params)
+
+        stride = self.settings.generator.quality_stride
+        sampled: dict[int, np.ndarray] = {}
+        keep = {0, plan.contact_frame}
+        contact: list[np.ndarray] = []
+
+        def frames() -> Iterator[np.ndarray]:
+            for index, frame in enumerate(self.compositor.render(plan, photos, by_subject)):
+                if index % stride == 0 or index in keep:
+                    sampled[index] = frame
+                if index == plan.contact_frame:
+                    contact.append(frame)
+                if index % max(1, plan.frame_count // 10) == 0:
+                    report("generation", 10 + int(70 * index / plan.frame_count))
+                yield frame
+
+        outputs: dict[str, bytes] = {}
+        with stage_span("render_encode", None, frames=plan.frame_count), _timed(timings, "render_encode"):
+            if params.output == "video":
+                outputs["video"] = encode_mp4(
+                    frames(), params.fps, self.settings.generator.crf, self.settings.generator.preset
+                )
+            else:
+                _drain(frames())
+        report("encoding", 85)
+        outputs["image"] = encode_jpeg(contact[0])
+        outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
+
+        with stage_span("quality", None), _timed(timings, "quality"):
+            indices = sorted(sampled)
+            centers = face_centers(plan)
+            quality = identity_report(
+                [sampled[i] for i in indices],
+                {s: c[indices] for s, c in centers.items()},
+                {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
+                self.analyzer,
+                self.settings.faces.same_person_threshold,
+            )
+        report("storing", 95)
+
+        keys: dict[str, str] = {}
+        with stage_span("store", None), _timed(timings, "store"):
+            for variant, data in outputs.items():
+                key = output_key(job_id, variant)
+                self.store.put(key, data, OUTPUT_NAMES[variant][1])
+                keys[variant] = key
+
+        return JobResult(
+            output=params.output,
+            width=plan.width,
+            height=plan.height,
+            fps=params.fps,
+            frames=plan.frame_count,
+            seconds=plan.frame_count / params.fps,
+            contact_frame=plan.contact_frame,
+            keys=keys,
+            quality=quality,
+            timings=timings,
+        )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - start, 4)
+
+
+def _drain(frames: Iterable[np.ndarray]) -> None:
+    for _ in frames:
+        pass

@@ -1,0 +1,140 @@
+"""Jobs and the orchestrator with the real stages run in-process (no Ray), on a local store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiss_core.errors import FaceNotFound, GenerationError, ImageTooLarge, JobNotFound
+from kiss_core.jobs import InvalidTransition, JobStore
+from kiss_core.orchestrator import JobOrchestrator
+from kiss_core.pipeline import InProcessStages
+from kiss_core.schemas import VideoParams
+from kiss_core.settings import Settings
+from kiss_core.storage import LocalDirStore
+from kiss_core.synthetic import synthetic_subject_png
+
+PARAMS = VideoParams(style="peck", seconds=1, fps=8, size="256x144")
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    return {"a": synthetic_subject_png(0), "b": synthetic_subject_png(1)}
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalDirStore:
+    return LocalDirStore(tmp_path)
+
+
+class FlakyStages(InProcessStages):
+    """Fault injection around the real stages: the first `failures` generations raise `error`."""
+
+    def __init__(self, settings: Settings, store: LocalDirStore, failures: int, error: Exception):
+        super().__init__(settings, store)
+        self.failures = failures
+        self.error = error
+        self.calls = 0
+
+    async def generate(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.failures:
+            await args[4]  # consume the conditioning like a real generator would
+            raise self.error
+        return await super().generate(*args, **kwargs)
+
+
+def _gradient_png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (200, 1, 3))).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _orchestrator(settings: Settings, store: LocalDirStore, stages: Any) -> JobOrchestrator:
+    return JobOrchestrator(JobStore(store), stages, settings.limits, max_attempts=3)
+
+
+def test_submit_persists_inputs_and_manifest_then_run_completes(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    assert manifest.status == "queued"
+    assert store.get(manifest.input_keys["a"]) == photos["a"]
+    assert JobStore(store).get(manifest.id).status == "queued"
+    assert [s.subject for s in manifest.subjects] == ["a", "b"]
+
+    done = asyncio.run(orchestrator.run(manifest.id))
+    assert done.status == "completed" and done.attempts == 1 and done.progress == 100
+    assert done.result is not None and set(done.result.keys) == {"video", "thumbnail", "image"}
+    assert all(store.exists(key) for key in done.result.keys.values())
+    assert done.result.frames == 8
+
+
+def test_submit_refuses_a_photo_without_face(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    with pytest.raises(FaceNotFound) as caught:
+        asyncio.run(orchestrator.submit(PARAMS, {"a": photos["a"], "b": _gradient_png()}))
+    assert caught.value.subject == "b"
+    assert store.list("jobs/") == [], "a refused request leaves nothing behind"
+
+
+def test_submit_refuses_oversized_upload(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    huge = b"\xff" * (settings.limits.max_upload_bytes + 1)
+    with pytest.raises(ImageTooLarge):
+        asyncio.run(orchestrator.submit(PARAMS, {"a": huge, "b": photos["b"]}))
+
+
+def test_transient_failure_is_retried(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    stages = FlakyStages(settings, store, failures=1, error=ConnectionError("replica died"))
+    orchestrator = _orchestrator(settings, store, stages)
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    done = asyncio.run(orchestrator.run(manifest.id))
+    assert done.status == "completed" and done.attempts == 2 and stages.calls == 2
+
+
+def test_deterministic_failure_fails_without_retry(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    stages = FlakyStages(settings, store, failures=5, error=GenerationError("model produced NaNs"))
+    orchestrator = _orchestrator(settings, store, stages)
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    done = asyncio.run(orchestrator.run(manifest.id))
+    assert done.status == "failed" and stages.calls == 1
+    assert done.error is not None and done.error.code == "generation_error"
+
+
+def test_terminal_states_are_final_and_delete_erases(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    jobs = JobStore(store)
+    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    jobs.update(manifest.id, status="canceled")
+    with pytest.raises(InvalidTransition):
+        jobs.update(manifest.id, status="in_progress")
+    assert jobs.unfinished() == []
+    assert jobs.delete(manifest.id) >= 3
+    assert store.list(f"jobs/{manifest.id}/") == []
+    with pytest.raises(JobNotFound):
+        jobs.get(manifest.id)
