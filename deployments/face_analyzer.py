@@ -1,0 +1,20 @@
+"""FaceAnalyzer deployment (CPU replicas): a thin adapter over kiss_core.pipeline.AnalysisStage."""
+
+from __future__ import annotations
+
+from kiss_core.pipeline import AnalysisStage
+from kiss_core.schemas import SubjectAnalysis
+from kiss_core.settings import Settings
+from kiss_core.tracing import setup_tracing
+
+
+class FaceAnalyzerDeployment:
+    def __init__(self, settings: Settings):
+        setup_tracing(f"{settings.tracing.service_name}.face_analyzer")
+        self.stage = AnalysisStage(settings)
+
+    def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> SubjectAnalysis:
+        return self.stage(image, subject, trace)
+
+    def check_health(self) -> None:
+        self.stage.check_health()

@@ -1,0 +1,30 @@
+"""IdentityEncoder deployment (fractional GPU; CPU in the local profile): adapter over IdentityStage.
+
+Its return value (aligned crops, embeddings) goes to the generator through the Ray object store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kiss_core.identity import Conditioning
+from kiss_core.pipeline import IdentityStage
+from kiss_core.schemas import SubjectAnalysis
+from kiss_core.settings import Settings
+from kiss_core.storage import open_store
+from kiss_core.tracing import setup_tracing
+
+
+class IdentityEncoderDeployment:
+    def __init__(self, settings: Settings):
+        setup_tracing(f"{settings.tracing.service_name}.identity_encoder")
+        self.stage = IdentityStage(settings, open_store(settings.storage))
+
+    def condition(
+        self,
+        job_id: str,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        trace: dict[str, str],
+    ) -> Conditioning:
+        return self.stage(job_id, input_keys, analyses, trace)

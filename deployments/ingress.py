@@ -1,0 +1,248 @@
+"""Ingress deployment (CPU): the HTTP API. Validates, persists the job, answers 202, runs the job.
+
+It holds deployment handles and passes their responses along unresolved: conditioning tensors go
+from the IdentityEncoder to the VideoGenerator through the Ray object store, never through here.
+"""
+
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kiss_core.errors import (
+    PROBLEM_CONTENT_TYPE,
+    ClientError,
+    ContentNotReady,
+    InvalidRequest,
+    PayloadTooLarge,
+    problem,
+    unwrap_remote,
+)
+from kiss_core.jobs import OUTPUT_NAMES, JobStore
+from kiss_core.orchestrator import JobOrchestrator
+from kiss_core.schemas import SUBJECTS, JobResult, SubjectAnalysis, VideoParams
+from kiss_core.settings import Settings
+from kiss_core.storage import open_store
+from kiss_core.tracing import setup_tracing
+
+log = logging.getLogger("kissgen.ingress")
+
+_PARAM_FIELDS = tuple(VideoParams.model_fields)
+_FILE_FIELDS = tuple(f"subject_{s}" for s in SUBJECTS)
+
+app = FastAPI(
+    title="kissgen",
+    version="0.1.0",
+    description=(
+        "Photos of two consenting adults in, a short kiss video out. Errors are RFC 9457 problem+json."
+    ),
+)
+
+
+def problem_response(body: dict[str, Any], headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+@app.exception_handler(ClientError)
+async def _client_error(request: Request, exc: ClientError) -> JSONResponse:
+    return problem_response(exc.to_problem(instance=request.url.path))
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (unknown path, wrong method) in the same problem+json shape as ours."""
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    title = str(exc.detail) if exc.detail else "HTTP error"
+    detail = f"{request.method} {request.url.path}: {title}"
+    return problem_response(
+        problem(code=code, status=exc.status_code, title=title, detail=detail, instance=request.url.path),
+        headers=exc.headers,
+    )
+
+
+@app.exception_handler(Exception)
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    cause = unwrap_remote(exc)
+    if isinstance(cause, ClientError):
+        return problem_response(cause.to_problem(instance=request.url.path))
+    log.exception("unhandled error on %s", request.url.path)
+    return problem_response(
+        problem(
+            code="internal_error",
+            status=500,
+            title="Internal error",
+            detail="The server failed; retry later.",
+        )
+    )
+
+
+def _request_schema() -> dict[str, Any]:
+    """OpenAPI for the multipart body, which the handler parses itself to control limits and errors."""
+    params = VideoParams.model_json_schema()
+    properties = {
+        "subject_a": {
+            "type": "string",
+            "format": "binary",
+            "description": "Photo of person A (JPEG/PNG/WebP).",
+        },
+        "subject_b": {"type": "string", "format": "binary", "description": "Photo of person B."},
+        **params["properties"],
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": list(_FILE_FIELDS), "properties": properties}
+                }
+            },
+        }
+    }
+
+
+class ServeStages:
+    """The orchestrator's stages as deployment handles; responses are returned unresolved."""
+
+    def __init__(self, analyzer: DeploymentHandle, identity: DeploymentHandle, generator: DeploymentHandle):
+        self.analyzer = analyzer
+        self.identity = identity
+        self.generator = generator
+
+    def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> DeploymentResponse:
+        return self.analyzer.analyze.remote(image, subject, trace)
+
+    def condition(
+        self,
+        job_id: str,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        trace: dict[str, str],
+    ) -> DeploymentResponse:
+        return self.identity.condition.remote(job_id, dict(input_keys), analyses, trace)
+
+    def generate(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: DeploymentResponse,
+        trace: dict[str, str],
+    ) -> DeploymentResponse:
+        return self.generator.generate.remote(job_id, params, dict(input_keys), analyses, conditioning, trace)
+
+
+@serve.ingress(app)
+class VideoAPI:
+    def __init__(
+        self,
+        analyzer: DeploymentHandle,
+        identity: DeploymentHandle,
+        generator: DeploymentHandle,
+        settings: Settings,
+    ):
+        setup_tracing(f"{settings.tracing.service_name}.ingress")
+        self.settings = settings
+        self.store = open_store(settings.storage)
+        self.jobs = JobStore(self.store)
+        self.orchestrator = JobOrchestrator(
+            self.jobs, ServeStages(analyzer, identity, generator), settings.limits
+        )
+
+    @app.post(
+        "/v1/videos",
+        status_code=202,
+        openapi_extra=_request_schema(),
+        summary="Create a kiss video from two photos",
+        responses={202: {"description": "Accepted; poll the Location."}},
+    )
+    async def create_video(self, request: Request) -> JSONResponse:
+        params, photos = await self._parse_create(request)
+        incoming = {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
+        manifest = await self.orchestrator.submit(params, photos, incoming)
+        self.orchestrator.start(manifest.id)
+        return JSONResponse(
+            manifest.public(), status_code=202, headers={"Location": f"/v1/videos/{manifest.id}"}
+        )
+
+    @app.get("/v1/videos/{video_id}", summary="The state of a video job")
+    async def get_video(self, video_id: str) -> JSONResponse:
+        return JSONResponse(self.jobs.get(video_id).public())
+
+    @app.get("/v1/videos/{video_id}/content", summary="Download the video, its thumbnail or the still")
+    async def get_content(self, video_id: str, variant: str = "video") -> Response:
+        if variant not in OUTPUT_NAMES:
+            raise InvalidRequest(f"`variant` must be one of {', '.join(OUTPUT_NAMES)} but is {variant!r}")
+        manifest = self.jobs.get(video_id)
+        result: JobResult | None = manifest.result
+        if manifest.status != "completed" or result is None or variant not in result.keys:
+            raise ContentNotReady(f"video {video_id} is {manifest.status}; `{variant}` is not available")
+        key = result.keys[variant]
+        filename, content_type = OUTPUT_NAMES[variant]
+        url = self.store.presigned_url(key, self.settings.storage.presign_seconds, f"{video_id}-{filename}")
+        if url is not None:
+            return RedirectResponse(url, status_code=307)
+        return Response(self.store.get(key), media_type=content_type)
+
+    @app.delete("/v1/videos/{video_id}", summary="Cancel the job and erase its inputs and outputs")
+    async def delete_video(self, video_id: str) -> JSONResponse:
+        self.jobs.get(video_id)
+        await self.orchestrator.cancel(video_id)
+        self.jobs.delete(video_id)
+        return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+    async def _parse_create(self, request: Request) -> tuple[VideoParams, dict[str, bytes]]:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.settings.limits.max_request_bytes:
+            raise PayloadTooLarge(
+                f"the request body is {length} bytes; the limit is {self.settings.limits.max_request_bytes}"
+            )
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidRequest("the request body must be multipart/form-data with subject_a and subject_b")
+        try:
+            form = await request.form(max_files=2, max_fields=len(_PARAM_FIELDS) + 2)
+        except Exception as exc:  # malformed multipart, too many parts
+            raise InvalidRequest(f"the multipart body could not be parsed: {exc}") from None
+        errors: list[dict[str, Any]] = []
+        values: dict[str, Any] = {}
+        for name in form:
+            if name not in _PARAM_FIELDS and name not in _FILE_FIELDS:
+                errors.append({"field": name, "message": "unknown field"})
+            elif len(form.getlist(name)) > 1:
+                errors.append({"field": name, "message": "given more than once"})
+        photos: dict[str, bytes] = {}
+        for subject, name in zip(SUBJECTS, _FILE_FIELDS, strict=True):
+            upload = form.get(name)
+            if not isinstance(upload, UploadFile):
+                errors.append({"field": name, "message": "a photo file is required"})
+                continue
+            photos[subject] = await upload.read(self.settings.limits.max_upload_bytes + 1)
+        for name in _PARAM_FIELDS:
+            value = form.get(name)
+            if isinstance(value, str):
+                values[name] = value
+            elif value is not None:
+                errors.append({"field": name, "message": "must be a plain form field, not a file"})
+        try:
+            params = VideoParams.model_validate(values)
+        except ValidationError as exc:
+            params = None
+            errors.extend(
+                {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                for e in exc.errors()
+            )
+        if errors or params is None:
+            fields = ", ".join(sorted({e["field"] for e in errors}))
+            raise InvalidRequest(f"invalid fields: {fields}", None, errors)
+        return params, photos

@@ -1,0 +1,32 @@
+"""VideoGenerator deployment (one full GPU, one video at a time; the preview backend runs on CPU).
+
+Adapter over GenerationStage: renders, encodes, checks, stores; returns object keys and the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kiss_core.identity import Conditioning
+from kiss_core.pipeline import GenerationStage
+from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.settings import Settings
+from kiss_core.storage import open_store
+from kiss_core.tracing import setup_tracing
+
+
+class VideoGeneratorDeployment:
+    def __init__(self, settings: Settings):
+        setup_tracing(f"{settings.tracing.service_name}.video_generator")
+        self.stage = GenerationStage(settings, open_store(settings.storage))
+
+    def generate(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Conditioning,
+        trace: dict[str, str],
+    ) -> JobResult:
+        return self.stage(job_id, params, input_keys, analyses, conditioning, trace)

@@ -1,0 +1,93 @@
+"""Session-wide fixtures: one local Ray cluster, the CPU-profile Serve application, the OTLP receiver.
+
+Ray workers inherit this process's environment, so the OTLP endpoint set here before `ray.init`
+makes every replica export its spans to the in-test receiver.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.otlp import OtlpReceiver
+from tests.support.s3server import s3_server  # noqa: F401  (session fixture)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(otlp_receiver: OtlpReceiver) -> Iterator[None]:
+    import ray
+    from ray import serve
+
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_receiver.endpoint
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@dataclass
+class ServeApp:
+    url: str
+    store_root: Path
+
+
+@pytest.fixture(scope="session")
+def http_port(ray_cluster: None) -> int:
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+@pytest.fixture(scope="session")
+def serve_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> ServeApp:
+    """The CPU-profile application with local-directory storage, as `make run` starts it."""
+    from ray import serve
+
+    from graph import AppArgs, build_app
+
+    root = tmp_path_factory.mktemp("store")
+    args = AppArgs(profile="local", settings={"storage": {"backend": "local", "local_root": str(root)}})
+    serve.run(build_app(args), name="kissgen", route_prefix="/", blocking=False)
+    _wait_running("kissgen")
+    return ServeApp(url=f"http://127.0.0.1:{http_port}", store_root=root)
+
+
+def _wait_running(app_name: str, timeout_s: float = 180.0) -> None:
+    import time
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(app_name)
+        if status is not None and status.status == "RUNNING":
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Serve application {app_name} did not become RUNNING in {timeout_s}s")

@@ -1,0 +1,42 @@
+"""Client helpers shared by the tests that drive the real Serve application over HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from kiss_core.schemas import TERMINAL_STATUSES
+
+
+def post_job(client: httpx.Client, photo_a: bytes, photo_b: bytes, **params: Any) -> httpx.Response:
+    files = {"subject_a": ("a.png", photo_a, "image/png"), "subject_b": ("b.png", photo_b, "image/png")}
+    return client.post("/v1/videos", data={k: str(v) for k, v in params.items()}, files=files)
+
+
+def wait_terminal(client: httpx.Client, location: str, timeout_s: float = 240.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        job = client.get(location).json()
+        seen.add(job["status"])
+        if job["status"] in TERMINAL_STATUSES:
+            job["_seen_statuses"] = sorted(seen)
+            return job
+        time.sleep(0.25)
+    raise TimeoutError(f"{location} not finished after {timeout_s}s; last: {job}")
+
+
+def assert_problem(
+    response: httpx.Response, status: int, code: str, subject: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status
+    assert body["title"] and body["detail"] and body["type"].endswith(code)
+    if subject is not None:
+        assert body["subject"] == subject, body
+    return body

@@ -1,0 +1,61 @@
+"""The deploy configs are valid Serve configs that import, and the profiles say what the design says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from graph import PROFILES, AppArgs
+from kiss_core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str) -> ServeDeploySchema:
+    return ServeDeploySchema.model_validate(yaml.safe_load((ROOT / name).read_text()))
+
+
+@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config.local.yaml"])
+def test_config_validates_and_its_builder_imports(name: str) -> None:
+    from ray._common.utils import import_attr
+
+    config = _load(name)
+    (app,) = config.applications
+    builder = import_attr(app.import_path)
+    assert builder.__annotations__["args"] is AppArgs
+    AppArgs.model_validate(app.args)
+
+
+def test_production_resources_follow_the_design() -> None:
+    (app,) = _load("serve_config.yaml").applications
+    deployments = {d.name: d for d in app.deployments}
+    gpus = {name: d.ray_actor_options.num_gpus or 0 for name, d in deployments.items()}
+    assert set(deployments) == set(PROFILES["production"])
+    generator = deployments["VideoGenerator"]
+    assert gpus["VideoGenerator"] == 1 and generator.max_ongoing_requests == 1
+    assert 0 < gpus["IdentityEncoder"] < 1
+    assert gpus["FaceAnalyzer"] == 0 and gpus["Ingress"] == 0
+    for deployment in deployments.values():
+        assert deployment.autoscaling_config, f"{deployment.name} has no autoscaling_config"
+    for name, options in PROFILES["production"].items():
+        assert options["ray_actor_options"].get("num_gpus", 0) == gpus[name], name
+
+
+def test_local_profile_needs_no_gpu() -> None:
+    for name, options in PROFILES["local"].items():
+        assert options["ray_actor_options"].get("num_gpus", 0) == 0, name
+
+
+def test_settings_from_yaml_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "kiss.yaml"
+    config.write_text("storage:\n  backend: s3\n  bucket: from-yaml\nfaces:\n  min_face_px: 40\n")
+    monkeypatch.setenv("KISS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("KISS_STORAGE__BUCKET", "from-env")
+    settings = Settings()
+    assert settings.storage.backend == "s3"
+    assert settings.storage.bucket == "from-env", "the environment overrides the YAML file"
+    assert settings.faces.min_face_px == 40
+    assert Settings(storage={"backend": "local"}).storage.backend == "local"

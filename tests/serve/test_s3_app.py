@@ -1,0 +1,67 @@
+"""The same graph on a real S3 server (SeaweedFS): outputs served by presigned URL, erasure on S3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from kiss_core.storage import open_store
+from kiss_core.synthetic import synthetic_subject_png
+from kiss_core.video import decode_mp4
+from tests.serve.helpers import post_job, wait_terminal
+from tests.support.s3server import S3Endpoint
+
+APP = "kissgen_s3"
+
+
+@pytest.fixture(scope="module")
+def s3_app(http_port: int, s3_server: S3Endpoint) -> Iterator[str]:
+    from ray import serve
+
+    from graph import AppArgs, build_app
+    from tests.conftest import _wait_running
+
+    storage = s3_server.settings(bucket="kissgen-serve").model_dump(mode="json")
+    serve.run(
+        build_app(AppArgs(profile="local", settings={"storage": storage})), name=APP, route_prefix="/s3"
+    )
+    _wait_running(APP)
+    try:
+        yield f"http://127.0.0.1:{http_port}/s3"
+    finally:
+        serve.delete(APP)
+
+
+def test_job_on_s3_is_served_by_presigned_url_and_erased(s3_app: str, s3_server: S3Endpoint) -> None:
+    store = open_store(s3_server.settings(bucket="kissgen-serve"))
+    with httpx.Client(base_url=s3_app, timeout=120) as client:
+        response = post_job(
+            client,
+            synthetic_subject_png(2),
+            synthetic_subject_png(3),
+            style="french",
+            seconds=1,
+            fps=10,
+            size="320x192",
+        )
+        assert response.status_code == 202, response.text
+        video_id = response.json()["id"]
+        assert store.exists(f"jobs/{video_id}/manifest.json"), "the manifest is on S3 before the 202"
+        job = wait_terminal(client, f"/v1/videos/{video_id}")
+        assert job["status"] == "completed", job.get("error")
+
+        redirect = client.get(f"/v1/videos/{video_id}/content", params={"variant": "video"})
+        assert redirect.status_code == 307
+        url = redirect.headers["location"]
+        assert s3_server.endpoint in url and "X-Amz-Signature" in url
+        video = httpx.get(url, timeout=30)
+        assert video.status_code == 200
+        frames, fps = decode_mp4(video.content)
+        assert frames.shape == (10, 192, 320, 3) and fps == pytest.approx(10)
+
+        assert len(store.list(f"jobs/{video_id}/")) >= 5  # inputs, manifest, three outputs
+        assert client.delete(f"/v1/videos/{video_id}").status_code == 200
+        assert store.list(f"jobs/{video_id}/") == []
+        assert client.get(f"/v1/videos/{video_id}").status_code == 404
