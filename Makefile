@@ -1,0 +1,43 @@
+# Every target creates .venv if it is missing and installs what it needs (torch first: the CPU build on
+# this disk; any other torch spec would pull a multi-GB CUDA build).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT := 8000  # set in serve_config.local.yaml
+
+.PHONY: run test bench lint format demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+## run: start the Serve application in the CPU profile (local storage in ./data, preview generator)
+run: $(STAMP)
+	@echo "kissgen: http://127.0.0.1:$(PORT)/v1/videos  (API docs: http://127.0.0.1:$(PORT)/docs)"
+	@echo "try:     $(BIN)/kissgen demo-subjects demo && $(BIN)/kissgen create demo/a.png demo/b.png -o kiss.mp4"
+	$(BIN)/serve run serve_config.local.yaml
+
+## test: the whole suite (unit, real Serve, real S3 server)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## bench: CPU pipeline benchmark (prints a table, writes bench/results/*.json)
+bench: $(STAMP)
+	$(BIN)/python bench/cpu_pipeline.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) data .pytest_cache
