@@ -4,7 +4,7 @@ It holds deployment handles and passes their responses along unresolved: conditi
 from the IdentityEncoder to the VideoGenerator through the Ray object store, never through here.
 """
 
-
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -178,13 +178,14 @@ class VideoAPI:
 
     @app.get("/v1/videos/{video_id}", summary="The state of a video job")
     async def get_video(self, video_id: str) -> JSONResponse:
-        return JSONResponse(self.jobs.get(video_id).public())
+        manifest = await asyncio.to_thread(self.jobs.get, video_id)
+        return JSONResponse(manifest.public())
 
     @app.get("/v1/videos/{video_id}/content", summary="Download the video, its thumbnail or the still")
     async def get_content(self, video_id: str, variant: str = "video") -> Response:
         if variant not in OUTPUT_NAMES:
             raise InvalidRequest(f"`variant` must be one of {', '.join(OUTPUT_NAMES)} but is {variant!r}")
-        manifest = self.jobs.get(video_id)
+        manifest = await asyncio.to_thread(self.jobs.get, video_id)
         result: JobResult | None = manifest.result
         if manifest.status != "completed" or result is None or variant not in result.keys:
             raise ContentNotReady(f"video {video_id} is {manifest.status}; `{variant}` is not available")
@@ -193,13 +194,13 @@ class VideoAPI:
         url = self.store.presigned_url(key, self.settings.storage.presign_seconds, f"{video_id}-{filename}")
         if url is not None:
             return RedirectResponse(url, status_code=307)
-        return Response(self.store.get(key), media_type=content_type)
+        return Response(await asyncio.to_thread(self.store.get, key), media_type=content_type)
 
     @app.delete("/v1/videos/{video_id}", summary="Cancel the job and erase its inputs and outputs")
     async def delete_video(self, video_id: str) -> JSONResponse:
-        self.jobs.get(video_id)
+        await asyncio.to_thread(self.jobs.get, video_id)
         await self.orchestrator.cancel(video_id)
-        self.jobs.delete(video_id)
+        await asyncio.to_thread(self.jobs.delete, video_id)
         return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
 
     async def _parse_create(self, request: Request) -> tuple[VideoParams, dict[str, bytes]]:

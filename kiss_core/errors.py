@@ -158,14 +158,6 @@ class GenerationError(ServerError):
 
 
 def unwrap_remote(exc: BaseException) -> BaseException:
-    """The original exception behind a Ray `RayTaskError` wrapper (or `exc` itself)."""
-    seen = 0
-    while (
-        seen < 5 and getattr(exc, "cause", None) is not None and not isinstance(exc, KissError | ClientError)
-    ):
-        exc = exc.cause  # type: ignore[attr-defined]
-        seen += 1
+    """The original exception behind a Ray `RayTaskError` wrapper (which keeps it in `.cause`), or `exc`."""
     cause = getattr(exc, "cause", None)
-    if isinstance(cause, KissError):
-        return cause
-    return exc
+    return cause if isinstance(cause, BaseException) else exc

@@ -78,7 +78,8 @@ class JobOrchestrator:
         ):
             trace = inject_context()
             analyses = await asyncio.gather(*(self.stages.analyze(photos[s], s, trace) for s in SUBJECTS))
-            return self.jobs.create(params, photos, dict(zip(SUBJECTS, analyses, strict=True)), trace)
+            by_subject = dict(zip(SUBJECTS, analyses, strict=True))
+            return await asyncio.to_thread(self.jobs.create, params, photos, by_subject, trace)
 
     def start(self, job_id: str) -> asyncio.Task[JobManifest]:
         """Run the job in the background of this event loop (idempotent while it runs)."""
@@ -99,25 +100,30 @@ class JobOrchestrator:
         return True
 
     async def run(self, job_id: str) -> JobManifest:
-        """At-least-once: retry what may be transient, fail at once on what cannot change."""
-        manifest = self.jobs.get(job_id)
+        """At-least-once: retry what may be transient, fail at once on what cannot change.
+
+        Storage calls run in threads: an S3 server that is slow or retrying must not stall the loop.
+        """
+        manifest = await asyncio.to_thread(self.jobs.get, job_id)
         while manifest.status not in TERMINAL_STATUSES:
             attempt = manifest.attempts + 1
-            manifest = self.jobs.update(job_id, status="in_progress", stage="identity", attempts=attempt)
+            manifest = await asyncio.to_thread(
+                self.jobs.update, job_id, status="in_progress", stage="identity", attempts=attempt
+            )
             try:
                 result = await self._attempt(manifest)
             except asyncio.CancelledError:
                 raise
             except BaseException as raw:
                 exc = unwrap_remote(raw)
-                manifest = self._after_failure(job_id, attempt, exc)
+                manifest = await asyncio.to_thread(self._after_failure, job_id, attempt, exc)
                 if manifest.status not in TERMINAL_STATUSES:
                     await asyncio.sleep(min(2.0 * attempt, 10.0))
                 continue
             try:
-                return self.jobs.complete(job_id, result)
+                return await asyncio.to_thread(self.jobs.complete, job_id, result)
             except InvalidTransition:
-                return self.jobs.get(job_id)
+                return await asyncio.to_thread(self.jobs.get, job_id)
         return manifest
 
     async def _attempt(self, manifest: JobManifest) -> JobResult:

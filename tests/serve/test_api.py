@@ -93,7 +93,10 @@ def test_one_trace_spans_all_stages_across_processes(
         runs = [s for s in spans if s["attributes"].get("job_id") == completed_job["id"]]
         return [s for s in spans if runs and s["trace_id"] == runs[0]["trace_id"]]
 
-    arrived = otlp_receiver.wait_for(lambda spans: names <= {s["name"] for s in spans_of_job(spans)}, timeout=30)
+    def all_stages_arrived(spans: list[dict[str, Any]]) -> bool:
+        return names <= {s["name"] for s in spans_of_job(spans)}
+
+    arrived = otlp_receiver.wait_for(all_stages_arrived, timeout=30)
     spans = spans_of_job(arrived)
     by_name: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
