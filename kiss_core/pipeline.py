@@ -79,14 +79,17 @@ class GenerationStage:
         conditioning: Conditioning,
         trace: dict[str, str],
     ) -> JobResult:
-        last = 0.0
+        last = (0.0, "")
 
         def progress(stage: str, percent: int) -> None:
-            # A deleted job raises JobNotFound here, which stops the work before anything is stored.
+            """Every stage change is written; updates within a stage at most every 0.5 s.
+
+            A deleted job raises JobNotFound here, which stops the work before anything is stored.
+            """
             nonlocal last
             now = time.monotonic()
-            if now - last >= _PROGRESS_INTERVAL_S:
-                last = now
+            if stage != last[1] or now - last[0] >= _PROGRESS_INTERVAL_S:
+                last = (now, stage)
                 self.jobs.update(job_id, stage=stage, progress=percent)
 
         with stage_span("generation", trace, job_id=job_id, backend=self.backend):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from kiss_core.choreography import face_centers, plan_kiss
+from kiss_core.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.faces import DlibFaceAnalyzer
 from kiss_core.identity import Conditioning
 from kiss_core.images import decode_image
@@ -57,14 +57,13 @@ class VideoProducer:
         with _timed(timings, "plan"):
             plan = plan_kiss(by_subject, params)
 
-        stride = self.settings.generator.quality_stride
+        checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
         sampled: dict[int, np.ndarray] = {}
-        keep = {0, plan.contact_frame}
         contact: list[np.ndarray] = []
 
         def frames() -> Iterator[np.ndarray]:
             for index, frame in enumerate(self.compositor.render(plan, photos, by_subject)):
-                if index % stride == 0 or index in keep:
+                if index in checked:
                     sampled[index] = frame
                 if index == plan.contact_frame:
                     contact.append(frame)
@@ -80,11 +79,11 @@ class VideoProducer:
                 )
             else:
                 _drain(frames())
-        report("encoding", 85)
+        report("quality", 85)
         outputs["image"] = encode_jpeg(contact[0])
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
 
-        with stage_span("quality", None), _timed(timings, "quality"):
+        with stage_span("quality", None, frames=len(sampled)), _timed(timings, "quality"):
             indices = sorted(sampled)
             centers = face_centers(plan)
             quality = identity_report(
@@ -93,6 +92,7 @@ class VideoProducer:
                 {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
                 self.analyzer,
                 self.settings.faces.same_person_threshold,
+                upsample=0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1,
             )
         report("storing", 95)
 
@@ -115,6 +115,20 @@ class VideoProducer:
             quality=quality,
             timings=timings,
         )
+
+
+_NO_UPSAMPLE_FACE_PX = 100  # HOG finds faces this wide without its (slow) upsampling pass
+
+
+def quality_sample(frame_count: int, contact_frame: int, count: int) -> set[int]:
+    """Evenly spaced frames from first to last, plus the contact frame, where face merging shows."""
+    spaced = np.linspace(0, frame_count - 1, min(count, frame_count)).round().astype(int)
+    return {*spaced.tolist(), contact_frame}
+
+
+def planned_face_width(plan: KissPlan) -> float:
+    """The narrowest jaw span (landmarks 0-16) the plan gives either person in the first frame."""
+    return min(float(np.ptp(track.landmarks[0, :17, 0])) for track in plan.tracks.values())
 
 
 @contextmanager

@@ -23,6 +23,7 @@ def identity_report(
     references: dict[str, np.ndarray],
     analyzer: DlibFaceAnalyzer,
     threshold: float,
+    upsample: int | None = None,
 ) -> QualityReport:
     """Per-subject similarity of the faces found where the plan expects each person, over `frames`.
 
@@ -39,7 +40,7 @@ def identity_report(
             )
     similarities: dict[str, list[float]] = {s: [] for s in subjects}
     for index, frame in enumerate(frames):
-        found = analyzer.find_faces(frame)
+        found = analyzer.find_faces(frame, upsample)
         candidates = []
         for subject in subjects:
             centre = np.asarray(expected_centers[subject][index], dtype=np.float64)

@@ -16,7 +16,7 @@ SUBJECTS: tuple[Subject, Subject] = ("a", "b")
 Style = Literal["peck", "romantic", "french", "cheek"]
 OutputKind = Literal["video", "image"]
 JobStatus = Literal["queued", "in_progress", "completed", "failed", "canceled"]
-Stage = Literal["queued", "analysis", "identity", "generation", "encoding", "storing", "done"]
+Stage = Literal["queued", "analysis", "identity", "generation", "quality", "storing", "done"]
 Variant = Literal["video", "thumbnail", "image"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "canceled"})
 

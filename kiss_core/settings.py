@@ -59,7 +59,9 @@ class GeneratorSettings(BaseModel):
     backend: Literal["preview"] = Field("preview", description="Video backend: preview (CPU compositor).")
     crf: int = Field(20, ge=0, le=51, description="x264 constant rate factor for the MP4.")
     preset: str = Field("veryfast", description="x264 preset.")
-    quality_stride: int = Field(4, ge=1, description="The quality report checks every n-th frame.")
+    quality_frames: int = Field(
+        8, ge=2, le=64, description="Frames the quality report checks: evenly spaced, plus the contact frame."
+    )
 
 
 class TracingSettings(BaseModel):
