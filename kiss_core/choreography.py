@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kiss_core.compose import MOUTH, SceneLayout, compose_affine, frame_landmarks, layout_scene
+from kiss_core.compose import SceneLayout, frame_landmarks, layout_scene
+from kiss_core.geometry import MOUTH, compose_affine
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 
 PHASES = ("approach", "tilt", "contact", "hold", "separation")

@@ -15,6 +15,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kiss_core.geometry import (
+    JAW,
+    apply_affine,
+    compose_affine,
+    eye_centers,
+    similarity_from_points,
+)
 from kiss_core.schemas import SubjectAnalysis
 
 # The OpenFace mean face (iBUG 68 points), normalised so that the points span ~[0, 1] x [0, 1.06] with
@@ -38,10 +45,6 @@ MEAN_FACE_68 = np.array([
 ], dtype=np.float64)
 # fmt: on
 
-LEFT_EYE = slice(36, 42)  # the eye on the image's left
-RIGHT_EYE = slice(42, 48)  # the eye on the image's right
-MOUTH = slice(48, 68)
-JAW = slice(0, 17)
 
 # iBUG index of each landmark's mirror partner (left <-> right), so a flipped face keeps the convention.
 MIRROR_PERMUTATION = np.array(
@@ -85,39 +88,6 @@ class SceneLayout:
     interocular: float  # target eye distance in frame pixels
     eye_y: float  # target eye height in frame pixels
     placements: dict[str, SubjectPlacement]
-
-
-def eye_centers(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centres of the image-left and image-right eyes."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    return points[LEFT_EYE].mean(axis=0), points[RIGHT_EYE].mean(axis=0)
-
-
-def similarity_from_points(
-    src: tuple[np.ndarray, np.ndarray], dst: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """The 2x3 similarity (rotation, uniform scale, shift) taking two source points onto two targets."""
-    s0, s1 = (complex(*map(float, p)) for p in src)
-    d0, d1 = (complex(*map(float, p)) for p in dst)
-    if s1 == s0:
-        raise ValueError("the two source points coincide; no similarity is defined")
-    a = (d1 - d0) / (s1 - s0)
-    b = d0 - a * s0
-    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], dtype=np.float64)
-
-
-def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Points (..., N, 2) through 2x3 affines (..., 2, 3); leading axes broadcast."""
-    affine = np.asarray(affine, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64)
-    return points @ np.swapaxes(affine[..., :2], -1, -2) + affine[..., None, :, 2]
-
-
-def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """outer ∘ inner for 2x3 affines (inner applied first); broadcasts over leading axes."""
-    linear = outer[..., :, :2] @ inner[..., :, :2]
-    shift = (outer[..., :, :2] @ inner[..., :, 2:3])[..., 0] + outer[..., :, 2]
-    return np.concatenate([linear, shift[..., None]], axis=-1)
 
 
 def affine_scale(affine: np.ndarray) -> float:

@@ -17,13 +17,10 @@ import face_recognition_models
 import numpy as np
 
 from kiss_core.errors import FaceNotFound, FaceTooSmall
+from kiss_core.geometry import MOUTH, apply_affine, eye_centers, similarity_from_points
 from kiss_core.images import decode_image
 from kiss_core.schemas import FaceQuality, Pose, SubjectAnalysis
 from kiss_core.settings import FaceSettings, LimitSettings
-
-LEFT_EYE = slice(36, 42)  # the eye on the image's left
-RIGHT_EYE = slice(42, 48)  # the eye on the image's right
-MOUTH = slice(48, 68)
 
 # A generic head in arbitrary units (outer eye corners 450 apart, ~4.7 per mm): x towards the image's
 # right, y up, z towards the camera, origin at the nose tip. The y values are the mean dlib landmarks
@@ -71,30 +68,6 @@ class DetectedFace:
     @property
     def center(self) -> np.ndarray:
         return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2], dtype=np.float64)
-
-
-def eye_centers(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centres of the image-left and image-right eyes."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    return points[LEFT_EYE].mean(axis=0), points[RIGHT_EYE].mean(axis=0)
-
-
-def similarity_from_points(
-    src: tuple[np.ndarray, np.ndarray], dst: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """The 2x3 similarity (rotation, uniform scale, shift) taking two source points onto two targets."""
-    s0, s1 = (complex(*map(float, p)) for p in src)
-    d0, d1 = (complex(*map(float, p)) for p in dst)
-    if s1 == s0:
-        raise ValueError("the two source points coincide; no similarity is defined")
-    a = (d1 - d0) / (s1 - s0)
-    b = d0 - a * s0
-    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], dtype=np.float64)
-
-
-def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points, dtype=np.float64)
-    return points @ affine[:, :2].T + affine[:, 2]
 
 
 def aligned_crop(

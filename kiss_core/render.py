@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from kiss_core.choreography import KissPlan
-from kiss_core.compose import affine_scale, compose_affine, head_mask, head_polygon, shared_background
+from kiss_core.compose import affine_scale, head_mask, head_polygon, shared_background
+from kiss_core.geometry import compose_affine
 from kiss_core.schemas import SubjectAnalysis
 
 

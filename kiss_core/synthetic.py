@@ -17,14 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from kiss_core.faces import (
-    DetectedFace,
-    DlibFaceAnalyzer,
-    apply_affine,
-    eye_centers,
-    largest_face,
-    similarity_from_points,
-)
+from kiss_core.faces import DetectedFace, DlibFaceAnalyzer, largest_face
+from kiss_core.geometry import apply_affine, eye_centers, similarity_from_points
 from kiss_core.images import encode_png
 from kiss_core.settings import FaceSettings
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from kiss_core.choreography import PHASES, KissPlan, face_centers, plan_kiss
-from kiss_core.compose import MOUTH, eye_centers, mean_face_analysis
+from kiss_core.compose import mean_face_analysis
+from kiss_core.geometry import MOUTH, eye_centers
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 
 

@@ -8,13 +8,12 @@ import pytest
 from kiss_core.compose import (
     MEAN_FACE_68,
     MIRROR_PERMUTATION,
-    apply_affine,
-    eye_centers,
     head_mask,
     layout_scene,
     mean_face_analysis,
     shared_background,
 )
+from kiss_core.geometry import apply_affine, eye_centers
 from kiss_core.schemas import SubjectAnalysis
 
 CASES = [

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.faces import ALIGNED_LEFT_EYE, DetectedFace, DlibFaceAnalyzer, eye_centers
+from kiss_core.faces import ALIGNED_LEFT_EYE, DetectedFace, DlibFaceAnalyzer
+from kiss_core.geometry import eye_centers
 from kiss_core.identity import Conditioning, IdentityEncoder, cosine_similarity, normalize
 from kiss_core.images import decode_image
 from kiss_core.settings import FaceSettings, LimitSettings

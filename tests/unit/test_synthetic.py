@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kiss_core import synthetic
-from kiss_core.faces import DlibFaceAnalyzer, eye_centers
+from kiss_core.faces import DlibFaceAnalyzer
+from kiss_core.geometry import eye_centers
 from kiss_core.identity import cosine_similarity
 from kiss_core.images import decode_image
 from kiss_core.settings import FaceSettings, LimitSettings
