@@ -110,12 +110,40 @@ class SubjectQuality(BaseModel):
     similarity_mean: float | None = Field(description="Mean similarity to the reference over checked frames.")
     frames_found: int = Field(description="Checked frames in which this person's face was found.")
     frames_checked: int
+    visible_share: float = Field(0.0, description="frames_found / frames_checked, 0..1.")
+
+
+class ContactQuality(BaseModel):
+    """Did the lips meet? Measured on the output frames, not taken from the plan."""
+
+    frame: int = Field(description="Frame index where contact was measured.")
+    mouth_distance: float | None = Field(
+        description="Distance between the two mouth centres / mean face width; None when not measurable."
+    )
+
+
+class FlickerQuality(BaseModel):
+    """Temporal stability of regions that should not change (away from both faces)."""
+
+    mean: float = Field(description="Mean absolute luma change between consecutive frames, 0..255.")
+    p95: float = Field(description="95th percentile of the per-frame-pair change, 0..255.")
+    frames: int = Field(description="Frames compared.")
+
+
+class LightingQuality(BaseModel):
+    """Difference in skin tone between the two people (CIE76 delta E of the mean skin Lab colour)."""
+
+    delta_e_input: float | None = Field(None, description="Between the two input photos.")
+    delta_e_output: float | None = Field(None, description="Between the two people in the first frame.")
 
 
 class QualityReport(BaseModel):
     similarity: str = Field("cosine of dlib 128-D descriptors", description="How similarity is measured.")
     threshold: float = Field(description="Similarity above which two faces count as the same person.")
     subjects: list[SubjectQuality]
+    contact: ContactQuality | None = None
+    flicker: FlickerQuality | None = None
+    lighting: LightingQuality | None = None
 
 
 class JobResult(BaseModel):
