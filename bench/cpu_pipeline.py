@@ -36,7 +36,7 @@ from kiss_core.jobs import JobStore  # noqa: E402
 from kiss_core.orchestrator import JobOrchestrator  # noqa: E402
 from kiss_core.pipeline import InProcessStages  # noqa: E402
 from kiss_core.render import PreviewCompositor  # noqa: E402
-from kiss_core.schemas import VideoParams  # noqa: E402
+from kiss_core.schemas import Attestation, SubjectConsent, VideoParams  # noqa: E402
 from kiss_core.settings import Settings  # noqa: E402
 from kiss_core.storage import LocalDirStore  # noqa: E402
 from kiss_core.synthetic import source_photos, synthetic_subject_png  # noqa: E402
@@ -97,9 +97,10 @@ def job_latencies(settings: Settings, params: VideoParams, repeats: int) -> dict
     store_root = Path(tempfile.mkdtemp(prefix="kissbench-"))
     store = LocalDirStore(store_root / "direct")
     orchestrator = JobOrchestrator(JobStore(store), InProcessStages(settings, store), settings.limits)
+    attestation = Attestation(a=SubjectConsent(consented=True), b=SubjectConsent(consented=True))
 
     async def direct() -> None:
-        manifest = await orchestrator.submit(params, photos)
+        manifest = await orchestrator.submit(params, photos, attestation)
         done = await orchestrator.run(manifest.id)
         assert done.status == "completed", done.error
 
@@ -108,7 +109,7 @@ def job_latencies(settings: Settings, params: VideoParams, repeats: int) -> dict
     local = {"storage": {"backend": "local", "local_root": str(store_root / "serve")}}
     serve.run(build_app(AppArgs(profile="local", settings=local)), name="kissgen", route_prefix="/")
     client = httpx.Client(base_url="http://127.0.0.1:8765", timeout=120)
-    fields = {k: str(v) for k, v in params.model_dump().items()}
+    fields = {"consent_a": "true", "consent_b": "true", **{k: str(v) for k, v in params.model_dump().items()}}
 
     def via_serve() -> float:
         """Seconds from sending the POST to the job's `completed_at` (same clock: both on this machine).

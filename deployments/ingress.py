@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.datastructures import UploadFile
@@ -28,7 +28,7 @@ from kiss_core.errors import (
 )
 from kiss_core.jobs import OUTPUT_NAMES, JobStore
 from kiss_core.orchestrator import JobOrchestrator
-from kiss_core.schemas import SUBJECTS, JobResult, SubjectAnalysis, VideoParams
+from kiss_core.schemas import SUBJECTS, Attestation, JobResult, SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 from kiss_core.tracing import setup_tracing
@@ -37,6 +37,10 @@ log = logging.getLogger("kissgen.ingress")
 
 _PARAM_FIELDS = tuple(VideoParams.model_fields)
 _FILE_FIELDS = tuple(f"subject_{s}" for s in SUBJECTS)
+_CONSENT_FIELDS = {f"consent_{s}": s for s in SUBJECTS}
+_CONSENT_REF_FIELDS = {f"consent_ref_{s}": s for s in SUBJECTS}
+_TEXT_FIELDS = (*_PARAM_FIELDS, *_CONSENT_FIELDS, *_CONSENT_REF_FIELDS)
+ParsedCreate = tuple[VideoParams, Attestation | None, dict[str, bytes]]
 
 app = FastAPI(
     title="kissgen",
@@ -89,26 +93,50 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _request_schema() -> dict[str, Any]:
     """OpenAPI for the multipart body, which the handler parses itself to control limits and errors."""
-    params = VideoParams.model_json_schema()
-    properties = {
-        "subject_a": {
-            "type": "string",
-            "format": "binary",
-            "description": "Photo of person A (JPEG/PNG/WebP).",
-        },
-        "subject_b": {"type": "string", "format": "binary", "description": "Photo of person B."},
-        **params["properties"],
-    }
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "required": list(_FILE_FIELDS), "properties": properties}
-                }
-            },
+    photo = {"type": "string", "format": "binary"}
+    consent = {
+        f"consent_{s}": {
+            "type": "boolean",
+            "description": f"Attests that the person in subject_{s} is an adult and consented. Must be true.",
         }
+        for s in SUBJECTS
     }
+    references = {
+        f"consent_ref_{s}": {"type": "string", "maxLength": 200, "description": "Your consent record id."}
+        for s in SUBJECTS
+    }
+    properties = {
+        "subject_a": {**photo, "description": "Photo of person A (JPEG, PNG, WebP, BMP, TIFF)."},
+        "subject_b": {**photo, "description": "Photo of person B."},
+        **consent,
+        **references,
+        **VideoParams.model_json_schema()["properties"],
+    }
+    schema = {"type": "object", "required": [*_FILE_FIELDS, *_CONSENT_FIELDS], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+# Attestation validation errors are reported under the form field the client sent.
+_CONSENT_FIELD_OF = {
+    **{f"{s}.consented": f"consent_{s}" for s in SUBJECTS},
+    **{f"{s}.reference": f"consent_ref_{s}" for s in SUBJECTS},
+}
+
+
+def _validated(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    errors: list[dict[str, Any]],
+    rename: Mapping[str, str] | None = None,
+) -> Any:
+    """`model` built from form values, or None with each problem appended to `errors` by form field."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "body"
+            errors.append({"field": (rename or {}).get(loc, loc), "message": e["msg"]})
+        return None
 
 
 class ServeStages:
@@ -143,6 +171,8 @@ class ServeStages:
         return self.generator.generate.remote(job_id, params, dict(input_keys), analyses, conditioning, trace)
 
 
+# serve.ingress pickles `app` (and with it these endpoints' globals) right here, while this module is
+# still loading: everything the endpoints use must be defined above this line.
 @serve.ingress(app)
 class VideoAPI:
     def __init__(
@@ -168,9 +198,9 @@ class VideoAPI:
         responses={202: {"description": "Accepted; poll the Location."}},
     )
     async def create_video(self, request: Request) -> JSONResponse:
-        params, photos = await self._parse_create(request)
+        params, attestation, photos = await self._parse_create(request)
         incoming = {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
-        manifest = await self.orchestrator.submit(params, photos, incoming)
+        manifest = await self.orchestrator.submit(params, photos, attestation, incoming)
         self.orchestrator.start(manifest.id)
         return JSONResponse(
             manifest.public(), status_code=202, headers={"Location": f"/v1/videos/{manifest.id}"}
@@ -203,7 +233,7 @@ class VideoAPI:
         await asyncio.to_thread(self.jobs.delete, video_id)
         return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
 
-    async def _parse_create(self, request: Request) -> tuple[VideoParams, dict[str, bytes]]:
+    async def _parse_create(self, request: Request) -> ParsedCreate:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.settings.limits.max_request_bytes:
             raise PayloadTooLarge(
@@ -212,13 +242,12 @@ class VideoAPI:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidRequest("the request body must be multipart/form-data with subject_a and subject_b")
         try:
-            form = await request.form(max_files=2, max_fields=len(_PARAM_FIELDS) + 2)
+            form = await request.form(max_files=2, max_fields=len(_TEXT_FIELDS) + 2)
         except Exception as exc:  # malformed multipart, too many parts
             raise InvalidRequest(f"the multipart body could not be parsed: {exc}") from None
         errors: list[dict[str, Any]] = []
-        values: dict[str, Any] = {}
         for name in form:
-            if name not in _PARAM_FIELDS and name not in _FILE_FIELDS:
+            if name not in _TEXT_FIELDS and name not in _FILE_FIELDS:
                 errors.append({"field": name, "message": "unknown field"})
             elif len(form.getlist(name)) > 1:
                 errors.append({"field": name, "message": "given more than once"})
@@ -229,21 +258,22 @@ class VideoAPI:
                 errors.append({"field": name, "message": "a photo file is required"})
                 continue
             photos[subject] = await upload.read(self.settings.limits.max_upload_bytes + 1)
-        for name in _PARAM_FIELDS:
+        text: dict[str, str] = {}
+        for name in _TEXT_FIELDS:
             value = form.get(name)
             if isinstance(value, str):
-                values[name] = value
+                text[name] = value
             elif value is not None:
                 errors.append({"field": name, "message": "must be a plain form field, not a file"})
-        try:
-            params = VideoParams.model_validate(values)
-        except ValidationError as exc:
-            params = None
-            errors.extend(
-                {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-                for e in exc.errors()
-            )
+        params = _validated(VideoParams, {n: text[n] for n in _PARAM_FIELDS if n in text}, errors)
+        # A missing consent field counts as "not consented" (refused as consent_required, naming the
+        # person); a malformed one is invalid_request.
+        consent = {
+            s: {"consented": text.get(name, "false"), "reference": text.get(f"consent_ref_{s}")}
+            for name, s in _CONSENT_FIELDS.items()
+        }
+        attestation = _validated(Attestation, consent, errors, rename=_CONSENT_FIELD_OF)
         if errors or params is None:
             fields = ", ".join(sorted({e["field"] for e in errors}))
             raise InvalidRequest(f"invalid fields: {fields}", None, errors)
-        return params, photos
+        return params, attestation, photos

@@ -37,8 +37,15 @@ def _check(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def create(client: httpx.Client, photo_a: Path, photo_b: Path, params: VideoParams) -> dict[str, Any]:
-    fields = {name: str(value) for name, value in params.model_dump().items()}
+def create(
+    client: httpx.Client,
+    photo_a: Path,
+    photo_b: Path,
+    params: VideoParams,
+    consent: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """POST a job. `consent` holds the consent_* form fields; the service refuses without them."""
+    fields = {**(consent or {}), **{name: str(value) for name, value in params.model_dump().items()}}
     with photo_a.open("rb") as fa, photo_b.open("rb") as fb:
         files = {"subject_a": (photo_a.name, fa), "subject_b": (photo_b.name, fb)}
         return _check(client.post("/v1/videos", data=fields, files=files)).json()
@@ -82,8 +89,16 @@ def _cmd_create(args: argparse.Namespace) -> int:
         seed=args.seed,
         output=args.output,
     )
+    consent: dict[str, str] = {}
+    if args.consent:
+        consent = {"consent_a": "true", "consent_b": "true"}
+        consent |= {
+            f"consent_ref_{s}": ref
+            for s, ref in (("a", args.consent_ref_a), ("b", args.consent_ref_b))
+            if ref
+        }
     with httpx.Client(base_url=args.url, timeout=60) as client:
-        job = create(client, Path(args.photo_a), Path(args.photo_b), params)
+        job = create(client, Path(args.photo_a), Path(args.photo_b), params, consent)
         print(f"created {job['id']}")
         job = wait(client, job["id"], args.timeout)
         if job["status"] != "completed":
@@ -142,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=int, default=defaults.fps)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--output", default=defaults.output, choices=["video", "image"])
+    p.add_argument(
+        "--consent",
+        action="store_true",
+        help="attest that both people are adults and consented to this video (required by the service)",
+    )
+    p.add_argument("--consent-ref-a", help="your reference to person A's consent record")
+    p.add_argument("--consent-ref-b", help="your reference to person B's consent record")
     p.add_argument("-o", "--out", help="where to write the result")
     p.add_argument("--timeout", type=float, default=600.0)
     p.set_defaults(func=_cmd_create)

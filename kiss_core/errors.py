@@ -119,6 +119,12 @@ class FaceTooSmall(ClientError):
     title = "The face in the photo is too small"
 
 
+class ConsentRequired(ClientError):
+    code = "consent_required"
+    status = 422
+    title = "Consent must be attested for both people"
+
+
 class JobNotFound(ClientError):
     code = "not_found"
     status = 404

@@ -12,11 +12,13 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
+from kiss_core.audit import AuditLog, require_consent
 from kiss_core.errors import ClientError, ImageTooLarge, KissError, ServerError, unwrap_remote
-from kiss_core.jobs import InvalidTransition, JobStore
+from kiss_core.jobs import InvalidTransition, JobStore, new_job_id
 from kiss_core.schemas import (
     SUBJECTS,
     TERMINAL_STATUSES,
+    Attestation,
     JobManifest,
     JobResult,
     SubjectAnalysis,
@@ -55,17 +57,30 @@ class Stages(Protocol):
 class JobOrchestrator:
     """Accepts jobs (validate, analyse, persist) and runs them (identity, generation) with retries."""
 
-    def __init__(self, jobs: JobStore, stages: Stages, limits: LimitSettings, max_attempts: int = 3):
+    def __init__(
+        self,
+        jobs: JobStore,
+        stages: Stages,
+        limits: LimitSettings,
+        max_attempts: int = 3,
+        audit: AuditLog | None = None,
+    ):
         self.jobs = jobs
+        self.audit = audit or AuditLog(jobs.store)
         self.stages = stages
         self.limits = limits
         self.max_attempts = max_attempts
         self._running: dict[str, asyncio.Task[JobManifest]] = {}
 
     async def submit(
-        self, params: VideoParams, photos: Mapping[str, bytes], incoming_trace: dict[str, str] | None = None
+        self,
+        params: VideoParams,
+        photos: Mapping[str, bytes],
+        attestation: Attestation | None,
+        incoming_trace: dict[str, str] | None = None,
     ) -> JobManifest:
-        """Analyse both photos and persist the job. Client errors surface here, before any 202."""
+        """Check consent, analyse both photos, audit, persist the job: client errors come before the 202."""
+        attestation = require_consent(attestation)
         for subject in SUBJECTS:
             size = len(photos[subject])
             if size > self.limits.max_upload_bytes:
@@ -79,7 +94,10 @@ class JobOrchestrator:
             trace = inject_context()
             analyses = await asyncio.gather(*(self.stages.analyze(photos[s], s, trace) for s in SUBJECTS))
             by_subject = dict(zip(SUBJECTS, analyses, strict=True))
-            return await asyncio.to_thread(self.jobs.create, params, photos, by_subject, trace)
+            job_id = new_job_id()
+            # The audit record is written first: no job exists without the attestation that allowed it.
+            await asyncio.to_thread(self.audit.record, job_id, attestation, photos, by_subject)
+            return await asyncio.to_thread(self.jobs.create, params, photos, by_subject, trace, job_id)
 
     def start(self, job_id: str) -> asyncio.Task[JobManifest]:
         """Run the job in the background of this event loop (idempotent while it runs)."""

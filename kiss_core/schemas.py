@@ -69,6 +69,42 @@ class VideoParams(BaseModel):
         return max(1, round(self.seconds * self.fps))
 
 
+class SubjectConsent(BaseModel):
+    """The client's attestation for one person in the request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consented: bool = Field(description="The person is an adult and consented to this video being made.")
+    reference: str | None = Field(
+        None, max_length=200, description="The operator's own reference to the consent record, if any."
+    )
+
+
+class Attestation(BaseModel):
+    """Consent per subject. A request without both attestations is refused (consent_required)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    a: SubjectConsent
+    b: SubjectConsent
+
+    def of(self, subject: str) -> SubjectConsent:
+        return self.a if subject == "a" else self.b
+
+
+class AuditRecord(BaseModel):
+    """What is kept of every accepted request, also after the job is erased: no photos, only hashes."""
+
+    request_id: str
+    job_id: str
+    tenant: str
+    received_at: datetime
+    policy_version: str
+    photo_sha256: dict[str, str]
+    consent: Attestation
+    age_estimates: dict[str, float | None] = Field(default_factory=dict)
+
+
 class Pose(BaseModel):
     """Head pose in degrees. Yaw > 0: the face turns towards the image's right side."""
 
@@ -100,6 +136,7 @@ class SubjectAnalysis(BaseModel):
     pose: Pose
     quality: FaceQuality
     embedding: list[float] = Field(description="128-D dlib identity descriptor of the face.")
+    age_estimate: float | None = Field(None, description="Estimated age in years, when the age gate ran.")
 
 
 class SubjectQuality(BaseModel):

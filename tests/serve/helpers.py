@@ -9,10 +9,16 @@ import httpx
 
 from kiss_core.schemas import TERMINAL_STATUSES
 
+CONSENT = {"consent_a": "true", "consent_b": "true"}
 
-def post_job(client: httpx.Client, photo_a: bytes, photo_b: bytes, **params: Any) -> httpx.Response:
+
+def post_job(
+    client: httpx.Client, photo_a: bytes, photo_b: bytes, consent: dict[str, str] | None = None, **params: Any
+) -> httpx.Response:
+    """POST a job; both people's consent is attested unless `consent` says otherwise."""
     files = {"subject_a": ("a.png", photo_a, "image/png"), "subject_b": ("b.png", photo_b, "image/png")}
-    return client.post("/v1/videos", data={k: str(v) for k, v in params.items()}, files=files)
+    data = {**(CONSENT if consent is None else consent), **{k: str(v) for k, v in params.items()}}
+    return client.post("/v1/videos", data=data, files=files)
 
 
 def wait_terminal(client: httpx.Client, location: str, timeout_s: float = 240.0) -> dict[str, Any]:

@@ -145,6 +145,23 @@ def test_photo_without_a_face_is_a_problem(client: httpx.Client, subjects: tuple
     assert_problem(response, 422, "face_not_found", subject="b")
 
 
+@pytest.mark.parametrize(
+    ("consent", "subject"),
+    [({}, "a"), ({"consent_a": "true"}, "b"), ({"consent_a": "true", "consent_b": "false"}, "b")],
+)
+def test_missing_consent_is_refused(
+    client: httpx.Client, subjects: tuple[bytes, bytes], consent: dict[str, str], subject: str
+) -> None:
+    response = post_job(client, *subjects, consent=consent, **PARAMS)
+    assert_problem(response, 422, "consent_required", subject=subject)
+
+
+def test_malformed_consent_is_invalid(client: httpx.Client, subjects: tuple[bytes, bytes]) -> None:
+    response = post_job(client, *subjects, consent={"consent_a": "maybe", "consent_b": "true"}, **PARAMS)
+    body = assert_problem(response, 422, "invalid_request")
+    assert [e["field"] for e in body["errors"]] == ["consent_a"]
+
+
 def test_missing_field_is_a_problem(client: httpx.Client, subjects: tuple[bytes, bytes]) -> None:
     response = client.post("/v1/videos", data={"style": "peck"}, files={"subject_a": ("a.png", subjects[0])})
     body = assert_problem(response, 422, "invalid_request")
@@ -182,11 +199,16 @@ def test_delete_erases_the_job(
     assert deleted.status_code == 200 and deleted.json()["deleted"] is True
     assert_problem(client.get(f"/v1/videos/{video_id}"), 404, "not_found")
     assert not [p for p in (serve_app.store_root / "jobs" / video_id).rglob("*") if p.is_file()]
+    audit = [p.read_text() for p in (serve_app.store_root / "audit").rglob("*.json")]
+    assert any(video_id in text for text in audit), "the audit record outlives the erased job"
 
 
 def test_openapi_documents_the_api(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert {"/v1/videos", "/v1/videos/{video_id}", "/v1/videos/{video_id}/content"} <= set(spec["paths"])
     body = spec["paths"]["/v1/videos"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert {"subject_a", "subject_b", "style", "seconds", "size"} <= set(body["properties"])
+    assert {"subject_a", "subject_b", "consent_a", "consent_b", "style", "seconds", "size"} <= set(
+        body["properties"]
+    )
+    assert {"subject_a", "subject_b", "consent_a", "consent_b"} <= set(body["required"])
     assert client.get("/docs").status_code == 200

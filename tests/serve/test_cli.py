@@ -16,7 +16,14 @@ def test_demo_subjects_then_create_downloads_a_video(
 ) -> None:
     assert main(["demo-subjects", str(tmp_path / "demo"), "--first", "2"]) == 0
     out = tmp_path / "kiss.mp4"
-    argv = ["--url", serve_app.url, "create", str(tmp_path / "demo/a.png"), str(tmp_path / "demo/b.png")]
+    argv = [
+        "--url",
+        serve_app.url,
+        "create",
+        str(tmp_path / "demo/a.png"),
+        str(tmp_path / "demo/b.png"),
+        "--consent",
+    ]
     options = ["--style", "cheek", "--seconds", "1", "--fps", "10", "--size", "256x160", "-o", str(out)]
     code = main([*argv, *options])
     printed = capsys.readouterr().out
@@ -30,7 +37,9 @@ def test_create_reports_a_refused_photo(
 ) -> None:
     main(["demo-subjects", str(tmp_path)])
     (tmp_path / "empty.png").write_bytes(b"not a photo")
-    code = main(["--url", serve_app.url, "create", str(tmp_path / "a.png"), str(tmp_path / "empty.png")])
-    assert code == 1
+    argv = ["--url", serve_app.url, "create", str(tmp_path / "a.png"), str(tmp_path / "empty.png")]
+    assert main([*argv, "--consent"]) == 1
     err = capsys.readouterr().err
     assert "image_unreadable" in err and "(subject b)" in err
+    assert main(argv) == 1, "without --consent the service refuses"
+    assert "consent_required" in capsys.readouterr().err

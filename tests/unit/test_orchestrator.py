@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kiss_core.errors import FaceNotFound, GenerationError, ImageTooLarge, JobNotFound
+from kiss_core.audit import AuditLog
+from kiss_core.errors import ConsentRequired, FaceNotFound, GenerationError, ImageTooLarge, JobNotFound
 from kiss_core.jobs import InvalidTransition, JobStore
 from kiss_core.orchestrator import JobOrchestrator
 from kiss_core.pipeline import InProcessStages
-from kiss_core.schemas import VideoParams
+from kiss_core.schemas import Attestation, SubjectConsent, VideoParams
 from kiss_core.settings import Settings
 from kiss_core.storage import LocalDirStore
 from kiss_core.synthetic import synthetic_subject_png
 
 PARAMS = VideoParams(style="peck", seconds=1, fps=8, size="256x144")
+ATTESTED = Attestation(a=SubjectConsent(consented=True, reference="rec-a"), b=SubjectConsent(consented=True))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +74,7 @@ def test_submit_persists_inputs_and_manifest_then_run_completes(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
     orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
     assert manifest.status == "queued"
     assert store.get(manifest.input_keys["a"]) == photos["a"]
     assert JobStore(store).get(manifest.id).status == "queued"
@@ -89,9 +92,9 @@ def test_submit_refuses_a_photo_without_face(
 ) -> None:
     orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
     with pytest.raises(FaceNotFound) as caught:
-        asyncio.run(orchestrator.submit(PARAMS, {"a": photos["a"], "b": _gradient_png()}))
+        asyncio.run(orchestrator.submit(PARAMS, {"a": photos["a"], "b": _gradient_png()}, ATTESTED))
     assert caught.value.subject == "b"
-    assert store.list("jobs/") == [], "a refused request leaves nothing behind"
+    assert store.list("jobs/") == [] and store.list("audit/") == [], "a refused request leaves nothing behind"
 
 
 def test_submit_refuses_oversized_upload(
@@ -100,7 +103,7 @@ def test_submit_refuses_oversized_upload(
     orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
     huge = b"\xff" * (settings.limits.max_upload_bytes + 1)
     with pytest.raises(ImageTooLarge):
-        asyncio.run(orchestrator.submit(PARAMS, {"a": huge, "b": photos["b"]}))
+        asyncio.run(orchestrator.submit(PARAMS, {"a": huge, "b": photos["b"]}, ATTESTED))
 
 
 def test_transient_failure_is_retried(
@@ -108,7 +111,7 @@ def test_transient_failure_is_retried(
 ) -> None:
     stages = FlakyStages(settings, store, failures=1, error=ConnectionError("replica died"))
     orchestrator = _orchestrator(settings, store, stages)
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
     done = asyncio.run(orchestrator.run(manifest.id))
     assert done.status == "completed" and done.attempts == 2 and stages.calls == 2
 
@@ -118,7 +121,7 @@ def test_deterministic_failure_fails_without_retry(
 ) -> None:
     stages = FlakyStages(settings, store, failures=5, error=GenerationError("model produced NaNs"))
     orchestrator = _orchestrator(settings, store, stages)
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
     done = asyncio.run(orchestrator.run(manifest.id))
     assert done.status == "failed" and stages.calls == 1
     assert done.error is not None and done.error.code == "generation_error"
@@ -129,7 +132,7 @@ def test_terminal_states_are_final_and_delete_erases(
 ) -> None:
     jobs = JobStore(store)
     orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos))
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
     jobs.update(manifest.id, status="canceled")
     with pytest.raises(InvalidTransition):
         jobs.update(manifest.id, status="in_progress")
@@ -138,3 +141,35 @@ def test_terminal_states_are_final_and_delete_erases(
     assert store.list(f"jobs/{manifest.id}/") == []
     with pytest.raises(JobNotFound):
         jobs.get(manifest.id)
+
+
+@pytest.mark.parametrize(
+    ("attestation", "subject"),
+    [
+        (None, "a"),
+        (Attestation(a=SubjectConsent(consented=False), b=SubjectConsent(consented=True)), "a"),
+        (Attestation(a=SubjectConsent(consented=True), b=SubjectConsent(consented=False)), "b"),
+    ],
+)
+def test_submit_requires_consent_for_each_person(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes], attestation: Any, subject: str
+) -> None:
+    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    with pytest.raises(ConsentRequired) as caught:
+        asyncio.run(orchestrator.submit(PARAMS, photos, attestation))
+    assert caught.value.subject == subject
+    assert store.list("") == [], "nothing is analysed or stored without consent"
+
+
+def test_accepted_attestation_is_audited_and_outlives_the_job(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
+    JobStore(store).delete(manifest.id)
+    (record,) = AuditLog(store).for_job(manifest.id)
+    assert record.photo_sha256 == {s: hashlib.sha256(photos[s]).hexdigest() for s in "ab"}
+    assert record.consent == ATTESTED and record.consent.a.reference == "rec-a"
+    assert record.policy_version and record.tenant == "public"
+    stored = b"".join(store.get(k) for k in store.list("audit/"))
+    assert photos["a"][:64] not in stored, "the audit trail keeps hashes, never photos"
