@@ -28,7 +28,8 @@ from kiss_core.errors import (
 )
 from kiss_core.jobs import OUTPUT_NAMES, JobStore
 from kiss_core.orchestrator import JobOrchestrator
-from kiss_core.schemas import SUBJECTS, Attestation, JobResult, SubjectAnalysis, VideoParams
+from kiss_core.retention import install_lifecycle, sweep
+from kiss_core.schemas import SUBJECTS, Attestation, JobResult, SubjectAnalysis, VideoParams, utcnow
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 from kiss_core.tracing import setup_tracing
@@ -189,6 +190,23 @@ class VideoAPI:
         self.orchestrator = JobOrchestrator(
             self.jobs, ServeStages(analyzer, identity, generator), settings.limits
         )
+        install_lifecycle(self.store, settings.retention)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _start_sweeper(self) -> None:
+        """The retention sweep runs in the background of the first request's event loop."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                report = await asyncio.to_thread(sweep, self.jobs, self.settings.retention, utcnow())
+                if report.jobs_erased or report.inputs_erased:
+                    log.info("retention sweep: %s", report)
+            except Exception:  # a failed sweep is retried at the next interval
+                log.exception("retention sweep failed")
+            await asyncio.sleep(self.settings.retention.sweep_interval_s)
 
     @app.post(
         "/v1/videos",
@@ -198,6 +216,7 @@ class VideoAPI:
         responses={202: {"description": "Accepted; poll the Location."}},
     )
     async def create_video(self, request: Request) -> JSONResponse:
+        self._start_sweeper()
         params, attestation, photos = await self._parse_create(request)
         incoming = {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
         manifest = await self.orchestrator.submit(params, photos, attestation, incoming)

@@ -1,9 +1,11 @@
 """Durable jobs: the manifest in object storage is the single source of truth of a job's state.
 
-Layout of one job under the store (everything a job owns shares the prefix, so erasure is one call):
+Layout of one job: one top-level prefix per kind of data, so each kind can carry its own bucket
+lifecycle rule (inputs expire after a day, outputs after a week; see kiss_core.retention):
     jobs/{id}/manifest.json   the JobManifest
-    jobs/{id}/input/{a,b}     the photos as uploaded
-    jobs/{id}/output/...      video.mp4, thumbnail.jpg, image.jpg (deterministic keys: reruns overwrite)
+    inputs/{id}/{a,b}         the photos as uploaded
+    outputs/{id}/...          video.mp4, thumbnail.jpg, image.jpg (deterministic keys: reruns overwrite)
+The audit trail (kiss_core.audit) lives apart under audit/ and outlives the job.
 """
 
 from __future__ import annotations
@@ -47,12 +49,20 @@ def new_job_id() -> str:
     return "video_" + secrets.token_hex(12)
 
 
-def job_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/"
+JOB_PREFIXES = ("jobs/", "inputs/", "outputs/")
+
+
+def job_prefixes(job_id: str) -> list[str]:
+    """Every prefix under which this job owns objects (erasure deletes them all)."""
+    return [f"{root}{job_id}/" for root in JOB_PREFIXES]
+
+
+def input_key(job_id: str, subject: str) -> str:
+    return f"inputs/{job_id}/{subject}"
 
 
 def output_key(job_id: str, variant: str) -> str:
-    return f"{job_prefix(job_id)}output/{OUTPUT_NAMES[variant][0]}"
+    return f"outputs/{job_id}/{OUTPUT_NAMES[variant][0]}"
 
 
 class InvalidTransition(RuntimeError):
@@ -66,7 +76,7 @@ class JobStore:
         self.store = store
 
     def _manifest_key(self, job_id: str) -> str:
-        return f"{job_prefix(job_id)}manifest.json"
+        return f"jobs/{job_id}/manifest.json"
 
     def create(
         self,
@@ -80,7 +90,7 @@ class JobStore:
         job_id = job_id or new_job_id()
         input_keys = {}
         for subject in SUBJECTS:
-            key = f"{job_prefix(job_id)}input/{subject}"
+            key = input_key(job_id, subject)
             self.store.put(key, photos[subject], "application/octet-stream")
             input_keys[subject] = key
         now = utcnow()
@@ -130,20 +140,24 @@ class JobStore:
         return self.update(job_id, status="failed", error=Problem.model_validate(problem))
 
     def delete(self, job_id: str) -> int:
-        """Erase everything the job owns (inputs, manifest, outputs)."""
+        """Erase everything the job owns (inputs, outputs, then the manifest); the audit record stays."""
         self.get(job_id)
-        return self.store.delete_prefix(job_prefix(job_id))
+        return sum(self.store.delete_prefix(prefix) for prefix in reversed(job_prefixes(job_id)))
+
+    def erase_inputs(self, job_id: str) -> int:
+        return self.store.delete_prefix(f"inputs/{job_id}/")
+
+    def manifests(self) -> list[JobManifest]:
+        """Every job's manifest (a scan of jobs/: for sweeps and recovery, not for hot paths)."""
+        found = []
+        for key in self.store.list("jobs/"):
+            if key.endswith("/manifest.json"):
+                try:
+                    found.append(JobManifest.model_validate(json.loads(self.store.get(key))))
+                except (ObjectNotFound, ValueError):
+                    continue
+        return found
 
     def unfinished(self) -> list[JobManifest]:
         """Jobs that were accepted but not finished: candidates for recovery after a restart."""
-        found = []
-        for key in self.store.list("jobs/"):
-            if not key.endswith("/manifest.json"):
-                continue
-            try:
-                manifest = JobManifest.model_validate(json.loads(self.store.get(key)))
-            except (ObjectNotFound, ValueError):
-                continue
-            if manifest.status not in TERMINAL_STATUSES:
-                found.append(manifest)
-        return found
+        return [m for m in self.manifests() if m.status not in TERMINAL_STATUSES]

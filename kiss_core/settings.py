@@ -64,6 +64,17 @@ class GeneratorSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    inputs_hours: float = Field(
+        24.0, gt=0, description="Uploaded photos are erased this long after the request."
+    )
+    outputs_days: float = Field(
+        7.0, gt=0, description="Videos, stills and manifests are erased this long after."
+    )
+    sweep_interval_s: float = Field(600.0, gt=0, description="How often each ingress replica runs the sweep.")
+    lifecycle_rules: bool = Field(True, description="Also install matching S3 lifecycle rules on the bucket.")
+
+
 class TracingSettings(BaseModel):
     service_name: str = Field("kissgen", description="OpenTelemetry service.name.")
     # The exporter itself is configured by the standard OTEL_EXPORTER_OTLP_* variables.
@@ -79,6 +90,7 @@ class Settings(BaseSettings):
     faces: FaceSettings = Field(default_factory=FaceSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(

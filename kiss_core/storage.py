@@ -14,7 +14,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -70,6 +70,11 @@ class ObjectStore(Protocol):
     def presigned_url(self, key: str, expires_s: int, filename: str | None = None) -> str | None:
         """A URL a client can GET without credentials, or None when the backend cannot presign
         (the caller then streams the bytes itself)."""
+        ...
+
+    def set_expiry(self, days_by_prefix: Mapping[str, int]) -> bool:
+        """Ask the backend to delete objects under each prefix after so many days (S3 lifecycle
+        rules); False when it cannot, and the retention sweep alone enforces retention."""
         ...
 
 
@@ -199,6 +204,9 @@ class LocalDirStore:
     def presigned_url(self, key: str, expires_s: int, filename: str | None = None) -> str | None:
         check_key(key)
         return None
+
+    def set_expiry(self, days_by_prefix: Mapping[str, int]) -> bool:
+        return False
 
     def _prune(self, directory: Path) -> None:
         """Removes empty parents so deleted jobs leave no directories behind; a concurrent writer
@@ -406,6 +414,34 @@ class S3Store:
         return self._signer.get_presigned_url(
             "GET", self.bucket, key, expires=timedelta(seconds=expires_s), response_headers=headers
         )
+
+    def set_expiry(self, days_by_prefix: Mapping[str, int]) -> bool:
+        """Replaces the bucket's lifecycle configuration with one expiration rule per prefix."""
+        from minio.commonconfig import ENABLED, Filter
+        from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+
+        rules = [
+            Rule(
+                ENABLED,
+                rule_filter=Filter(prefix=prefix),
+                rule_id=f"kissgen-expire-{prefix.strip('/')}",
+                expiration=Expiration(days=days),
+            )
+            for prefix, days in sorted(days_by_prefix.items())
+        ]
+        self._call(
+            "set lifecycle", lambda: self._client.set_bucket_lifecycle(self.bucket, LifecycleConfig(rules))
+        )
+        return True
+
+    def expiry(self) -> dict[str, int]:
+        """The expiration days per prefix currently configured on the bucket (for checks and tests)."""
+        config = self._call("get lifecycle", lambda: self._client.get_bucket_lifecycle(self.bucket))
+        if config is None:
+            return {}
+        return {
+            r.rule_filter.prefix: r.expiration.days for r in config.rules if r.rule_filter and r.expiration
+        }
 
 
 def open_store(settings: StorageSettings) -> ObjectStore:

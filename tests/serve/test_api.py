@@ -194,11 +194,16 @@ def test_delete_erases_the_job(
     video_id = response.json()["id"]
     job = wait_terminal(client, response.headers["location"])
     assert job["status"] == "completed"
-    assert any((serve_app.store_root / "jobs" / video_id).rglob("*"))
+    owned = [
+        p
+        for root in ("jobs", "inputs", "outputs")
+        for p in (serve_app.store_root / root / video_id).rglob("*")
+    ]
+    assert len([p for p in owned if p.is_file()]) == 6
     deleted = client.delete(f"/v1/videos/{video_id}")
     assert deleted.status_code == 200 and deleted.json()["deleted"] is True
     assert_problem(client.get(f"/v1/videos/{video_id}"), 404, "not_found")
-    assert not [p for p in (serve_app.store_root / "jobs" / video_id).rglob("*") if p.is_file()]
+    assert not [p for p in serve_app.store_root.rglob("*") if p.is_file() and video_id in str(p.parent)]
     audit = [p.read_text() for p in (serve_app.store_root / "audit").rglob("*.json")]
     assert any(video_id in text for text in audit), "the audit record outlives the erased job"
 

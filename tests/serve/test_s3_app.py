@@ -61,7 +61,14 @@ def test_job_on_s3_is_served_by_presigned_url_and_erased(s3_app: str, s3_server:
         frames, fps = decode_mp4(video.content)
         assert frames.shape == (10, 192, 320, 3) and fps == pytest.approx(10)
 
-        assert len(store.list(f"jobs/{video_id}/")) >= 5  # inputs, manifest, three outputs
+        owned = [k for prefix in ("jobs/", "inputs/", "outputs/") for k in store.list(f"{prefix}{video_id}/")]
+        assert len(owned) == 6, owned  # manifest, two inputs, three outputs
         assert client.delete(f"/v1/videos/{video_id}").status_code == 200
-        assert store.list(f"jobs/{video_id}/") == []
+        assert [k for k in store.list("") if video_id in k and not k.startswith("audit/")] == []
+        assert any(video_id in store.get(k).decode() for k in store.list("audit/")), "the audit record stays"
         assert client.get(f"/v1/videos/{video_id}").status_code == 404
+
+
+def test_lifecycle_rules_expire_inputs_and_outputs(s3_app: str, s3_server: S3Endpoint) -> None:
+    store = open_store(s3_server.settings(bucket="kissgen-serve"))
+    assert store.expiry() == {"inputs/": 1, "outputs/": 7, "jobs/": 7}

@@ -138,7 +138,9 @@ def test_terminal_states_are_final_and_delete_erases(
         jobs.update(manifest.id, status="in_progress")
     assert jobs.unfinished() == []
     assert jobs.delete(manifest.id) >= 3
-    assert store.list(f"jobs/{manifest.id}/") == []
+    assert [
+        k for prefix in ("jobs/", "inputs/", "outputs/") for k in store.list(f"{prefix}{manifest.id}/")
+    ] == []
     with pytest.raises(JobNotFound):
         jobs.get(manifest.id)
 
