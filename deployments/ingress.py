@@ -5,6 +5,7 @@ from the IdentityEncoder to the VideoGenerator through the Ray object store, nev
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -188,25 +189,36 @@ class VideoAPI:
         self.store = open_store(settings.storage)
         self.jobs = JobStore(self.store)
         self.orchestrator = JobOrchestrator(
-            self.jobs, ServeStages(analyzer, identity, generator), settings.limits
+            self.jobs,
+            ServeStages(analyzer, identity, generator),
+            settings.limits,
+            max_attempts=settings.jobs.max_attempts,
+            lease_s=settings.jobs.lease_s,
         )
         install_lifecycle(self.store, settings.retention)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        with contextlib.suppress(RuntimeError):  # Serve builds replicas inside their event loop
+            self._start_maintenance()
 
-    def _start_sweeper(self) -> None:
-        """The retention sweep runs in the background of the first request's event loop."""
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+    def _start_maintenance(self) -> None:
+        """Recovery of orphaned jobs and the retention sweep, in the background of this replica."""
+        if self._maintenance is None or self._maintenance.done():
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain_forever())
 
-    async def _sweep_forever(self) -> None:
+    async def _maintain_forever(self) -> None:
+        last_sweep = float("-inf")
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                report = await asyncio.to_thread(sweep, self.jobs, self.settings.retention, utcnow())
-                if report.jobs_erased or report.inputs_erased:
-                    log.info("retention sweep: %s", report)
-            except Exception:  # a failed sweep is retried at the next interval
-                log.exception("retention sweep failed")
-            await asyncio.sleep(self.settings.retention.sweep_interval_s)
+                await self.orchestrator.recover()
+                if loop.time() - last_sweep >= self.settings.retention.sweep_interval_s:
+                    last_sweep = loop.time()
+                    report = await asyncio.to_thread(sweep, self.jobs, self.settings.retention, utcnow())
+                    if report.jobs_erased or report.inputs_erased:
+                        log.info("retention sweep: %s", report)
+            except Exception:  # storage unreachable: try again at the next interval
+                log.exception("job recovery or retention sweep failed")
+            await asyncio.sleep(self.settings.jobs.recovery_interval_s)
 
     @app.post(
         "/v1/videos",
@@ -216,7 +228,7 @@ class VideoAPI:
         responses={202: {"description": "Accepted; poll the Location."}},
     )
     async def create_video(self, request: Request) -> JSONResponse:
-        self._start_sweeper()
+        self._start_maintenance()
         params, attestation, photos = await self._parse_create(request)
         incoming = {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
         manifest = await self.orchestrator.submit(params, photos, attestation, incoming)

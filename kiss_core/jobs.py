@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from kiss_core.errors import JobNotFound
@@ -22,6 +23,7 @@ from kiss_core.schemas import (
     JobManifest,
     JobResult,
     JobStatus,
+    Lease,
     Problem,
     SubjectAnalysis,
     VideoParams,
@@ -138,6 +140,23 @@ class JobStore:
 
     def fail(self, job_id: str, problem: dict[str, Any]) -> JobManifest:
         return self.update(job_id, status="failed", error=Problem.model_validate(problem))
+
+    def _lease_key(self, job_id: str) -> str:
+        return f"jobs/{job_id}/lease.json"
+
+    def write_lease(self, job_id: str, owner: str, until: datetime) -> Lease:
+        lease = Lease(owner=owner, until=until)
+        self.store.put(self._lease_key(job_id), lease.model_dump_json().encode(), "application/json")
+        return lease
+
+    def read_lease(self, job_id: str) -> Lease | None:
+        try:
+            return Lease.model_validate_json(self.store.get(self._lease_key(job_id)))
+        except (ObjectNotFound, ValueError):
+            return None
+
+    def release_lease(self, job_id: str) -> None:
+        self.store.delete(self._lease_key(job_id))
 
     def delete(self, job_id: str) -> int:
         """Erase everything the job owns (inputs, outputs, then the manifest); the audit record stays."""

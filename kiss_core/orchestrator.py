@@ -8,8 +8,14 @@ unit tests and the serving-overhead benchmark (stages are plain function calls).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import random
+import secrets
+import socket
 from collections.abc import Awaitable, Mapping
+from datetime import timedelta
 from typing import Any, Protocol
 
 from kiss_core.audit import AuditLog, require_consent
@@ -23,6 +29,7 @@ from kiss_core.schemas import (
     JobResult,
     SubjectAnalysis,
     VideoParams,
+    utcnow,
 )
 from kiss_core.settings import LimitSettings
 from kiss_core.tracing import inject_context, stage_span
@@ -64,9 +71,13 @@ class JobOrchestrator:
         limits: LimitSettings,
         max_attempts: int = 3,
         audit: AuditLog | None = None,
+        lease_s: float = 30.0,
+        owner: str | None = None,
     ):
         self.jobs = jobs
         self.audit = audit or AuditLog(jobs.store)
+        self.lease = timedelta(seconds=lease_s)
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.stages = stages
         self.limits = limits
         self.max_attempts = max_attempts
@@ -125,9 +136,12 @@ class JobOrchestrator:
         manifest = await asyncio.to_thread(self.jobs.get, job_id)
         while manifest.status not in TERMINAL_STATUSES:
             attempt = manifest.attempts + 1
+            await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow() + self.lease)
             manifest = await asyncio.to_thread(
                 self.jobs.update, job_id, status="in_progress", stage="identity", attempts=attempt
             )
+            stop_heartbeat = asyncio.Event()
+            heartbeat = asyncio.get_running_loop().create_task(self._hold_lease(job_id, stop_heartbeat))
             try:
                 result = await self._attempt(manifest)
             except asyncio.CancelledError:
@@ -138,11 +152,50 @@ class JobOrchestrator:
                 if manifest.status not in TERMINAL_STATUSES:
                     await asyncio.sleep(min(2.0 * attempt, 10.0))
                 continue
+            finally:
+                stop_heartbeat.set()
+                await heartbeat  # lets a renewal in flight finish, so nothing rewrites the lease later
             try:
-                return await asyncio.to_thread(self.jobs.complete, job_id, result)
+                manifest = await asyncio.to_thread(self.jobs.complete, job_id, result)
             except InvalidTransition:
-                return await asyncio.to_thread(self.jobs.get, job_id)
+                manifest = await asyncio.to_thread(self.jobs.get, job_id)
+        await asyncio.to_thread(self.jobs.release_lease, job_id)
         return manifest
+
+    async def _hold_lease(self, job_id: str, stop: asyncio.Event) -> None:
+        """Renews this runner's lease while an attempt runs; if this process dies, the lease lapses."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.lease.total_seconds() / 3)
+                return
+            try:
+                await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow() + self.lease)
+            except Exception:  # storage briefly down: the next renewal may still make it in time
+                log.warning("could not renew the lease of job %s", job_id, exc_info=True)
+
+    async def recover(self) -> list[str]:
+        """Start unfinished jobs whose runner is gone: lease lapsed, or accepted but never leased.
+
+        Several replicas may recover the same job at once; the claim is re-read after a short pause to
+        make that rare, and outputs are idempotent, so a double run costs time, not correctness.
+        """
+        now = utcnow()
+        started = []
+        for manifest in await asyncio.to_thread(self.jobs.unfinished):
+            if manifest.id in self._running:
+                continue
+            lease = await asyncio.to_thread(self.jobs.read_lease, manifest.id)
+            expires = lease.until if lease is not None else manifest.updated_at + self.lease
+            if expires > now:
+                continue
+            await asyncio.to_thread(self.jobs.write_lease, manifest.id, self.owner, utcnow() + self.lease)
+            await asyncio.sleep(random.uniform(0.2, 0.5))
+            claimed = await asyncio.to_thread(self.jobs.read_lease, manifest.id)
+            if claimed is not None and claimed.owner == self.owner:
+                log.info("recovering job %s (lease: %s)", manifest.id, lease)
+                self.start(manifest.id)
+                started.append(manifest.id)
+        return started
 
     async def _attempt(self, manifest: JobManifest) -> JobResult:
         with stage_span("video.run", manifest.trace_context, job_id=manifest.id, attempt=manifest.attempts):

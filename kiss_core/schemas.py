@@ -226,6 +226,13 @@ class VideoJob(BaseModel):
     result: JobResult | None = None
 
 
+class Lease(BaseModel):
+    """Who runs a job and until when; kept beside the manifest so heartbeats never rewrite it."""
+
+    owner: str
+    until: datetime
+
+
 class JobManifest(VideoJob):
     """The durable record of a job in object storage: the API view plus what is needed to (re)run it."""
 

@@ -64,6 +64,16 @@ class GeneratorSettings(BaseModel):
     )
 
 
+class JobSettings(BaseModel):
+    max_attempts: int = Field(3, ge=1, le=10, description="Attempts per job before it fails for good.")
+    lease_s: float = Field(
+        30.0, gt=0, description="A running job's lease; renewed every third of it, taken over once expired."
+    )
+    recovery_interval_s: float = Field(
+        10.0, gt=0, description="How often each ingress replica looks for jobs whose runner died."
+    )
+
+
 class RetentionSettings(BaseModel):
     inputs_hours: float = Field(
         24.0, gt=0, description="Uploaded photos are erased this long after the request."
@@ -91,6 +101,7 @@ class Settings(BaseSettings):
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -73,7 +73,12 @@ def serve_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Serve
     from graph import AppArgs, build_app
 
     root = tmp_path_factory.mktemp("store")
-    args = AppArgs(profile="local", settings={"storage": {"backend": "local", "local_root": str(root)}})
+    settings = {
+        "storage": {"backend": "local", "local_root": str(root)},
+        # Short leases so the fault tests see a dead runner's job taken over within seconds.
+        "jobs": {"lease_s": 3, "recovery_interval_s": 1},
+    }
+    args = AppArgs(profile="local", settings=settings)
     serve.run(build_app(args), name="kissgen", route_prefix="/", blocking=False)
     _wait_running("kissgen")
     return ServeApp(url=f"http://127.0.0.1:{http_port}", store_root=root)

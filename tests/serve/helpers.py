@@ -24,8 +24,17 @@ def post_job(
 def wait_terminal(client: httpx.Client, location: str, timeout_s: float = 240.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     seen: set[str] = set()
+    job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        job = client.get(location).json()
+        try:
+            response = client.get(location)
+        except httpx.TransportError:  # a replica restarting: keep polling
+            time.sleep(0.5)
+            continue
+        if response.status_code != 200:
+            time.sleep(0.5)
+            continue
+        job = response.json()
         seen.add(job["status"])
         if job["status"] in TERMINAL_STATUSES:
             job["_seen_statuses"] = sorted(seen)

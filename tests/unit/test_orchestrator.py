@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from kiss_core.errors import ConsentRequired, FaceNotFound, GenerationError, Ima
 from kiss_core.jobs import InvalidTransition, JobStore
 from kiss_core.orchestrator import JobOrchestrator
 from kiss_core.pipeline import InProcessStages
-from kiss_core.schemas import Attestation, SubjectConsent, VideoParams
+from kiss_core.schemas import Attestation, JobManifest, SubjectConsent, VideoParams, utcnow
 from kiss_core.settings import Settings
 from kiss_core.storage import LocalDirStore
 from kiss_core.synthetic import synthetic_subject_png
@@ -175,3 +176,38 @@ def test_accepted_attestation_is_audited_and_outlives_the_job(
     assert record.policy_version and record.tenant == "public"
     stored = b"".join(store.get(k) for k in store.list("audit/"))
     assert photos["a"][:64] not in stored, "the audit trail keeps hashes, never photos"
+
+
+def test_recover_resumes_a_job_whose_runner_died(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    first = _orchestrator(settings, store, InProcessStages(settings, store))
+    manifest = asyncio.run(first.submit(PARAMS, photos, ATTESTED))
+    jobs = JobStore(store)
+    jobs.update(manifest.id, status="in_progress", attempts=1)
+    jobs.write_lease(manifest.id, "a-replica-that-died", utcnow() - timedelta(seconds=1))
+
+    async def recover_and_wait() -> tuple[list[str], JobManifest]:
+        survivor = JobOrchestrator(jobs, InProcessStages(settings, store), settings.limits, owner="survivor")
+        started = await survivor.recover()
+        return started, await survivor.start(manifest.id)
+
+    started, done = asyncio.run(recover_and_wait())
+    assert started == [manifest.id]
+    assert done.status == "completed" and done.attempts == 2
+    assert jobs.read_lease(manifest.id) is None, "the lease is released once the job is done"
+
+
+def test_recover_leaves_jobs_with_a_live_lease_or_just_accepted(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    leased = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
+    fresh = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
+    jobs = JobStore(store)
+    jobs.write_lease(leased.id, "a-live-replica", utcnow() + timedelta(seconds=30))
+    other = JobOrchestrator(
+        jobs, InProcessStages(settings, store), settings.limits, lease_s=30, owner="other"
+    )
+    assert asyncio.run(other.recover()) == []
+    assert jobs.get(leased.id).status == jobs.get(fresh.id).status == "queued"
