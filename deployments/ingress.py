@@ -23,7 +23,9 @@ from kiss_core.errors import (
     ClientError,
     ContentNotReady,
     InvalidRequest,
+    Overloaded,
     PayloadTooLarge,
+    StorageError,
     problem,
     unwrap_remote,
 )
@@ -59,7 +61,22 @@ def problem_response(body: dict[str, Any], headers: Mapping[str, str] | None = N
 
 @app.exception_handler(ClientError)
 async def _client_error(request: Request, exc: ClientError) -> JSONResponse:
-    return problem_response(exc.to_problem(instance=request.url.path))
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    return problem_response(exc.to_problem(instance=request.url.path), headers)
+
+
+@app.exception_handler(StorageError)
+async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:
+    """Object storage unreachable after retries: the client should come back, nothing is lost."""
+    log.warning("storage unavailable on %s: %s", request.url.path, exc)
+    body = problem(
+        code="storage_unavailable",
+        status=503,
+        title="Storage is unavailable; retry later",
+        detail="The object store did not answer in time.",
+        instance=request.url.path,
+    )
+    return problem_response(body, {"Retry-After": "10"})
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -194,6 +211,8 @@ class VideoAPI:
             settings.limits,
             max_attempts=settings.jobs.max_attempts,
             lease_s=settings.jobs.lease_s,
+            max_active=settings.limits.max_active_jobs,
+            retry_after_s=settings.limits.retry_after_s,
         )
         install_lifecycle(self.store, settings.retention)
         self._maintenance: asyncio.Task[None] | None = None

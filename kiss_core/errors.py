@@ -137,6 +137,21 @@ class ContentNotReady(ClientError):
     title = "The video has no content yet"
 
 
+class Overloaded(ClientError):
+    """Not the client's fault, but theirs to retry: carries a Retry-After."""
+
+    code = "overloaded"
+    status = 503
+    title = "The service is at capacity; retry later"
+
+    def __init__(self, detail: str, retry_after_s: int = 10):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.detail, self.retry_after_s))
+
+
 class ServerError(KissError):
     """Our fault. `recoverable` says whether retrying the job may succeed."""
 

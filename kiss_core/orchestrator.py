@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from kiss_core.audit import AuditLog, require_consent
-from kiss_core.errors import ClientError, ImageTooLarge, KissError, ServerError, unwrap_remote
+from kiss_core.errors import ClientError, ImageTooLarge, KissError, Overloaded, ServerError, unwrap_remote
 from kiss_core.jobs import InvalidTransition, JobStore, new_job_id
 from kiss_core.schemas import (
     SUBJECTS,
@@ -73,7 +73,12 @@ class JobOrchestrator:
         audit: AuditLog | None = None,
         lease_s: float = 30.0,
         owner: str | None = None,
+        max_active: int = 16,
+        retry_after_s: int = 10,
     ):
+        self.max_active = max_active
+        self._admitting = 0
+        self.retry_after_s = retry_after_s
         self.jobs = jobs
         self.audit = audit or AuditLog(jobs.store)
         self.lease = timedelta(seconds=lease_s)
@@ -92,6 +97,22 @@ class JobOrchestrator:
     ) -> JobManifest:
         """Check consent, analyse both photos, audit, persist the job: client errors come before the 202."""
         attestation = require_consent(attestation)
+        active = len(self._running) + self._admitting
+        if active >= self.max_active:
+            raise Overloaded(f"this replica already has {active} jobs", self.retry_after_s)
+        self._admitting += 1  # holds a slot while the photos are analysed; start() takes it over
+        try:
+            return await self._admit(params, photos, attestation, incoming_trace)
+        finally:
+            self._admitting -= 1
+
+    async def _admit(
+        self,
+        params: VideoParams,
+        photos: Mapping[str, bytes],
+        attestation: Attestation,
+        incoming_trace: dict[str, str] | None,
+    ) -> JobManifest:
         for subject in SUBJECTS:
             size = len(photos[subject])
             if size > self.limits.max_upload_bytes:

@@ -30,6 +30,9 @@ class StorageSettings(BaseModel):
         None, description="host:port clients use for presigned URLs, when it differs from `endpoint`."
     )
     presign_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned URLs.")
+    retry_deadline_s: float = Field(
+        60.0, gt=0, description="How long an S3 call keeps retrying an unreachable server before failing."
+    )
 
 
 class LimitSettings(BaseModel):
@@ -39,6 +42,10 @@ class LimitSettings(BaseModel):
     )
     min_image_side: int = Field(64, description="Smallest accepted photo side, pixels.")
     max_request_bytes: int = Field(40 * 2**20, description="Largest accepted request body, bytes.")
+    max_active_jobs: int = Field(
+        16, ge=1, description="Jobs one ingress replica runs at once; beyond, POST answers 503 + Retry-After."
+    )
+    retry_after_s: int = Field(10, ge=1, description="Retry-After sent with 503 answers.")
 
 
 class FaceSettings(BaseModel):

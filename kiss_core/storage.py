@@ -447,7 +447,7 @@ class S3Store:
 def open_store(settings: StorageSettings) -> ObjectStore:
     """The backend the settings name; the S3 one creates its bucket if needed."""
     if settings.backend == "s3":
-        return S3Store(settings)
+        return S3Store(settings, retry_deadline_s=settings.retry_deadline_s)
     if settings.backend == "local":
         return LocalDirStore(settings.local_root)
     raise ValueError(f"`storage.backend` has to be 'local' or 's3' but is {settings.backend!r}")

@@ -77,6 +77,8 @@ def serve_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Serve
         "storage": {"backend": "local", "local_root": str(root)},
         # Short leases so the fault tests see a dead runner's job taken over within seconds.
         "jobs": {"lease_s": 3, "recovery_interval_s": 1},
+        # A small admission limit so the overload test can reach it with a handful of requests.
+        "limits": {"max_active_jobs": 2, "retry_after_s": 3},
     }
     args = AppArgs(profile="local", settings=settings)
     serve.run(build_app(args), name="kissgen", route_prefix="/", blocking=False)

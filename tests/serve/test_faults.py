@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from kiss_core.jobs import JobStore
 from kiss_core.storage import LocalDirStore
 from kiss_core.synthetic import synthetic_subject_png
 from tests.conftest import ServeApp
-from tests.serve.helpers import post_job, wait_terminal
+from tests.serve.helpers import assert_problem, post_job, wait_terminal
 
 
 def _replica_actors(deployment: str) -> list[str]:
@@ -65,3 +66,27 @@ def test_job_completes_after_its_generator_replica_is_killed(serve_app: ServeApp
         job = wait_terminal(client, f"/v1/videos/{video_id}", timeout_s=180)
     assert job["status"] == "completed", job.get("error")
     assert jobs.get(video_id).attempts == 2, "one failed attempt (the killed replica), one retry"
+
+
+def test_overload_answers_503_with_retry_after_and_loses_nothing(serve_app: ServeApp) -> None:
+    """Admission is bounded (max_active_jobs=2 in the test app): extras get 503, accepted jobs finish."""
+    photos = synthetic_subject_png(0), synthetic_subject_png(1)
+
+    def submit(_: int) -> httpx.Response:
+        with httpx.Client(base_url=serve_app.url, timeout=60) as c:
+            return post_job(c, *photos, style="peck", seconds=2, fps=12, size="256x144")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(submit, range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {202, 503}, statuses
+    accepted = [r for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code == 503]
+    assert 1 <= len(accepted) <= 2 and refused, statuses
+    for response in refused:
+        assert_problem(response, 503, "overloaded")
+        assert response.headers["retry-after"] == "3"
+    with httpx.Client(base_url=serve_app.url, timeout=60) as client:
+        for response in accepted:
+            job = wait_terminal(client, response.headers["location"])
+            assert job["status"] == "completed", job.get("error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -72,3 +73,21 @@ def test_job_on_s3_is_served_by_presigned_url_and_erased(s3_app: str, s3_server:
 def test_lifecycle_rules_expire_inputs_and_outputs(s3_app: str, s3_server: S3Endpoint) -> None:
     store = open_store(s3_server.settings(bucket="kissgen-serve"))
     assert store.expiry() == {"inputs/": 1, "outputs/": 7, "jobs/": 7}
+
+
+def test_jobs_complete_across_a_20_second_s3_outage(s3_app: str, s3_server: S3Endpoint) -> None:
+    """The S3 server stops right after two jobs are accepted; calls wait and retry, both jobs complete."""
+    with httpx.Client(base_url=s3_app, timeout=180) as client:
+        locations = []
+        for first in (0, 2):
+            photos = synthetic_subject_png(first), synthetic_subject_png(first + 1)
+            response = post_job(client, *photos, style="peck", seconds=1, fps=8, size="256x144")
+            assert response.status_code == 202, response.text
+            locations.append(response.headers["location"])
+        s3_server.stop()
+        try:
+            time.sleep(20)
+        finally:
+            s3_server.start()
+        jobs = [wait_terminal(client, location, timeout_s=180) for location in locations]
+    assert [job["status"] for job in jobs] == ["completed", "completed"], [job.get("error") for job in jobs]
