@@ -250,11 +250,20 @@ class VideoAPI:
         self._start_maintenance()
         params, attestation, photos = await self._parse_create(request)
         incoming = {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
-        manifest = await self.orchestrator.submit(params, photos, attestation, incoming)
-        self.orchestrator.start(manifest.id)
-        return JSONResponse(
-            manifest.public(), status_code=202, headers={"Location": f"/v1/videos/{manifest.id}"}
-        )
+        headers: dict[str, str] = {}
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            manifest = await self.orchestrator.submit(params, photos, attestation, incoming)
+            self.orchestrator.start(manifest.id)
+        else:
+            submit = self.orchestrator.submit_once
+            manifest, replayed = await submit(key, params, photos, attestation, incoming)
+            if replayed:
+                headers["Idempotent-Replayed"] = "true"
+            else:
+                self.orchestrator.start(manifest.id)
+        headers["Location"] = f"/v1/videos/{manifest.id}"
+        return JSONResponse(manifest.public(), status_code=202, headers=headers)
 
     @app.get("/v1/videos/{video_id}", summary="The state of a video job")
     async def get_video(self, video_id: str) -> JSONResponse:

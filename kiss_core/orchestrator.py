@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from kiss_core.audit import AuditLog, require_consent
 from kiss_core.errors import ClientError, ImageTooLarge, KissError, Overloaded, ServerError, unwrap_remote
+from kiss_core.idempotency import IdempotencyInFlight, IdempotencyStore, fingerprint
+from kiss_core.idempotency import check_key as check_idempotency_key
 from kiss_core.jobs import InvalidTransition, JobStore, new_job_id
 from kiss_core.schemas import (
     SUBJECTS,
@@ -78,6 +80,8 @@ class JobOrchestrator:
     ):
         self.max_active = max_active
         self._admitting = 0
+        self.idempotency = IdempotencyStore(jobs.store)
+        self._keys_in_flight: set[str] = set()
         self.retry_after_s = retry_after_s
         self.jobs = jobs
         self.audit = audit or AuditLog(jobs.store)
@@ -105,6 +109,34 @@ class JobOrchestrator:
             return await self._admit(params, photos, attestation, incoming_trace)
         finally:
             self._admitting -= 1
+
+    async def submit_once(
+        self,
+        key: str,
+        params: VideoParams,
+        photos: Mapping[str, bytes],
+        attestation: Attestation | None,
+        incoming_trace: dict[str, str] | None = None,
+    ) -> tuple[JobManifest, bool]:
+        """`submit` under an Idempotency-Key: (the job, whether it is a replay of an earlier request)."""
+        check_idempotency_key(key)
+        if key in self._keys_in_flight:
+            raise IdempotencyInFlight("the first request with this Idempotency-Key is still running")
+        self._keys_in_flight.add(key)
+        try:
+            digest = fingerprint(params, attestation, photos)
+            replay = await asyncio.to_thread(self.idempotency.begin, key, digest, utcnow())
+            if replay is not None:
+                return await asyncio.to_thread(self.jobs.get, replay), True
+            try:
+                manifest = await self.submit(params, photos, attestation, incoming_trace)
+            except BaseException:
+                await asyncio.to_thread(self.idempotency.abandon, key)
+                raise
+            await asyncio.to_thread(self.idempotency.complete, key, digest, manifest.id, utcnow())
+            return manifest, False
+        finally:
+            self._keys_in_flight.discard(key)
 
     async def _admit(
         self,

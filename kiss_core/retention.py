@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from kiss_core.errors import problem
+from kiss_core.idempotency import IdempotencyStore
 from kiss_core.jobs import InvalidTransition, JobStore
 from kiss_core.schemas import TERMINAL_STATUSES
 from kiss_core.settings import RetentionSettings
@@ -30,7 +31,8 @@ class SweepReport:
 def lifecycle_days(retention: RetentionSettings) -> dict[str, int]:
     """Days per prefix for S3 lifecycle rules (whole days: S3 rounds expiry to days)."""
     outputs = max(1, math.ceil(retention.outputs_days))
-    return {"inputs/": max(1, math.ceil(retention.inputs_hours / 24)), "outputs/": outputs, "jobs/": outputs}
+    inputs = max(1, math.ceil(retention.inputs_hours / 24))
+    return {"inputs/": inputs, "idempotency/": inputs, "outputs/": outputs, "jobs/": outputs}
 
 
 def install_lifecycle(store: ObjectStore, retention: RetentionSettings) -> bool:
@@ -40,6 +42,7 @@ def install_lifecycle(store: ObjectStore, retention: RetentionSettings) -> bool:
 def sweep(jobs: JobStore, retention: RetentionSettings, now: datetime) -> SweepReport:
     """Erase what is past its retention. A job still unfinished when its photos expire is failed."""
     report = SweepReport()
+    IdempotencyStore(jobs.store).expire(now - timedelta(hours=retention.inputs_hours))
     inputs_ttl = timedelta(hours=retention.inputs_hours)
     outputs_ttl = timedelta(days=retention.outputs_days)
     for manifest in jobs.manifests():
