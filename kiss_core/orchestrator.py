@@ -156,7 +156,14 @@ class JobOrchestrator:
             "video.submit", incoming_trace or None, style=params.style, frames=params.frame_count
         ):
             trace = inject_context()
-            analyses = await asyncio.gather(*(self.stages.analyze(photos[s], s, trace) for s in SUBJECTS))
+            outcomes = await asyncio.gather(
+                *(self.stages.analyze(photos[s], s, trace) for s in SUBJECTS), return_exceptions=True
+            )
+            # When both photos are refused, name subject a: the answer must not depend on timing.
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            analyses = list(outcomes)
             by_subject = dict(zip(SUBJECTS, analyses, strict=True))
             job_id = new_job_id()
             # The audit record is written first: no job exists without the attestation that allowed it.

@@ -18,6 +18,8 @@ from kiss_core.identity import Conditioning, IdentityEncoder
 from kiss_core.images import decode_image
 from kiss_core.jobs import JobStore
 from kiss_core.producer import VideoProducer
+from kiss_core.safety.age import AgeEstimator, AgeGate
+from kiss_core.safety.content import ContentFilter
 from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from kiss_core.storage import ObjectStore
@@ -27,15 +29,35 @@ _PROGRESS_INTERVAL_S = 0.5
 
 
 class AnalysisStage:
-    """Photo bytes in, a small SubjectAnalysis out (CPU)."""
+    """Photo bytes in, a small SubjectAnalysis out (CPU), with the input safety checks on the way.
+
+    Order: decode (limits), content filter (explicit photos are refused before anything else is
+    learnt from them), face analysis, age gate on the analysed face. The safety models load here, so
+    a replica without them fails to start instead of admitting unchecked photos.
+    """
 
     def __init__(self, settings: Settings):
         self.limits = settings.limits
         self.analyzer = DlibFaceAnalyzer(settings.faces)
+        safety = settings.safety
+        self.content_filter = (
+            ContentFilter(safety.content_filter.threshold) if safety.content_filter.enabled else None
+        )
+        self.age_estimator = AgeEstimator(mirror=safety.age_gate.mirror) if safety.age_gate.enabled else None
+        self.age_gate = AgeGate(safety.age_gate.min_age)
 
     def __call__(self, image: bytes, subject: str, trace: dict[str, str]) -> SubjectAnalysis:
-        with stage_span("face_analysis", trace, subject=subject, bytes=len(image)):
-            return self.analyzer.analyze_bytes(image, subject, self.limits)
+        with stage_span("face_analysis", trace, subject=subject, bytes=len(image)) as span:
+            pixels = decode_image(image, self.limits, subject)
+            if self.content_filter is not None:
+                self.content_filter.check(pixels, subject)
+            analysis = self.analyzer.analyze(pixels, subject)
+            if self.age_estimator is not None:
+                age = self.age_estimator.estimate(pixels, np.asarray(analysis.landmarks, np.float32))
+                span.set_attribute("age_estimate", round(age, 1))
+                analysis = analysis.model_copy(update={"age_estimate": round(age, 2)})
+                self.age_gate.check(age, subject)
+            return analysis
 
     def check_health(self) -> None:
         """Runs the detector for real, so a broken model file fails the health check."""

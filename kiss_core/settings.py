@@ -92,6 +92,41 @@ class RetentionSettings(BaseModel):
     lifecycle_rules: bool = Field(True, description="Also install matching S3 lifecycle rules on the bucket.")
 
 
+class AgeGateSettings(BaseModel):
+    enabled: bool = Field(
+        True, description="Estimate every subject's age and refuse possible minors. Keep on in production."
+    )
+    min_age: float = Field(
+        25.0,
+        ge=18.0,
+        le=80.0,
+        description="Subjects estimated younger than this are refused (subject_may_be_minor). 18 plus a"
+        " safety margin: the estimator's error is several years (single faces vary by ~4 years with a"
+        " 1-pixel landmark shift), so the default is 25.",
+    )
+    mirror: bool = Field(
+        True, description="Average the estimate over the face chip and its mirror image (steadier estimate)."
+    )
+
+
+class ContentFilterSettings(BaseModel):
+    enabled: bool = Field(True, description="Refuse explicit input photos. Keep on in production.")
+    threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="A photo is explicit when an exposed class (genitalia, female breast, anus, buttocks)"
+        " scores over this; lower refuses more.",
+    )
+
+
+class SafetySettings(BaseModel):
+    """Checks that run inside the pipeline, on by default."""
+
+    age_gate: AgeGateSettings = Field(default_factory=AgeGateSettings)
+    content_filter: ContentFilterSettings = Field(default_factory=ContentFilterSettings)
+
+
 class TracingSettings(BaseModel):
     service_name: str = Field("kissgen", description="OpenTelemetry service.name.")
     # The exporter itself is configured by the standard OTEL_EXPORTER_OTLP_* variables.
@@ -109,6 +144,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -59,3 +59,12 @@ def test_settings_from_yaml_file_and_env(tmp_path: Path, monkeypatch: pytest.Mon
     assert settings.storage.bucket == "from-env", "the environment overrides the YAML file"
     assert settings.faces.min_face_px == 40
     assert Settings(storage={"backend": "local"}).storage.backend == "local"
+
+
+def test_production_refuses_to_build_without_the_safety_checks() -> None:
+    from graph import build_app
+
+    for disabled in ({"age_gate": {"enabled": False}}, {"content_filter": {"enabled": False}}):
+        with pytest.raises(ValueError, match="refuses to start"):
+            build_app(AppArgs(profile="production", settings={"safety": disabled}))
+    build_app(AppArgs(profile="local", settings={"safety": {"age_gate": {"enabled": False}}}))
