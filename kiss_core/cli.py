@@ -2,6 +2,7 @@
 
 kissgen demo-subjects ./demo            # two synthetic faces of nobody, to try the service with
 kissgen create demo/a.png demo/b.png --style romantic -o kiss.mp4
+kissgen quality kiss.mp4 --ref-a demo/a.png --ref-b demo/b.png [--json]   # quality report of any MP4
 """
 
 from __future__ import annotations
@@ -141,6 +142,89 @@ def _cmd_demo_subjects(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quality(args: argparse.Namespace) -> int:
+    """The quality report (identity, contact, flicker, lighting) of any MP4, against two photos.
+
+    Runs locally (no service): the references are the dlib descriptors of the largest face in each
+    photo; who is who in the video follows the faces' positions (a: left, b: right).
+    """
+    import numpy as np
+
+    from kiss_core.errors import ClientError
+    from kiss_core.faces import DlibFaceAnalyzer
+    from kiss_core.images import decode_image
+    from kiss_core.quality import photos_delta_e, video_quality_report
+    from kiss_core.settings import FaceSettings, LimitSettings
+    from kiss_core.video import decode_mp4
+
+    settings = FaceSettings()
+    analyzer = DlibFaceAnalyzer(settings)
+    try:
+        photos = {
+            s: decode_image(Path(path).read_bytes(), LimitSettings(), s)
+            for s, path in (("a", args.ref_a), ("b", args.ref_b))
+        }
+        analyses = {s: analyzer.analyze(photo, s) for s, photo in photos.items()}
+        frames, fps = decode_mp4(Path(args.video).read_bytes())
+    except (ClientError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    references = {}
+    for subject, analysis in analyses.items():
+        embedding = np.asarray(analysis.embedding, dtype=np.float64)
+        references[subject] = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
+    delta_e_input = photos_delta_e(
+        photos["a"], np.asarray(analyses["a"].landmarks), photos["b"], np.asarray(analyses["b"].landmarks)
+    )
+    report = video_quality_report(
+        list(frames),
+        references,
+        analyzer,
+        settings.same_person_threshold,
+        contact_index=args.contact_frame,
+        max_checked=args.frames,
+        delta_e_input=delta_e_input,
+    )
+    if args.json:
+        print(report.model_dump_json(indent=2))
+        return 0
+    print(f"{args.video}: {len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps")
+    print(f"identity ({report.similarity}; same person above {report.threshold:.2f}):")
+    for q in report.subjects:
+        verdict = (
+            "not found"
+            if q.similarity_min is None
+            else ("ok" if q.similarity_min >= report.threshold else "DRIFT below threshold")
+        )
+        print(
+            f"  subject {q.subject}: min {_fmt(q.similarity_min)}, mean {_fmt(q.similarity_mean)}, "
+            f"visible in {q.frames_found}/{q.frames_checked} checked frames "
+            f"({q.visible_share:.0%}) - {verdict}"
+        )
+    if report.contact is not None:
+        print(
+            f"contact: frame {report.contact.frame}, mouth distance "
+            f"{_fmt(report.contact.mouth_distance)} face widths"
+        )
+    else:
+        print("contact: not measurable (both faces were never located)")
+    if report.flicker is not None:
+        print(
+            f"flicker: mean {report.flicker.mean:.2f}, p95 {report.flicker.p95:.2f} "
+            f"(luma 0..255 per frame, static regions, {report.flicker.frames} frames)"
+        )
+    if report.lighting is not None:
+        print(
+            f"lighting: skin delta E photos {_fmt(report.lighting.delta_e_input, 1)}, "
+            f"video {_fmt(report.lighting.delta_e_output, 1)} (CIE76)"
+        )
+    return 0
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kissgen", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL, help=f"service base URL (default {DEFAULT_URL})")
@@ -180,6 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     p.add_argument("--first", type=int, default=0, help="index of the first synthetic subject")
     p.set_defaults(func=_cmd_demo_subjects)
+
+    p = sub.add_parser("quality", help="quality report of an MP4 against the two reference photos (local)")
+    p.add_argument("video", help="the MP4 to check")
+    p.add_argument("--ref-a", required=True, help="photo of person a (on the left in the video)")
+    p.add_argument("--ref-b", required=True, help="photo of person b (on the right in the video)")
+    p.add_argument("--json", action="store_true", help="print the QualityReport as JSON")
+    p.add_argument("--frames", type=int, default=32, help="how many frames to check for faces (default 32)")
+    p.add_argument("--contact-frame", type=int, help="measure the contact at this frame (default: closest)")
+    p.set_defaults(func=_cmd_quality)
 
     args = parser.parse_args(argv)
     try:
