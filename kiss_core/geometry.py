@@ -8,12 +8,20 @@ JAW = slice(0, 17)
 LEFT_EYE = slice(36, 42)  # the eye on the image's left
 RIGHT_EYE = slice(42, 48)  # the eye on the image's right
 MOUTH = slice(48, 68)
+# The cheek on the image's left (jaw, nose wing, mouth corner, lower eyelid): where a cheek kiss lands.
+CHEEK_LEFT = np.array([2, 3, 31, 48, 41])
 
 
 def eye_centers(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centres of the image-left and image-right eyes."""
     points = np.asarray(landmarks, dtype=np.float64)
     return points[LEFT_EYE].mean(axis=0), points[RIGHT_EYE].mean(axis=0)
+
+
+def face_width(landmarks: np.ndarray) -> float:
+    """The jaw span: distance from landmark 0 to landmark 16 (independent of head roll), pixels."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    return float(np.linalg.norm(points[16] - points[0]))
 
 
 def similarity_from_points(

@@ -1,7 +1,9 @@
 """From analyses and conditioning to stored outputs: plan, render, encode, check, store.
 
 This is the work of the VideoGenerator deployment. It returns only object keys and the quality report:
-frames never leave the process that rendered them.
+frames never leave the process that rendered them. The photos get shared lighting first
+(kiss_core.lighting); the report's flicker is measured on every frame as it streams to the encoder,
+identity on a sample, contact on the contact frame and lighting on the first frame.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ from kiss_core.faces import DlibFaceAnalyzer
 from kiss_core.identity import Conditioning
 from kiss_core.images import decode_image
 from kiss_core.jobs import OUTPUT_NAMES, output_key
-from kiss_core.quality import identity_report
+from kiss_core.lighting import harmonize_photos
+from kiss_core.quality import (
+    FlickerMeter,
+    contact_quality,
+    identity_report,
+    lighting_delta_e,
+    photos_delta_e,
+    static_mask_from_plan,
+)
 from kiss_core.render import PreviewCompositor
-from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.schemas import JobResult, LightingQuality, SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from kiss_core.storage import ObjectStore
 from kiss_core.tracing import stage_span
@@ -56,10 +66,16 @@ class VideoProducer:
             }
         with _timed(timings, "plan"):
             plan = plan_kiss(by_subject, params)
+        with _timed(timings, "lighting"):
+            landmarks = {s: np.asarray(by_subject[s].landmarks, dtype=np.float64) for s in ("a", "b")}
+            delta_e_input = photos_delta_e(photos["a"], landmarks["a"], photos["b"], landmarks["b"])
+            photos = harmonize_photos(photos, landmarks, self.settings.generator.lighting_strength)
 
         checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
         sampled: dict[int, np.ndarray] = {}
         contact: list[np.ndarray] = []
+        shape = (plan.height, plan.width)
+        flicker = FlickerMeter(static_mask_from_plan({s: t.landmarks for s, t in plan.tracks.items()}, shape))
 
         def frames() -> Iterator[np.ndarray]:
             for index, frame in enumerate(self.compositor.render(plan, photos, by_subject)):
@@ -67,6 +83,7 @@ class VideoProducer:
                     sampled[index] = frame
                 if index == plan.contact_frame:
                     contact.append(frame)
+                flicker.add(frame)
                 if index % max(1, plan.frame_count // 10) == 0:
                     report("generation", 10 + int(70 * index / plan.frame_count))
                 yield frame
@@ -86,13 +103,34 @@ class VideoProducer:
         with stage_span("quality", None, frames=len(sampled)), _timed(timings, "quality"):
             indices = sorted(sampled)
             centers = face_centers(plan)
-            quality = identity_report(
+            upsample = 0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1
+            identity = identity_report(
                 [sampled[i] for i in indices],
                 {s: c[indices] for s, c in centers.items()},
                 {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
                 self.analyzer,
                 self.settings.faces.same_person_threshold,
-                upsample=0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1,
+                upsample=upsample,
+            )
+            tracks = plan.tracks
+            quality = identity.model_copy(
+                update={
+                    "contact": contact_quality(
+                        contact[0],
+                        plan.contact_frame,
+                        {s: t.landmarks[plan.contact_frame] for s, t in tracks.items()},
+                        self.analyzer,
+                        upsample,
+                        target="cheek" if params.style == "cheek" else "lips",
+                    ),
+                    "flicker": flicker.result(),
+                    "lighting": LightingQuality(
+                        delta_e_input=delta_e_input,
+                        delta_e_output=lighting_delta_e(
+                            sampled[0], tracks["a"].landmarks[0], tracks["b"].landmarks[0]
+                        ),
+                    ),
+                }
             )
         report("storing", 95)
 

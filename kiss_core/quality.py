@@ -30,7 +30,8 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import cv2
 import dlib
@@ -38,8 +39,9 @@ import face_recognition_models
 import numpy as np
 
 from kiss_core.faces import DetectedFace, DlibFaceAnalyzer
-from kiss_core.geometry import LEFT_EYE, MOUTH, RIGHT_EYE
+from kiss_core.geometry import CHEEK_LEFT, MOUTH, face_width
 from kiss_core.identity import cosine_similarity
+from kiss_core.lighting import skin_stats
 from kiss_core.schemas import (
     SUBJECTS,
     ContactQuality,
@@ -53,7 +55,6 @@ MATCH_RADIUS = 0.75  # a detection counts for a subject if its centre is within 
 TRACK_RADIUS = 1.0  # without a plan: a detection continues a track within this many face widths
 FLICKER_BLUR_SIGMA = 1.5  # px; hides x264 noise and single-pixel dither, keeps real changes
 STATIC_MARGIN = 0.5  # room around each face (fraction of its size on every side) that may change
-SKIN_TRIM = 0.1  # share of darkest and of brightest skin pixels left out of the mean (nostrils, highlights)
 MAX_CHECKED = 32  # frames checked for faces by video_quality_report unless told otherwise
 
 # dlib's HOG boxes relative to the 68 landmarks (measured on the test faces, 83 detections): a square
@@ -74,12 +75,6 @@ def _predictor() -> Any:
 
 # dlib objects keep scratch state: one shared predictor must never run in two threads at once.
 _PREDICTOR_LOCK = threading.Lock()
-
-
-def face_width(landmarks: np.ndarray) -> float:
-    """The jaw span: distance from landmark 0 to landmark 16 (independent of head roll), pixels."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    return float(np.linalg.norm(points[16] - points[0]))
 
 
 def mouth_center(landmarks: np.ndarray) -> np.ndarray:
@@ -202,13 +197,15 @@ def contact_quality(
     expected: Mapping[str, Any],
     analyzer: DlibFaceAnalyzer | None = None,
     upsample: int | None = None,
+    target: Literal["lips", "cheek"] = "lips",
 ) -> ContactQuality:
-    """How far apart the two mouths are at the contact frame, in face widths.
+    """How far a's mouth is from where it should touch b at the contact frame, in face widths.
 
-    `mouth_distance` = |mouth centre a - mouth centre b| / mean(face width a, face width b), with the
-    mouth centre the mean of landmarks 48-67 and the face width the jaw span (landmark 0 to 16).
-    Range 0..~3: below ~0.3 the lips meet; 0.5 is half a face width apart. None when a face cannot be
-    located.
+    `mouth_distance` = |mouth centre a - target on b| / mean(face width a, face width b), with the
+    mouth centre the mean of landmarks 48-67, the target b's mouth centre (`lips`) or the centre of
+    b's image-left cheek (`cheek`: landmarks 2, 3, 31, 48, 41) and the face width the jaw span
+    (landmark 0 to 16). Range 0..~3: below ~0.3 they touch; 0.5 is half a face width apart. None
+    when a face cannot be located.
 
     `expected[subject]` says where each face should be, one of: a box (x0, y0, x1, y1); planned
     landmarks (N, 2) (their detector-like box is used); a centre (x, y). With an `analyzer`, a HOG
@@ -255,17 +252,20 @@ def contact_quality(
         if boxes[subject] is None and other is not None:
             half = (other[2] - other[0]) / 2
             boxes[subject] = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
-    return ContactQuality(frame=int(contact_index), mouth_distance=_mouth_distance(image, boxes))
+    return ContactQuality(
+        frame=int(contact_index), target=target, mouth_distance=_mouth_distance(image, boxes, target)
+    )
 
 
-def _mouth_distance(image: np.ndarray, boxes: Mapping[str, Box | None]) -> float | None:
+def _mouth_distance(image: np.ndarray, boxes: Mapping[str, Box | None], target: str = "lips") -> float | None:
     if any(boxes.get(s) is None for s in SUBJECTS):
         return None
     landmarks = [predict_landmarks(image, boxes[s]) for s in SUBJECTS]  # type: ignore[arg-type]
     width = (face_width(landmarks[0]) + face_width(landmarks[1])) / 2
     if width <= 1.0:
         return None
-    return float(np.linalg.norm(mouth_center(landmarks[0]) - mouth_center(landmarks[1])) / width)
+    aim = landmarks[1][CHEEK_LEFT].mean(axis=0) if target == "cheek" else mouth_center(landmarks[1])
+    return float(np.linalg.norm(mouth_center(landmarks[0]) - aim) / width)
 
 
 # --- flicker -------------------------------------------------------------------------------------
@@ -280,32 +280,48 @@ def flicker_quality(frames: Sequence[np.ndarray], static_mask: np.ndarray | None
     `p95` are the mean and 95th percentile of that per-pair value (0..255, 0 = perfectly stable);
     `frames` is how many frames were compared. Fewer than two frames: 0.
     """
-    count = len(frames)
-    if count == 0:
-        return FlickerQuality(mean=0.0, p95=0.0, frames=0)
-    height, width = np.asarray(frames[0]).shape[:2]
-    mask: np.ndarray | None = None
-    if static_mask is not None:
-        static = np.asarray(static_mask, dtype=bool)
-        if static.shape != (height, width):
-            raise ValueError(f"`static_mask` has to be ({height}, {width}) but is {static.shape}")
-        if static.any() and not static.all():
-            mask = static.astype(np.uint8)
-    changes: list[float] = []
-    previous: np.ndarray | None = None
-    for index, frame in enumerate(frames):
+    meter = FlickerMeter(static_mask)
+    for frame in frames:
+        meter.add(frame)
+    return meter.result()
+
+
+class FlickerMeter:
+    """`flicker_quality` one frame at a time, so a renderer can measure while it streams frames out."""
+
+    def __init__(self, static_mask: np.ndarray | None = None):
+        self._static = None if static_mask is None else np.asarray(static_mask, dtype=bool)
+        self._mask: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None
+        self._previous: np.ndarray | None = None
+        self._changes: list[float] = []
+        self.count = 0
+
+    def add(self, frame: np.ndarray) -> None:
         frame = np.asarray(frame)
-        if frame.shape[:2] != (height, width):
-            raise ValueError(f"all frames must be one size but frame {index} is {frame.shape[:2]}")
+        if self._shape is None:
+            self._shape = (frame.shape[0], frame.shape[1])
+            if self._static is not None:
+                if self._static.shape != self._shape:
+                    raise ValueError(f"`static_mask` has to be {self._shape} but is {self._static.shape}")
+                if self._static.any() and not self._static.all():
+                    self._mask = self._static.astype(np.uint8)
+        elif frame.shape[:2] != self._shape:
+            raise ValueError(f"all frames must be one size but frame {self.count} is {frame.shape[:2]}")
         luma = _luma(frame)
-        if previous is not None:
-            diff = cv2.absdiff(luma, previous)
-            changes.append(float(cv2.mean(diff, mask)[0]) if mask is not None else float(diff.mean()))
-        previous = luma
-    if not changes:
-        return FlickerQuality(mean=0.0, p95=0.0, frames=count)
-    values = np.asarray(changes)
-    return FlickerQuality(mean=float(values.mean()), p95=float(np.percentile(values, 95)), frames=count)
+        if self._previous is not None:
+            diff = cv2.absdiff(luma, self._previous)
+            self._changes.append(float(cv2.mean(diff, self._mask)[0]))
+        self._previous = luma
+        self.count += 1
+
+    def result(self) -> FlickerQuality:
+        if not self._changes:
+            return FlickerQuality(mean=0.0, p95=0.0, frames=self.count)
+        values = np.asarray(self._changes)
+        return FlickerQuality(
+            mean=float(values.mean()), p95=float(np.percentile(values, 95)), frames=self.count
+        )
 
 
 def _luma(frame: np.ndarray) -> np.ndarray:
@@ -355,51 +371,12 @@ def static_mask_from_boxes(
 # --- lighting ------------------------------------------------------------------------------------
 
 
-def skin_mask(shape: Sequence[int], landmarks: np.ndarray) -> np.ndarray:
-    """(H, W) bool: cheeks, nose and forehead of the face with these 68 landmarks.
-
-    The face polygon (jaw line plus the brows raised by a quarter face width for the forehead),
-    shrunk by 5% of the face width from its edge (hair, background), minus the eyes, brows and mouth
-    each grown by 6% of the face width.
-    """
-    height, width = int(shape[0]), int(shape[1])
-    points = np.asarray(landmarks, dtype=np.float64)
-    span = face_width(points)
-    up = points[27] - points[8]
-    up /= max(float(np.linalg.norm(up)), 1e-9)
-    forehead = points[17:27] + up * 0.25 * span
-    mask = np.zeros((height, width), dtype=np.uint8)
-    cv2.fillConvexPoly(mask, _hull(np.vstack([points[0:17], forehead])), 255)
-    shrink = max(1, round(0.05 * span))
-    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * shrink + 1,) * 2))
-    holes = np.zeros_like(mask)
-    for part in (LEFT_EYE, RIGHT_EYE, slice(17, 22), slice(22, 27), slice(48, 60)):
-        cv2.fillConvexPoly(holes, _hull(points[part]), 255)
-    grow = max(1, round(0.06 * span))
-    holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
-    return (mask > 0) & (holes == 0)
-
-
 def mean_skin_lab(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
     """Mean CIE Lab colour (L 0..100, a/b about -128..127; D65, sRGB input) of the skin region of one
-    face, leaving out the 10% darkest and 10% brightest pixels by L. None when under 20 skin pixels."""
-    image = _check_rgb(image)
-    points = np.asarray(landmarks, dtype=np.float64)
-    height, width = image.shape[:2]
-    span = face_width(points)
-    x0, y0 = np.floor(points.min(axis=0) - 0.5 * span).astype(int)
-    x1, y1 = np.ceil(points.max(axis=0) + 0.5 * span).astype(int)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    crop = image[y0:y1, x0:x1]
-    mask = skin_mask(crop.shape, points - (x0, y0))
-    if int(mask.sum()) < 20:
-        return None
-    lab = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)[mask].astype(np.float64)
-    low, high = np.quantile(lab[:, 0], [SKIN_TRIM, 1.0 - SKIN_TRIM])
-    kept = lab[(lab[:, 0] >= low) & (lab[:, 0] <= high)]
-    return (kept if len(kept) else lab).mean(axis=0)
+    face (kiss_core.lighting.skin_mask), the 10% darkest and 10% brightest pixels by L left out.
+    None when under 20 skin pixels."""
+    stats = skin_stats(_check_rgb(image), landmarks)
+    return None if stats is None else stats.mean
 
 
 def delta_e(lab_a: np.ndarray, lab_b: np.ndarray) -> float:
@@ -647,12 +624,57 @@ def _box_centre(box: Box | None) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
 
 
-def _hull(points: np.ndarray) -> np.ndarray:
-    return cv2.convexHull(np.round(points).astype(np.int32))
-
-
 def _check_rgb(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"`image` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
     return np.ascontiguousarray(image)
+
+
+# --- thresholds ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """What a good preview scores; the README's metric table says why each number was chosen."""
+
+    similarity_mean: float = 0.92  # = same_person_threshold: on average each face is still that person
+    similarity_min: float = 0.85  # worst checked frame (pucker, turn, partial cover at the contact)
+    visible_share: float = 0.4  # the back face is covered during the hold; HOG misses yaw beyond ~40°
+    mouth_distance: float = 0.3  # lips (or lips and cheek) touch: under a third of a face width apart
+    flicker_mean: float = 0.5  # luma levels; about 1 is where a viewer starts to see shimmer
+    flicker_p95: float = 1.0
+    lighting_ratio: float = 0.7  # harmonisation removes at least 30 % of a visible skin-tone gap ...
+    lighting_floor: float = 2.0  # ... unless the gap is already below 2 ΔE (imperceptible)
+
+
+def quality_problems(report: QualityReport, limits: QualityThresholds | None = None) -> list[str]:
+    """Every way `report` falls short of `limits`, one readable line each; empty when it passes."""
+    limits = limits or QualityThresholds()
+    problems = []
+    for subject in report.subjects:
+        if subject.similarity_mean is None or subject.similarity_mean < limits.similarity_mean:
+            problems.append(
+                f"{subject.subject}: identity mean {subject.similarity_mean} < {limits.similarity_mean}"
+            )
+        if subject.similarity_min is None or subject.similarity_min < limits.similarity_min:
+            problems.append(
+                f"{subject.subject}: identity min {subject.similarity_min} < {limits.similarity_min}"
+            )
+        if subject.visible_share < limits.visible_share:
+            problems.append(
+                f"{subject.subject}: visible in {subject.visible_share:.2f} < {limits.visible_share}"
+            )
+    contact = report.contact
+    if contact is None or contact.mouth_distance is None or contact.mouth_distance > limits.mouth_distance:
+        distance = None if contact is None else contact.mouth_distance
+        problems.append(f"contact: mouth distance {distance} > {limits.mouth_distance}")
+    flicker = report.flicker
+    if flicker is None or flicker.mean > limits.flicker_mean or flicker.p95 > limits.flicker_p95:
+        problems.append(f"flicker: {flicker} above mean {limits.flicker_mean} / p95 {limits.flicker_p95}")
+    lighting = report.lighting
+    before = None if lighting is None else lighting.delta_e_input
+    after = None if lighting is None else lighting.delta_e_output
+    if after is None or after > max(limits.lighting_floor, limits.lighting_ratio * (before or 0.0)):
+        problems.append(f"lighting: ΔE {before} -> {after}, not below {limits.lighting_ratio} x before")
+    return problems

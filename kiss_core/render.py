@@ -1,9 +1,19 @@
 """The preview compositor: animates the two photos along the plan over a shared background, on the CPU.
 
-Per subject a head layer (the photo plus a feathered head mask, colour-matched towards the other
-subject) is cut out once; each frame only warps that small RGBA layer with the frame's affine
-into the region of the frame it lands on and alpha-blends it there, back subject first. The
-background is computed once. So a frame costs two small warps and two small blends.
+Per subject a head layer is cut out once: the photo around the head, shrunk to about output size,
+with a feathered head mask (jaw, a cap for forehead and hair, the neck) as alpha, and a
+triangulation of its landmarks plus anchors — points above the brows for the forehead and hair,
+the cap's outline, a ring around the head and the layer's corners. Each frame warps that small
+RGBA layer piecewise-affinely (kiss_core.warp) from its own points onto the plan's points of that
+frame: the landmarks carry the whole motion (layout, tilt, shift, turn, closing eyelids, pursed
+lips), the anchors follow the head and its turn (SubjectTrack.follow). Layers are blended back
+subject first, in the plan's occlusion order. The turn foreshortens the far cheek into a thin
+band at the silhouette, which would turn the mask's feather into a hard edge; so each layer's
+leading edge (the far cheek, that lies over the partner at contact) fades out over a band in the
+frame instead, and the faces meet in a soft seam.
+
+Colour is left alone here: the photos are harmonised before rendering (kiss_core.lighting).
+Everything is deterministic and sub-pixel exact, so nothing flickers.
 """
 
 from __future__ import annotations
@@ -14,45 +24,81 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from kiss_core.choreography import KissPlan
-from kiss_core.compose import affine_scale, head_mask, head_polygon, shared_background
-from kiss_core.geometry import compose_affine
+from kiss_core.choreography import KissPlan, SubjectTrack, smoothstep
+from kiss_core.compose import MIRROR_PERMUTATION, affine_scale, head_mask, head_polygon, shared_background
+from kiss_core.geometry import apply_affine, eye_centers
 from kiss_core.schemas import SubjectAnalysis
+from kiss_core.warp import PiecewiseAffineWarp
+
+# A turned face fades out between these head-local positions (in head radii from the turn axis,
+# towards the partner): it starts just past the leading lip corner at full turn and ends at the
+# silhouette, so the partner's lips and cheek show through the far cheek, not under a cut edge.
+SEAM_FROM, SEAM_TO = 0.72, 1.0
 
 
 @dataclass(frozen=True)
 class HeadLayer:
-    """A subject's cut-out at about output resolution: RGBA pixels and the map back to the photo."""
+    """A subject's cut-out at about output resolution: RGBA pixels, the map back to the photo, its mesh."""
 
     rgba: np.ndarray  # (h, w, 4) uint8, alpha = feathered head mask
     to_photo: np.ndarray  # (2, 3) affine, layer pixel -> photo pixel
+    anchors: np.ndarray  # (M, 2) photo pixels: forehead, hair, ring, layer corners
+    warp: PiecewiseAffineWarp  # over the layer's points: 68 landmarks (frame iBUG order), then anchors
+
+    def targets(self, track: SubjectTrack) -> np.ndarray:
+        """(T, 68 + M, 2) frame positions of the mesh points over the clip."""
+        return np.concatenate([track.landmarks, track.follow(self.anchors)], axis=1)
+
+
+def head_anchors(landmarks: np.ndarray) -> np.ndarray:
+    """Photo points that hold the head's shape beyond the landmarks: forehead rows, hair cap, a ring."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    left, right = eye_centers(points)
+    eye_distance = float(np.hypot(*(right - left))) or 1.0
+    ux = (right - left) / eye_distance
+    uy = np.array([-ux[1], ux[0]])
+    if float(uy @ (points[8] - (left + right) / 2)) < 0:
+        uy = -uy
+    brows = points[17:27]
+    forehead = np.concatenate([brows - k * eye_distance * uy for k in (0.45, 0.95)])
+    outline = head_polygon(points)  # jaw (17), cap (24), neck (4)
+    cap = outline[17:41][2:-2:2]
+    middle = outline.mean(axis=0)
+    ring_angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    half = np.array([np.ptp(outline @ ux), np.ptp(outline @ uy)]) / 2
+    centre = middle + ux * ((outline @ ux).max() + (outline @ ux).min() - 2 * middle @ ux) / 2
+    centre = centre + uy * ((outline @ uy).max() + (outline @ uy).min() - 2 * centre @ uy) / 2
+    ring = (
+        centre
+        + np.outer(np.cos(ring_angles) * half[0] * 1.2, ux)
+        + np.outer(np.sin(ring_angles) * half[1] * 1.12, uy)
+    )
+    return np.concatenate([forehead, cap, ring])
 
 
 class PreviewCompositor:
     """Renders a KissPlan from the two photos. Stateless between calls; safe to share."""
 
-    def __init__(self, feather_px: int = 10, harmonize: float = 0.5):
+    def __init__(self, feather_px: int = 10):
         if feather_px < 0:
             raise ValueError(f"`feather_px` must be >= 0 but is {feather_px}")
-        if not 0.0 <= harmonize <= 1.0:
-            raise ValueError(f"`harmonize` must be in 0..1 but is {harmonize}")
         self.feather_px = feather_px  # softness of the head edge, in output pixels (a Gaussian sigma)
-        self.harmonize = harmonize  # 0: colours as shot; 1: both faces pulled to one mean colour
 
     def head_layers(
         self, plan: KissPlan, photos: Mapping[str, np.ndarray], analyses: Mapping[str, SubjectAnalysis]
     ) -> dict[str, HeadLayer]:
-        """Cut out both heads once: crop, shrink to ~output size, feathered mask, colours matched.
+        """Cut out both heads once: crop, shrink to ~output size, feathered mask, mesh.
 
         Shrinking a big photo here (area averaging) keeps the per-frame warp from aliasing and makes
         the mask blur cheap whatever the photo's resolution.
         """
-        layers, means = {}, {}
+        layers = {}
         for subject in ("a", "b"):
             photo = _check_photo(photos[subject], subject)
             landmarks = np.asarray(analyses[subject].landmarks, dtype=np.float64)
             height, width = photo.shape[:2]
-            transforms = plan.tracks[subject].transforms
+            track = plan.tracks[subject]
+            transforms = track.transforms
             most = max(affine_scale(transforms[0]), affine_scale(transforms[plan.contact_frame]))
             factor = min(1.0, 1.25 * most)  # layer pixels per photo pixel
             pad = (3 * self.feather_px + 4) / max(most, 1e-6)  # feather room, in photo pixels
@@ -69,9 +115,8 @@ class PreviewCompositor:
             fx, fy = crop.shape[1] / (x1 - x0), crop.shape[0] / (y1 - y0)
             # Pixel-centre convention of cv2.resize: src = (dst + 0.5) / f - 0.5.
             to_photo = np.array([[1 / fx, 0, x0 + 0.5 / fx - 0.5], [0, 1 / fy, y0 + 0.5 / fy - 0.5]])
-            layer_points = np.c_[
-                (landmarks[:, 0] - to_photo[0, 2]) * fx, (landmarks[:, 1] - to_photo[1, 2]) * fy
-            ]
+            to_layer = np.array([[fx, 0, -to_photo[0, 2] * fx], [0, fy, -to_photo[1, 2] * fy]])
+            layer_points = apply_affine(to_layer, landmarks)
             mask = head_mask(layer_points, crop.shape[:2])
             sigma = self.feather_px / max(most / factor, 1e-6)  # output pixels -> layer pixels
             if sigma > 0.3:
@@ -81,18 +126,32 @@ class PreviewCompositor:
                     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
                     mask = cv2.erode(mask, kernel)
                 mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-            core = mask > 0.9
-            means[subject] = (crop[core] if core.any() else crop).reshape(-1, 3).mean(axis=0)
             alpha = np.round(mask * 255).astype(np.uint8)
-            layers[subject] = HeadLayer(rgba=np.dstack([crop, alpha]), to_photo=to_photo)
-
-        if self.harmonize:
-            # One lighting: pull each face's mean colour part of the way towards the pair's mean.
-            target = (means["a"] + means["b"]) / 2
-            for subject, layer in layers.items():
-                gain = np.clip((target / np.maximum(means[subject], 1.0)) ** self.harmonize, 0.75, 1.33)
-                rgb = layer.rgba[..., :3].astype(np.float32) * gain.astype(np.float32)
-                layer.rgba[..., :3] = np.clip(rgb, 0, 255).astype(np.uint8)
+            h, w = crop.shape[:2]
+            corners = np.array(
+                [
+                    [0, 0],
+                    [w - 1, 0],
+                    [0, h - 1],
+                    [w - 1, h - 1],
+                    [w / 2, 0],
+                    [w / 2, h - 1],
+                    [0, h / 2],
+                    [w - 1, h / 2],
+                ]
+            )
+            ring = apply_affine(to_layer, head_anchors(landmarks))
+            ring = np.clip(ring, 0, [w - 1, h - 1])
+            anchors_layer = np.concatenate([ring, corners])
+            # Mesh points in the frame's iBUG order (a mirrored subject's indices are permuted).
+            ordered = layer_points[MIRROR_PERMUTATION] if track.mirrored else layer_points
+            mesh = PiecewiseAffineWarp(np.concatenate([ordered, anchors_layer]))
+            layers[subject] = HeadLayer(
+                rgba=np.dstack([crop, alpha]),
+                to_photo=to_photo,
+                anchors=apply_affine(to_photo, anchors_layer),
+                warp=mesh,
+            )
         return layers
 
     def render(
@@ -102,40 +161,50 @@ class PreviewCompositor:
         photos = {s: _check_photo(photos[s], s) for s in ("a", "b")}
         background = shared_background(photos, plan.layout, plan.width, plan.height)
         layers = self.head_layers(plan, photos, analyses)
+        targets = {s: layers[s].targets(plan.tracks[s]) for s in ("a", "b")}
+        seam = {s: _seam_weight(plan.tracks[s]) for s in ("a", "b")}
         order = (("b", "a"), ("a", "b"))  # index: plan.front value (0 = a on top, so b is drawn first)
+        size = (plan.width, plan.height)
         for t in range(plan.frame_count):
             frame = background.copy()
-            for subject in order[int(plan.front[t])]:
-                _blend_layer(frame, layers[subject], plan.tracks[subject].transforms[t])
+            back, front = order[int(plan.front[t])]
+            for subject in (back, front):
+                layer, track = layers[subject], plan.tracks[subject]
+                warped = layer.warp.warp(layer.rgba, targets[subject][t], output_size=size)
+                if warped.image.size == 0:
+                    continue
+                alpha = warped.image[..., 3].astype(np.float32) * (1 / 255)
+                if seam[subject][t] > 0:
+                    alpha *= _seam_fade(track, t, warped.origin, alpha.shape, seam[subject][t])
+                x0, y0 = warped.origin
+                h, w = alpha.shape
+                roi = frame[y0 : y0 + h, x0 : x0 + w]
+                # cv2.blendLinear: roi*(1-a) + fg*a in one C++ pass, saturating to uint8.
+                roi[...] = cv2.blendLinear(
+                    np.ascontiguousarray(warped.image[..., :3]), roi, alpha, 1.0 - alpha
+                )
             yield frame
 
 
-def _blend_layer(frame: np.ndarray, layer: HeadLayer, transform: np.ndarray) -> None:
-    """Warp the layer into the part of the frame it covers and alpha-blend it there, in place."""
-    height, width = frame.shape[:2]
-    h, w = layer.rgba.shape[:2]
-    crop_to_frame = compose_affine(np.asarray(transform, dtype=np.float64), layer.to_photo)
-    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], dtype=np.float64)
-    mapped = corners @ crop_to_frame[:, :2].T + crop_to_frame[:, 2]
-    fx0, fy0 = np.floor(mapped.min(axis=0)).astype(int) - 1
-    fx1, fy1 = np.ceil(mapped.max(axis=0)).astype(int) + 2
-    fx0, fy0, fx1, fy1 = max(fx0, 0), max(fy0, 0), min(fx1, width), min(fy1, height)
-    if fx1 <= fx0 or fy1 <= fy0:
-        return
-    to_roi = crop_to_frame.copy()
-    to_roi[:, 2] -= (fx0, fy0)
-    warped = cv2.warpAffine(
-        layer.rgba,
-        to_roi,
-        (fx1 - fx0, fy1 - fy0),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0, 0),
+def _seam_weight(track: SubjectTrack) -> np.ndarray:
+    """(T,) how strongly the leading edge fades: follows the turn towards the partner (0 while frontal)."""
+    peak = float(np.abs(track.turn).max())
+    return np.clip(track.turn / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(track.turn)
+
+
+def _seam_fade(
+    track: SubjectTrack, t: int, origin: tuple[int, int], shape: tuple[int, int], weight: float
+) -> np.ndarray:
+    """(h, w) float32 factor for a window of the frame: 1 inside, fading to 0 at the leading silhouette."""
+    inverse = cv2.invertAffineTransform(track.motion[t])[0]  # frame -> layout x
+    h, w = shape
+    xs = np.arange(origin[0], origin[0] + w, dtype=np.float32)[None, :]
+    ys = np.arange(origin[1], origin[1] + h, dtype=np.float32)[:, None]
+    u = (inverse[0] * xs + inverse[1] * ys + (inverse[2] - track.head_center[0])) * (
+        track.toward / track.head_radius
     )
-    roi = frame[fy0:fy1, fx0:fx1]
-    alpha = warped[..., 3].astype(np.float32) * (1 / 255)
-    # cv2.blendLinear: roi*(1-a) + fg*a in one C++ pass, saturating to uint8.
-    roi[...] = cv2.blendLinear(warped[..., :3], roi, alpha, 1.0 - alpha)
+    fade = smoothstep((u - SEAM_FROM) / (SEAM_TO - SEAM_FROM)).astype(np.float32)
+    return 1.0 - np.float32(weight) * fade
 
 
 def _check_photo(photo: np.ndarray, subject: str) -> np.ndarray:

@@ -154,8 +154,12 @@ class ContactQuality(BaseModel):
     """Did the lips meet? Measured on the output frames, not taken from the plan."""
 
     frame: int = Field(description="Frame index where contact was measured.")
+    target: Literal["lips", "cheek"] = Field(
+        "lips", description="Where a's mouth should touch b: b's lips, or b's near cheek (style cheek)."
+    )
     mouth_distance: float | None = Field(
-        description="Distance between the two mouth centres / mean face width; None when not measurable."
+        description="Distance from a's mouth centre to the target on b (b's mouth centre, or the centre of"
+        " b's near cheek) / mean face width; None when not measurable."
     )
 
 

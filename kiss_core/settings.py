@@ -69,6 +69,14 @@ class GeneratorSettings(BaseModel):
     quality_frames: int = Field(
         8, ge=2, le=64, description="Frames the quality report checks: evenly spaced, plus the contact frame."
     )
+    lighting_strength: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the gap in skin colour and exposure between the two photos that harmonisation"
+        " closes: 0 leaves both as shot, 1 gives both the same skin statistics (and so erases real skin-tone"
+        " differences; half is the default).",
+    )
 
 
 class JobSettings(BaseModel):

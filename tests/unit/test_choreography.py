@@ -177,3 +177,107 @@ def test_face_centers() -> None:
     assert centers["a"].shape == (24, 2)
     np.testing.assert_allclose(centers["b"], plan.tracks["b"].landmarks.mean(axis=1))
     assert centers["a"][0, 0] < plan.width / 2 < centers["b"][0, 0]
+
+
+# --- face gestures: turn, eyelids, pucker -------------------------------------------------------------
+
+
+def eye_opening(points: np.ndarray) -> float:
+    """Mean distance between the upper-lid points and the lower-lid points they close onto."""
+    return float(np.linalg.norm(points[[37, 38, 43, 44]] - points[[41, 40, 47, 46]], axis=1).mean())
+
+
+def nose_offset(points: np.ndarray) -> float:
+    """Nose tip minus the jaw's middle, along the eye line, in jaw spans: > 0 turned to the image right."""
+    across = points[16] - points[0]
+    return float((points[30] - (points[0] + points[16]) / 2) @ across / (across @ across))
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+@pytest.mark.parametrize("intensity", [0.0, 1.0])
+def test_eyes_close_for_the_kiss_and_open_after(style: str, intensity: float) -> None:
+    plan = plan_kiss(analyses(), VideoParams(style=style, intensity=intensity))
+    c = plan.contact_frame
+    kisser = plan.tracks["a"]
+    assert kisser.eyelid[c] > 0.8
+    for track in plan.tracks.values():
+        assert track.eyelid[0] < 0.2 and track.eyelid[-1] < 0.2
+        assert track.eyelid.min() >= 0 and track.eyelid.max() <= 1
+    # The landmarks carry it: the kisser's lids are shut at contact, open at the ends.
+    assert eye_opening(kisser.landmarks[c]) < 0.1 * eye_opening(kisser.landmarks[0])
+    assert eye_opening(kisser.landmarks[-1]) > 0.8 * eye_opening(kisser.landmarks[0])
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+def test_lips_purse_at_contact(style: str) -> None:
+    plan = plan_kiss(analyses(), VideoParams(style=style))
+    c = plan.contact_frame
+    a = plan.tracks["a"]
+    assert 0 < a.pucker[c] <= 1 and a.pucker[0] == 0
+    # Lips closing: the inner lips come together (a French kiss keeps them a little open).
+    inner = np.linalg.norm(a.landmarks[:, [61, 62, 63]] - a.landmarks[:, [67, 66, 65]], axis=2).mean(axis=1)
+    assert inner[c] < (0.75 if style == "french" else 0.5) * inner[0] + 1e-6
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+def test_heads_turn_towards_each_other(style: str) -> None:
+    plan = plan_kiss(analyses(yaw_a=0.0, yaw_b=0.0), VideoParams(style=style))
+    c = plan.contact_frame
+    a, b = plan.tracks["a"], plan.tracks["b"]
+    assert a.turn[0] == 0 and a.turn[c] > 20
+    assert nose_offset(a.landmarks[c]) > nose_offset(a.landmarks[0]) + 0.15  # a looks right, to b
+    if style == "cheek":
+        assert b.turn[c] < 0  # offers the cheek: turns away
+        assert nose_offset(b.landmarks[c]) > nose_offset(b.landmarks[0])
+    else:
+        assert b.turn[c] > 20
+        assert nose_offset(b.landmarks[c]) < nose_offset(b.landmarks[0]) - 0.15  # b looks left, to a
+
+
+def test_faces_overlap_only_around_the_lips() -> None:
+    """At contact the faces are three-quarter views: each one's near eye is clear of the other face."""
+    import cv2
+
+    plan = plan_kiss(analyses(yaw_a=0.0, yaw_b=0.0), VideoParams(style="romantic"))
+    c = plan.contact_frame
+    hulls = {s: cv2.convexHull(plan.tracks[s].landmarks[c].astype(np.float32)) for s in ("a", "b")}
+    # The eye away from the partner (a: image left, b: image right) lies outside the partner's face.
+    near_eye = {
+        "a": plan.tracks["a"].landmarks[c, 36:42].mean(0),
+        "b": plan.tracks["b"].landmarks[c, 42:48].mean(0),
+    }
+    for s, other in (("a", "b"), ("b", "a")):
+        assert cv2.pointPolygonTest(hulls[other], tuple(map(float, near_eye[s])), False) < 0
+
+
+def test_french_moves_more_during_the_hold() -> None:
+    def hold_motion(style: str) -> float:
+        plan = plan_kiss(analyses(), VideoParams(style=style, intensity=1.0))
+        hold = slice(*plan.phases["hold"])
+        lm = plan.tracks["a"].landmarks[hold]
+        return float(np.linalg.norm(np.diff(lm, axis=0), axis=2).sum(axis=0).mean() / len(lm))
+
+    assert hold_motion("french") > 1.5 * hold_motion("romantic")
+
+
+def test_turn_never_folds_the_face() -> None:
+    """The cylinder map keeps the order of points along x for every turn up to the limit."""
+    from kiss_core.choreography import turn_points
+
+    xs = np.linspace(-1.5, 1.5, 301)
+    points = np.c_[xs, np.zeros_like(xs)]
+    turned = turn_points(points, np.zeros(2), 1.0, np.linspace(-60, 60, 13))
+    assert (np.diff(turned[..., 0], axis=1) > 0).all()
+    outside = np.abs(xs) >= 1
+    np.testing.assert_allclose(turned[:, outside, 0], np.broadcast_to(xs[outside], (13, outside.sum())))
+
+
+def test_follow_moves_photo_points_with_the_head() -> None:
+    """Points without depth or gesture (jaw sides, brows) follow exactly as the landmarks do."""
+    a = analyses()
+    plan = plan_kiss(a, VideoParams(style="romantic"))
+    track = plan.tracks["a"]
+    assert not track.mirrored
+    followed = track.follow(np.asarray(a["a"].landmarks))
+    rigid = np.r_[0:6, 11:27]
+    np.testing.assert_allclose(followed[:, rigid], track.landmarks[:, rigid], atol=1e-9)

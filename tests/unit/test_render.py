@@ -99,14 +99,18 @@ def test_no_hard_edge_at_the_layer_border() -> None:
     }
     plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="832x480"))
     frames = list(PreviewCompositor(feather_px=8).render(plan, photos, analyses))
-    for frame in frames:
+    turned = plan.tracks["a"].turn > 1
+    for t, frame in enumerate(frames):
         grad = np.hypot(*np.gradient(frame.astype(np.float32), axis=(0, 1))).max(axis=-1)  # worst channel
         # A hard cut steps by ~200 levels (feather_px=0 measures ~110 here); the feather spreads it out.
-        assert grad.max() < 20
-    # ...yet the heads are there, in their own colours.
-    for subject, channel in (("a", 0), ("b", 2)):
+        # Where a turned face's far cheek lies over the other face (red on blue, a 220-level step), the
+        # seam fades over a band of the head radius; folds of the lips against the jaw at mid-turn make
+        # it locally steeper (measured 50), still less than half a hard cut.
+        assert grad.max() < (60 if turned[t] else 20), t
+    # ...yet the heads are there, in their own colours, unchanged (no colour pull in the renderer).
+    for subject, colour in (("a", (250, 30, 30)), ("b", (20, 30, 250))):
         x, y = face_centers(plan)[subject][0].round().astype(int)
-        assert np.argmax(frames[0][y, x]) == channel
+        np.testing.assert_allclose(frames[0][y, x], colour, atol=2)
 
 
 def test_head_layers_are_cut_once_and_soft(scene) -> None:
@@ -145,23 +149,70 @@ def test_bad_arguments_are_named(scene) -> None:
     analyses, photos = scene
     with pytest.raises(ValueError, match="feather_px"):
         PreviewCompositor(feather_px=-1)
+    with pytest.raises(TypeError):
+        PreviewCompositor(harmonize=0.5)  # colour is kiss_core.lighting's job, before rendering
     plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="416x240"))
     with pytest.raises(ValueError, match="subject a"):
         next(PreviewCompositor().render(plan, {**photos, "a": photos["a"][..., 0]}, analyses))
 
 
-def test_synthetic_subjects_render() -> None:
-    """End to end on the synthetic subjects (faces of nobody), analysed by the real dlib analyzer."""
+@pytest.fixture(scope="module")
+def synthetic_pair() -> tuple[dict[str, SubjectAnalysis], dict[str, np.ndarray]]:
+    """Synthetic subjects 0 and 1 (faces of nobody), analysed by the real dlib analyzer."""
     synthetic = pytest.importorskip("kiss_core.synthetic")
     faces = pytest.importorskip("kiss_core.faces")
     from kiss_core.settings import FaceSettings
 
     photos = {"a": synthetic.synthetic_subject(0), "b": synthetic.synthetic_subject(1)}
     analyzer = faces.DlibFaceAnalyzer(FaceSettings())
-    analyses = {s: analyzer.analyze(p, s) for s, p in photos.items()}
+    return {s: analyzer.analyze(p, s) for s, p in photos.items()}, photos
+
+
+def test_synthetic_subjects_render(synthetic_pair) -> None:
+    """End to end on the synthetic subjects (faces of nobody), analysed by the real dlib analyzer."""
+    analyses, photos = synthetic_pair
     plan = plan_kiss(analyses, VideoParams(seconds=1, fps=12, size="416x240", style="french"))
     frames = np.stack(list(PreviewCompositor().render(plan, photos, analyses)))
     assert frames.shape == (12, 240, 416, 3)
     x, y = face_centers(plan)["b"][0].round().astype(int)
     skin = frames[0][y - 3 : y + 4, x - 3 : x + 4].reshape(-1, 3).mean(0)
     assert skin[0] > skin[2]  # skin is warmer than the neutral backdrop
+
+
+def rendered_alpha(plan, photos, analyses, frame: int) -> dict[str, np.ndarray]:
+    """Each head's warped alpha (0..1) at `frame`, full frame size, before blending."""
+    layers = PreviewCompositor().head_layers(plan, photos, analyses)
+    masks = {}
+    for s, layer in layers.items():
+        warped = layer.warp.warp(
+            layer.rgba, layer.targets(plan.tracks[s])[frame], output_size=(plan.width, plan.height)
+        )
+        alpha = np.zeros((plan.height, plan.width), np.float32)
+        (x0, y0), (h, w) = warped.origin, warped.image.shape[:2]
+        alpha[y0 : y0 + h, x0 : x0 + w] = warped.image[..., 3] / 255
+        masks[s] = alpha
+    return masks
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french"])
+def test_heads_overlap_little_at_contact(synthetic_pair, style: str) -> None:
+    """Turned three-quarter, the heads overlap in a strip by the lips, and each near eye stays clear.
+
+    The masks include hair cap and neck, which sit behind the partner's head in any real kiss seen
+    from the side, so some overlap is right; frontal layers overlapped ~90 %. Measured at 832x480:
+    peck 0.38, romantic 0.32, french 0.30 of the smaller head.
+    """
+    analyses, photos = synthetic_pair
+    plan = plan_kiss(analyses, VideoParams(style=style))
+    c = plan.contact_frame
+    masks = rendered_alpha(plan, photos, analyses, c)
+    overlap = np.minimum(masks["a"], masks["b"]).sum() / min(masks["a"].sum(), masks["b"].sum())
+    assert overlap < (0.42 if style == "peck" else 0.36)
+    front = "ab"[int(plan.front[c])]
+    back = "b" if front == "a" else "a"
+    near_eye = slice(36, 42) if back == "a" else slice(42, 48)  # the back face's eye away from the partner
+    x, y = plan.tracks[back].landmarks[c, near_eye].mean(0).round().astype(int)
+    assert masks[front][y, x] < 0.1
+    # The lips meet: both heads are opaque at the contact point.
+    mx, my = plan.mouth_centers()[front][c].round().astype(int)
+    assert masks["a"][my, mx] > 0.5 and masks["b"][my, mx] > 0.5
