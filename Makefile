@@ -29,9 +29,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## bench: CPU pipeline benchmark (prints a table, writes bench/results/*.json)
+## bench: CPU pipeline, one-core preview render, contact sheet (tables; bench/results/*.json)
 bench: $(STAMP)
 	$(BIN)/python bench/cpu_pipeline.py
+	$(BIN)/python bench/preview_render.py
+	$(BIN)/python bench/contact_sheet.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
