@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kiss_core.safety.prompt import check_prompt
+
 Subject = Literal["a", "b"]
 SUBJECTS: tuple[Subject, Subject] = ("a", "b")
 Style = Literal["peck", "romantic", "french", "cheek"]
@@ -43,6 +45,16 @@ class VideoParams(BaseModel):
     output: OutputKind = Field(
         "video", description="video: an MP4 (plus thumbnail and still); image: the still."
     )
+    prompt: str = Field(
+        "",
+        description="Optional scene description (<= 300 characters) inserted into the model prompt's"
+        " template; terms on the service's disallowed list are refused. The preview backend does not use it.",
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, prompt: str) -> str:
+        return check_prompt(prompt)
 
     @field_validator("size")
     @classmethod

@@ -67,3 +67,18 @@ def test_default_gate_admits_synthetic_adults_and_audits_their_ages(serve_app: o
         p.read_text() for p in (serve_app.store_root / "audit").rglob("*.json") if job["id"] in p.read_text()
     ]
     assert len(audit) == 1 and '"age_estimates"' in audit[0] and str(ages["a"]) in audit[0]
+
+
+def test_a_prompt_with_a_disallowed_term_is_refused_before_anything_is_stored(serve_app: object) -> None:
+    from tests.conftest import ServeApp
+
+    assert isinstance(serve_app, ServeApp)
+    inputs = serve_app.store_root / "inputs"
+    before = set(inputs.rglob("*"))
+    with httpx.Client(base_url=serve_app.url, timeout=60) as client:
+        response = post_job(
+            client, synthetic_subject_png(0), synthetic_subject_png(1), prompt="two n4ked people", **PARAMS
+        )
+    body = assert_problem(response, 422, "invalid_request")
+    assert any(e["field"] == "prompt" and "naked" in e["message"] for e in body["errors"]), body
+    assert set(inputs.rglob("*")) == before
