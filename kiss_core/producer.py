@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from kiss_core.backends import FrameSource, PreviewFrames
 from kiss_core.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.faces import DlibFaceAnalyzer
 from kiss_core.identity import Conditioning
@@ -28,7 +29,6 @@ from kiss_core.quality import (
     photos_delta_e,
     static_mask_from_plan,
 )
-from kiss_core.render import PreviewCompositor
 from kiss_core.schemas import JobResult, LightingQuality, SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from kiss_core.storage import ObjectStore
@@ -39,13 +39,27 @@ ProgressCallback = Callable[[str, int], None]
 
 
 class VideoProducer:
-    """The preview backend's generator: owns the compositor and the face model used for the report."""
+    """The generator's work around a backend: owns the backends and the face model used for the report."""
 
-    def __init__(self, settings: Settings, store: ObjectStore, analyzer: DlibFaceAnalyzer | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        analyzer: DlibFaceAnalyzer | None = None,
+        backends: Mapping[str, FrameSource] | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.analyzer = analyzer or DlibFaceAnalyzer(settings.faces)
-        self.compositor = PreviewCompositor()
+        self.backends: dict[str, FrameSource] = dict(backends or {"preview": PreviewFrames()})
+
+    def backend_for(self, conditioning: Conditioning) -> FrameSource:
+        """The backend the IdentityEncoder conditioned for (it chose it from the request and settings)."""
+        if conditioning.backend not in self.backends:
+            raise ValueError(
+                f"backend {conditioning.backend!r} is not loaded here; loaded: {sorted(self.backends)}"
+            )
+        return self.backends[conditioning.backend]
 
     def produce(
         self,
@@ -77,15 +91,19 @@ class VideoProducer:
         shape = (plan.height, plan.width)
         flicker = FlickerMeter(static_mask_from_plan({s: t.landmarks for s, t in plan.tracks.items()}, shape))
 
+        source = self.backend_for(conditioning)
+
+        def share_done(share: float) -> None:
+            report("generation", 10 + int(70 * share))
+
         def frames() -> Iterator[np.ndarray]:
-            for index, frame in enumerate(self.compositor.render(plan, photos, by_subject)):
+            rendered = source.frames(plan, photos, by_subject, conditioning, params, share_done)
+            for index, frame in enumerate(rendered):
                 if index in checked:
                     sampled[index] = frame
                 if index == plan.contact_frame:
                     contact.append(frame)
                 flicker.add(frame)
-                if index % max(1, plan.frame_count // 10) == 0:
-                    report("generation", 10 + int(70 * index / plan.frame_count))
                 yield frame
 
         outputs: dict[str, bytes] = {}
