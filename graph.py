@@ -28,6 +28,12 @@ class AppArgs(BaseModel):
         default_factory=dict,
         description="Overrides on top of the KISS_* environment and KISS_CONFIG_FILE.",
     )
+    deployment_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="serve.deployment() options per deployment name, merged over the profile's, e.g."
+        " {FaceAnalyzer: {autoscaling_config: {...}}}. For Python callers (bench/autoscaling.py);"
+        " `serve deploy` users write the same in the serve config's `deployments:` section.",
+    )
 
 
 def _autoscaling(min_replicas: int, max_replicas: int, target: float, **extra: Any) -> dict[str, Any]:
@@ -41,6 +47,8 @@ def _autoscaling(min_replicas: int, max_replicas: int, target: float, **extra: A
 
 # Per profile and deployment: the options given to serve.deployment(). GPU stages: one video per
 # generator replica (max_ongoing_requests 1), a fractional GPU for the identity encoder.
+# serve_config.yaml repeats the production values (tests/unit/test_infra.py keeps them equal) and
+# says why each one is what it is.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "production": {
         "Ingress": {
@@ -51,12 +59,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "FaceAnalyzer": {
             "ray_actor_options": {"num_cpus": 2},
             "max_ongoing_requests": 4,
-            "autoscaling_config": _autoscaling(1, 16, 2),
+            "autoscaling_config": _autoscaling(1, 16, 2, upscale_delay_s=10, downscale_delay_s=120),
         },
         "IdentityEncoder": {
             "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.25},
             "max_ongoing_requests": 8,
-            "autoscaling_config": _autoscaling(1, 8, 4),
+            "autoscaling_config": _autoscaling(1, 8, 4, upscale_delay_s=15, downscale_delay_s=300),
         },
         "VideoGenerator": {
             "ray_actor_options": {"num_cpus": 4, "num_gpus": 1},
@@ -96,12 +104,48 @@ def require_safety(settings: Settings) -> None:
         )
 
 
+def require_access(settings: Settings) -> None:
+    """Production never runs open: it needs API keys, inline or in a keys file (the local profile may
+    run open). Each ingress replica also refuses to start if the file turns out to hold no keys."""
+    access = settings.access
+    if not access.keys and access.keys_file is None:
+        raise ValueError(
+            "the production profile refuses to start without API keys (access.keys or access.keys_file)"
+        )
+    if access.keys_file is not None and access.keys_file.is_file():
+        from kiss_core.access import configured_keys
+
+        if not configured_keys(access):  # readable here: check now rather than in every replica
+            raise ValueError(f"the production profile refuses to start: {access.keys_file} holds no API keys")
+
+
+def deployment_options(
+    profile: str, overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The profile's options with per-deployment overrides merged in. An autoscaling_config replaces a
+    fixed num_replicas and the other way round, since Serve refuses both at once."""
+    options = {name: dict(values) for name, values in PROFILES[profile].items()}
+    unknown = sorted(set(overrides or {}) - set(options))
+    if unknown:
+        known = ", ".join(sorted(options))
+        raise ValueError(f"`deployment_options` names unknown deployments {unknown}; known: {known}")
+    for name, extra in (overrides or {}).items():
+        if "autoscaling_config" in extra:
+            options[name].pop("num_replicas", None)
+        if "num_replicas" in extra:
+            options[name].pop("autoscaling_config", None)
+        options[name].update(extra)
+    return options
+
+
 def build_app(args: AppArgs) -> Application:
     """Bind the four deployments into one application; every replica gets the same Settings object."""
     settings = Settings(**args.settings)
     if args.profile == "production":
         require_safety(settings)
-    options = PROFILES[args.profile]
+        require_access(settings)
+        settings.access.required = True  # so a replica whose keys file is empty refuses to start
+    options = deployment_options(args.profile, args.deployment_options)
 
     def deployment(cls: type, name: str) -> serve.Deployment:
         return serve.deployment(cls, name=name, **options[name])

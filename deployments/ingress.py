@@ -1,5 +1,8 @@
 """Ingress deployment (CPU): the HTTP API. Validates, persists the job, answers 202, runs the job.
 
+Every endpoint first asks `AccessControl.admit` who the caller is (API key -> tenant, per-key rate
+limit); everything after that is scoped to the caller's tenant.
+
 It holds deployment handles and passes their responses along unresolved: conditioning tensors go
 from the IdentityEncoder to the VideoGenerator through the Ray object store, never through here.
 """
@@ -18,12 +21,12 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kiss_core.access import AccessControl, Principal
 from kiss_core.errors import (
     PROBLEM_CONTENT_TYPE,
     ClientError,
     ContentNotReady,
     InvalidRequest,
-    Overloaded,
     PayloadTooLarge,
     StorageError,
     problem,
@@ -36,6 +39,7 @@ from kiss_core.schemas import SUBJECTS, Attestation, JobResult, SubjectAnalysis,
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 from kiss_core.tracing import setup_tracing
+from kiss_core.webhooks import WebhookSender
 
 log = logging.getLogger("kissgen.ingress")
 
@@ -43,8 +47,11 @@ _PARAM_FIELDS = tuple(VideoParams.model_fields)
 _FILE_FIELDS = tuple(f"subject_{s}" for s in SUBJECTS)
 _CONSENT_FIELDS = {f"consent_{s}": s for s in SUBJECTS}
 _CONSENT_REF_FIELDS = {f"consent_ref_{s}": s for s in SUBJECTS}
-_TEXT_FIELDS = (*_PARAM_FIELDS, *_CONSENT_FIELDS, *_CONSENT_REF_FIELDS)
-ParsedCreate = tuple[VideoParams, Attestation | None, dict[str, bytes]]
+_WEBHOOK_FIELD = "webhook_url"
+_TEXT_FIELDS = (*_PARAM_FIELDS, *_CONSENT_FIELDS, *_CONSENT_REF_FIELDS, _WEBHOOK_FIELD)
+ParsedCreate = tuple[VideoParams, Attestation | None, dict[str, bytes], str | None]
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
 
 app = FastAPI(
     title="kissgen",
@@ -61,8 +68,7 @@ def problem_response(body: dict[str, Any], headers: Mapping[str, str] | None = N
 
 @app.exception_handler(ClientError)
 async def _client_error(request: Request, exc: ClientError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-    return problem_response(exc.to_problem(instance=request.url.path), headers)
+    return problem_response(exc.to_problem(instance=request.url.path), exc.headers() or None)
 
 
 @app.exception_handler(StorageError)
@@ -98,7 +104,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     cause = unwrap_remote(exc)
     if isinstance(cause, ClientError):
-        return problem_response(cause.to_problem(instance=request.url.path))
+        return problem_response(cause.to_problem(instance=request.url.path), cause.headers() or None)
     log.exception("unhandled error on %s", request.url.path)
     return problem_response(
         problem(
@@ -130,6 +136,12 @@ def _request_schema() -> dict[str, Any]:
         **consent,
         **references,
         **VideoParams.model_json_schema()["properties"],
+        _WEBHOOK_FIELD: {
+            "type": "string",
+            "format": "uri",
+            "description": "https URL that receives video.completed / video.failed, signed per Standard"
+            " Webhooks. Must resolve to public addresses only.",
+        },
     }
     schema = {"type": "object", "required": [*_FILE_FIELDS, *_CONSENT_FIELDS], "properties": properties}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
@@ -156,6 +168,19 @@ def _validated(
             loc = ".".join(str(p) for p in e["loc"]) or "body"
             errors.append({"field": (rename or {}).get(loc, loc), "message": e["msg"]})
         return None
+
+
+def _page_params(request: Request) -> tuple[int, str | None]:
+    """`limit` (1..100) and the opaque `cursor` (alias `page_token`) of GET /v1/videos."""
+    raw = request.query_params.get("limit", str(DEFAULT_PAGE_SIZE))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise InvalidRequest(
+            f"`limit` must be an integer in 1..{MAX_PAGE_SIZE} but is {raw[:20]!r}",
+            None,
+            [{"field": "limit", "message": "invalid"}],
+        )
+    cursor = request.query_params.get("cursor") or request.query_params.get("page_token") or None
+    return int(raw), cursor
 
 
 class ServeStages:
@@ -205,6 +230,9 @@ class VideoAPI:
         self.settings = settings
         self.store = open_store(settings.storage)
         self.jobs = JobStore(self.store)
+        # Reads access.keys_file; with access.required and no keys the replica refuses to start.
+        self.access = AccessControl(settings.access)
+        self.webhooks = WebhookSender(settings.webhooks, self.access.webhook_secret_for)
         self.orchestrator = JobOrchestrator(
             self.jobs,
             ServeStages(analyzer, identity, generator),
@@ -213,6 +241,7 @@ class VideoAPI:
             lease_s=settings.jobs.lease_s,
             max_active=settings.limits.max_active_jobs,
             retry_after_s=settings.limits.retry_after_s,
+            webhooks=self.webhooks,
         )
         install_lifecycle(self.store, settings.retention)
         self._maintenance: asyncio.Task[None] | None = None
@@ -248,16 +277,22 @@ class VideoAPI:
     )
     async def create_video(self, request: Request) -> JSONResponse:
         self._start_maintenance()
-        params, attestation, photos = await self._parse_create(request)
+        principal = self._admit(request)
+        params, attestation, photos, webhook_url = await self._parse_create(request)
         incoming = {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
         headers: dict[str, str] = {}
+        scope = {
+            "tenant": principal.tenant,
+            "max_tenant_jobs": principal.max_concurrent_jobs,
+            "webhook_url": webhook_url,
+        }
         key = request.headers.get("idempotency-key")
         if key is None:
-            manifest = await self.orchestrator.submit(params, photos, attestation, incoming)
+            manifest = await self.orchestrator.submit(params, photos, attestation, incoming, **scope)
             self.orchestrator.start(manifest.id)
         else:
             submit = self.orchestrator.submit_once
-            manifest, replayed = await submit(key, params, photos, attestation, incoming)
+            manifest, replayed = await submit(key, params, photos, attestation, incoming, **scope)
             if replayed:
                 headers["Idempotent-Replayed"] = "true"
             else:
@@ -265,16 +300,31 @@ class VideoAPI:
         headers["Location"] = f"/v1/videos/{manifest.id}"
         return JSONResponse(manifest.public(), status_code=202, headers=headers)
 
+    @app.get("/v1/videos", summary="Your video jobs, newest first (paginated)")
+    async def list_videos(self, request: Request) -> JSONResponse:
+        principal = self._admit(request)
+        limit, cursor = _page_params(request)
+        page, next_cursor = await asyncio.to_thread(self.jobs.list_tenant, principal.tenant, limit, cursor)
+        body = {
+            "object": "list",
+            "data": [m.public() for m in page],
+            "has_more": next_cursor is not None,
+            "next_cursor": next_cursor,
+        }
+        return JSONResponse(body)
+
     @app.get("/v1/videos/{video_id}", summary="The state of a video job")
-    async def get_video(self, video_id: str) -> JSONResponse:
-        manifest = await asyncio.to_thread(self.jobs.get, video_id)
+    async def get_video(self, video_id: str, request: Request) -> JSONResponse:
+        principal = self._admit(request)
+        manifest = await asyncio.to_thread(self.jobs.get, video_id, principal.tenant)
         return JSONResponse(manifest.public())
 
     @app.get("/v1/videos/{video_id}/content", summary="Download the video, its thumbnail or the still")
-    async def get_content(self, video_id: str, variant: str = "video") -> Response:
+    async def get_content(self, video_id: str, request: Request, variant: str = "video") -> Response:
+        principal = self._admit(request)
         if variant not in OUTPUT_NAMES:
             raise InvalidRequest(f"`variant` must be one of {', '.join(OUTPUT_NAMES)} but is {variant!r}")
-        manifest = await asyncio.to_thread(self.jobs.get, video_id)
+        manifest = await asyncio.to_thread(self.jobs.get, video_id, principal.tenant)
         result: JobResult | None = manifest.result
         if manifest.status != "completed" or result is None or variant not in result.keys:
             raise ContentNotReady(f"video {video_id} is {manifest.status}; `{variant}` is not available")
@@ -286,11 +336,16 @@ class VideoAPI:
         return Response(await asyncio.to_thread(self.store.get, key), media_type=content_type)
 
     @app.delete("/v1/videos/{video_id}", summary="Cancel the job and erase its inputs and outputs")
-    async def delete_video(self, video_id: str) -> JSONResponse:
-        await asyncio.to_thread(self.jobs.get, video_id)
+    async def delete_video(self, video_id: str, request: Request) -> JSONResponse:
+        principal = self._admit(request)
+        await asyncio.to_thread(self.jobs.get, video_id, principal.tenant)
         await self.orchestrator.cancel(video_id)
         await asyncio.to_thread(self.jobs.delete, video_id)
         return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+    def _admit(self, request: Request) -> Principal:
+        """The caller's tenant and limits; raises Unauthorized (401) or RateLimited (429)."""
+        return self.access.admit(request.headers.get("authorization"), request.headers.get("x-api-key"))
 
     async def _parse_create(self, request: Request) -> ParsedCreate:
         length = request.headers.get("content-length")
@@ -332,7 +387,8 @@ class VideoAPI:
             for name, s in _CONSENT_FIELDS.items()
         }
         attestation = _validated(Attestation, consent, errors, rename=_CONSENT_FIELD_OF)
+        webhook_url = text.get(_WEBHOOK_FIELD) or None
         if errors or params is None:
             fields = ", ".join(sorted({e["field"] for e in errors}))
             raise InvalidRequest(f"invalid fields: {fields}", None, errors)
-        return params, attestation, photos
+        return params, attestation, photos, webhook_url

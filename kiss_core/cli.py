@@ -3,6 +3,7 @@
 kissgen demo-subjects ./demo            # two synthetic faces of nobody, to try the service with
 kissgen create demo/a.png demo/b.png --style romantic -o kiss.mp4
 kissgen quality kiss.mp4 --ref-a demo/a.png --ref-b demo/b.png [--json]   # quality report of any MP4
+kissgen keys new --tenant acme [--rate 120] [--max-jobs 4]   # a new API key and its keys-file entry
 """
 
 from __future__ import annotations
@@ -221,6 +222,42 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    """Print a new API key (shown once, never stored) and the record for the keys file (its hash)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from kiss_core.access import hash_key, new_key
+    from kiss_core.settings import ApiKeyRecord
+    from kiss_core.webhooks import new_secret
+
+    key = new_key()
+    try:
+        record = ApiKeyRecord(
+            tenant=args.tenant,
+            key_sha256=hash_key(key),
+            name=args.name or "",
+            rate_per_minute=args.rate,
+            burst=args.burst,
+            max_concurrent_jobs=args.max_jobs,
+            webhook_secret=new_secret() if args.webhook_secret else None,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"error: {problems}", file=sys.stderr)
+        return 2
+    fields = record.model_dump(exclude_none=True)
+    if not fields["name"]:
+        del fields["name"]
+    entry = yaml.safe_dump([fields], sort_keys=False)
+    print(f"API key (shown once; give it to {args.tenant}, it is not stored anywhere): {key}")
+    print("Add this entry to the keys file (access.keys_file) or access.keys:")
+    print(entry, end="")
+    if record.webhook_secret:
+        print("The webhook_secret above is what the tenant verifies webhook signatures with.")
+    return 0
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -273,6 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=32, help="how many frames to check for faces (default 32)")
     p.add_argument("--contact-frame", type=int, help="measure the contact at this frame (default: closest)")
     p.set_defaults(func=_cmd_quality)
+
+    p = sub.add_parser("keys", help="manage API keys (local: prints what to put in the keys file)")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("new", help="create an API key for a tenant")
+    p.add_argument("--tenant", required=True, help="tenant the key belongs to (letters, digits, _ . -)")
+    p.add_argument("--name", help="a label for the key (who holds it)")
+    p.add_argument("--rate", type=float, help="requests per minute (default: access.rate_per_minute)")
+    p.add_argument("--burst", type=int, help="requests at once (default: access.burst)")
+    p.add_argument("--max-jobs", type=int, help="queued + running jobs (default: access.max_concurrent_jobs)")
+    p.add_argument("--webhook-secret", action="store_true", help="also create a webhook signing secret")
+    p.set_defaults(func=_cmd_keys_new)
 
     args = parser.parse_args(argv)
     try:

@@ -32,6 +32,10 @@ class ClientError(KissError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.detail, self.subject, self.errors))
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with the problem response (Retry-After, WWW-Authenticate)."""
+        return {}
+
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:
         return problem(
             code=self.code,
@@ -162,6 +166,49 @@ class Overloaded(ClientError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.detail, self.retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class Unauthorized(ClientError):
+    """No API key was sent (RFC 6750: the challenge carries no error code then)."""
+
+    code = "unauthorized"
+    status = 401
+    title = "A valid API key is required"
+    challenge: ClassVar[str] = 'Bearer realm="kissgen"'
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge}
+
+
+class InvalidApiKey(Unauthorized):
+    """A key was sent but is not one of the configured keys: the same code, an `invalid_token` challenge."""
+
+    challenge = 'Bearer realm="kissgen", error="invalid_token"'
+
+
+class RateLimited(Overloaded):
+    """The key sent more requests than its rate allows; Retry-After says when a token is available."""
+
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests for this API key"
+
+
+class TooManyJobs(Overloaded):
+    """The tenant already has its maximum of queued and running jobs."""
+
+    code = "too_many_jobs"
+    status = 429
+    title = "Too many unfinished jobs for this tenant"
+
+
+class WebhookUrlRefused(ClientError):
+    code = "webhook_url_refused"
+    status = 422
+    title = "The webhook_url is not allowed"
 
 
 class ServerError(KissError):

@@ -53,20 +53,33 @@ def check_key(key: str) -> str:
     return key
 
 
-def fingerprint(params: VideoParams, attestation: Attestation | None, photos: Mapping[str, bytes]) -> str:
+def fingerprint(
+    params: VideoParams,
+    attestation: Attestation | None,
+    photos: Mapping[str, bytes],
+    webhook_url: str | None = None,
+) -> str:
     """A digest of everything the request asks for, photos included."""
     body = {
         "params": params.model_dump(mode="json"),
         "consent": attestation.model_dump(mode="json") if attestation else None,
         "photos": {s: hashlib.sha256(photos[s]).hexdigest() for s in SUBJECTS if s in photos},
     }
+    if webhook_url is not None:  # absent otherwise, so records written before webhooks still match
+        body["webhook_url"] = webhook_url
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 class IdempotencyStore:
+    """Records of one tenant: the same key sent by two tenants names two records (tenant names cannot
+    contain `:`, so `{tenant}:{key}` never collides across tenants)."""
+
     def __init__(self, store: ObjectStore, tenant: str = "public"):
         self.store = store
         self.tenant = tenant
+
+    def for_tenant(self, tenant: str) -> IdempotencyStore:
+        return IdempotencyStore(self.store, tenant)
 
     def _key(self, key: str) -> str:
         return f"{IDEMPOTENCY_PREFIX}{hashlib.sha256(f'{self.tenant}:{key}'.encode()).hexdigest()}.json"

@@ -6,17 +6,26 @@ lifecycle rule (inputs expire after a day, outputs after a week; see kiss_core.r
     inputs/{id}/{a,b}         the photos as uploaded
     outputs/{id}/...          video.mp4, thumbnail.jpg, image.jpg (deterministic keys: reruns overwrite)
 The audit trail (kiss_core.audit) lives apart under audit/ and outlives the job.
+
+Per tenant, two small index objects (empty markers) make tenant-scoped questions cheap:
+    tenants/{tenant}/videos/{inverted created_at}-{id}   every job, newest first in key order (listing)
+    tenants/{tenant}/active/{id}                          while the job is queued or running (job cap)
+Markers are written before the manifest and removed with the job (or when it ends); a marker
+whose manifest is gone (a crash in between, an S3 lifecycle expiry) is skipped and pruned on read.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from kiss_core.errors import JobNotFound
+from kiss_core.errors import InvalidRequest, JobNotFound
 from kiss_core.schemas import (
     SUBJECTS,
     TERMINAL_STATUSES,
@@ -67,6 +76,38 @@ def output_key(job_id: str, variant: str) -> str:
     return f"outputs/{job_id}/{OUTPUT_NAMES[variant][0]}"
 
 
+TENANTS_PREFIX = "tenants/"
+_MAX_MICROS = 10**16 - 1  # inverted timestamps (µs) sort newest first until the year 2286
+_INDEX_NAME = re.compile(r"^\d{16}-video_[0-9a-f]+$")
+
+
+def tenant_index_key(tenant: str, created_at: datetime, job_id: str) -> str:
+    micros = int(created_at.timestamp()) * 1_000_000 + created_at.microsecond
+    return f"{TENANTS_PREFIX}{tenant}/videos/{_MAX_MICROS - micros:016d}-{job_id}"
+
+
+def tenant_active_key(tenant: str, job_id: str) -> str:
+    return f"{TENANTS_PREFIX}{tenant}/active/{job_id}"
+
+
+def encode_cursor(index_name: str) -> str:
+    return base64.urlsafe_b64encode(index_name.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        name = ""
+    if not _INDEX_NAME.match(name):
+        raise InvalidRequest(
+            f"`cursor` {cursor[:40]!r} is not a cursor this API returned",
+            None,
+            [{"field": "cursor", "message": "invalid"}],
+        )
+    return name
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -87,8 +128,11 @@ class JobStore:
         analyses: Mapping[str, SubjectAnalysis],
         trace_context: dict[str, str] | None = None,
         job_id: str | None = None,
+        tenant: str = "public",
+        webhook_url: str | None = None,
     ) -> JobManifest:
-        """Store the inputs, then the manifest: once this returns the job survives any crash."""
+        """Store the inputs and the tenant's markers, then the manifest: once this returns the job
+        survives any crash."""
         job_id = job_id or new_job_id()
         input_keys = {}
         for subject in SUBJECTS:
@@ -104,7 +148,12 @@ class JobStore:
             subjects=[analyses[s] for s in SUBJECTS],
             input_keys=input_keys,
             trace_context=trace_context or {},
+            tenant=tenant,
+            webhook_url=webhook_url,
+            index_key=tenant_index_key(tenant, now, job_id),
         )
+        self.store.put(manifest.index_key, b"", "application/octet-stream")
+        self.store.put(tenant_active_key(tenant, job_id), b"", "application/octet-stream")
         self.save(manifest)
         return manifest
 
@@ -112,14 +161,18 @@ class JobStore:
         data = manifest.model_dump_json().encode()
         self.store.put(self._manifest_key(manifest.id), data, "application/json")
 
-    def get(self, job_id: str) -> JobManifest:
+    def get(self, job_id: str, tenant: str | None = None) -> JobManifest:
+        """The job's manifest; with `tenant`, another tenant's job is not found (exactly as a missing one)."""
         if not job_id.startswith("video_") or not job_id[6:].isalnum():
             raise JobNotFound(f"There is no video with id {job_id!r}.")
         try:
             data = self.store.get(self._manifest_key(job_id))
         except ObjectNotFound:
             raise JobNotFound(f"There is no video with id {job_id!r}.") from None
-        return JobManifest.model_validate_json(data)
+        manifest = JobManifest.model_validate_json(data)
+        if tenant is not None and manifest.tenant != tenant:
+            raise JobNotFound(f"There is no video with id {job_id!r}.")
+        return manifest
 
     def update(self, job_id: str, *, status: JobStatus | None = None, **changes: Any) -> JobManifest:
         """Read-modify-write of the manifest, refusing transitions out of a terminal state."""
@@ -133,6 +186,8 @@ class JobStore:
         changes["updated_at"] = utcnow()
         updated = manifest.model_copy(update=changes)
         self.save(updated)
+        if updated.status in TERMINAL_STATUSES and manifest.status not in TERMINAL_STATUSES:
+            self.store.delete(tenant_active_key(updated.tenant, job_id))
         return updated
 
     def complete(self, job_id: str, result: JobResult) -> JobManifest:
@@ -159,9 +214,56 @@ class JobStore:
         self.store.delete(self._lease_key(job_id))
 
     def delete(self, job_id: str) -> int:
-        """Erase everything the job owns (inputs, outputs, then the manifest); the audit record stays."""
-        self.get(job_id)
-        return sum(self.store.delete_prefix(prefix) for prefix in reversed(job_prefixes(job_id)))
+        """Erase everything the job owns (inputs, outputs, the manifest, then its tenant markers);
+        the audit record stays."""
+        manifest = self.get(job_id)
+        erased = sum(self.store.delete_prefix(prefix) for prefix in reversed(job_prefixes(job_id)))
+        self.store.delete(tenant_active_key(manifest.tenant, job_id))
+        self.store.delete(
+            manifest.index_key or tenant_index_key(manifest.tenant, manifest.created_at, job_id)
+        )
+        return erased
+
+    def list_tenant(
+        self, tenant: str, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[JobManifest], str | None]:
+        """One page of the tenant's jobs, newest first, and the cursor of the next page (None at the end)."""
+        prefix = f"{TENANTS_PREFIX}{tenant}/videos/"
+        after = decode_cursor(cursor) if cursor else None
+        page: list[JobManifest] = []
+        last_name: str | None = None
+        for key in self.store.list(prefix):
+            name = key[len(prefix) :]
+            if after is not None and name <= after:
+                continue
+            if len(page) == limit:
+                return page, encode_cursor(last_name) if last_name else None
+            job_id = name.partition("-")[2]
+            try:
+                page.append(self.get(job_id, tenant))
+            except JobNotFound:  # erased (or expired by a lifecycle rule) without its marker
+                self.store.delete(key)
+                continue
+            last_name = name
+        return page, None
+
+    def active(self, tenant: str, verify: bool = False) -> list[str]:
+        """Ids of the tenant's queued and running jobs, from the markers; `verify` reads each manifest
+        and prunes markers of jobs that ended or are gone."""
+        prefix = f"{TENANTS_PREFIX}{tenant}/active/"
+        ids = [key[len(prefix) :] for key in self.store.list(prefix)]
+        if not verify:
+            return ids
+        alive = []
+        for job_id in ids:
+            try:
+                if self.get(job_id, tenant).status not in TERMINAL_STATUSES:
+                    alive.append(job_id)
+                    continue
+            except (JobNotFound, ValueError):
+                pass
+            self.store.delete(tenant_active_key(tenant, job_id))
+        return alive
 
     def erase_inputs(self, job_id: str) -> int:
         return self.store.delete_prefix(f"inputs/{job_id}/")

@@ -19,7 +19,16 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from kiss_core.audit import AuditLog, require_consent
-from kiss_core.errors import ClientError, ImageTooLarge, KissError, Overloaded, ServerError, unwrap_remote
+from kiss_core.errors import (
+    ClientError,
+    ImageTooLarge,
+    KissError,
+    Overloaded,
+    ServerError,
+    TooManyJobs,
+    WebhookUrlRefused,
+    unwrap_remote,
+)
 from kiss_core.idempotency import IdempotencyInFlight, IdempotencyStore, fingerprint
 from kiss_core.idempotency import check_key as check_idempotency_key
 from kiss_core.jobs import InvalidTransition, JobStore, new_job_id
@@ -31,10 +40,12 @@ from kiss_core.schemas import (
     JobResult,
     SubjectAnalysis,
     VideoParams,
+    WebhookDelivery,
     utcnow,
 )
 from kiss_core.settings import LimitSettings
 from kiss_core.tracing import inject_context, stage_span
+from kiss_core.webhooks import WebhookSender, event_for, message_id
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +88,15 @@ class JobOrchestrator:
         owner: str | None = None,
         max_active: int = 16,
         retry_after_s: int = 10,
+        webhooks: WebhookSender | None = None,
     ):
         self.max_active = max_active
         self._admitting = 0
+        self._admitting_by_tenant: dict[str, int] = {}
         self.idempotency = IdempotencyStore(jobs.store)
-        self._keys_in_flight: set[str] = set()
+        self._keys_in_flight: set[tuple[str, str]] = set()
+        self.webhooks = webhooks
+        self._deliveries: set[asyncio.Task[None]] = set()
         self.retry_after_s = retry_after_s
         self.jobs = jobs
         self.audit = audit or AuditLog(jobs.store)
@@ -98,17 +113,46 @@ class JobOrchestrator:
         photos: Mapping[str, bytes],
         attestation: Attestation | None,
         incoming_trace: dict[str, str] | None = None,
+        *,
+        tenant: str = "public",
+        max_tenant_jobs: int | None = None,
+        webhook_url: str | None = None,
     ) -> JobManifest:
-        """Check consent, analyse both photos, audit, persist the job: client errors come before the 202."""
+        """Check consent, the webhook URL and the limits, analyse both photos, audit, persist the job:
+        client errors come before the 202. `max_tenant_jobs` caps the tenant's queued + running jobs."""
         attestation = require_consent(attestation)
+        if webhook_url is not None:
+            if self.webhooks is None:
+                raise WebhookUrlRefused("webhooks are not enabled on this service")
+            await asyncio.to_thread(self.webhooks.check, webhook_url, tenant)
         active = len(self._running) + self._admitting
         if active >= self.max_active:
             raise Overloaded(f"this replica already has {active} jobs", self.retry_after_s)
+        if max_tenant_jobs is not None:
+            await self._check_tenant_jobs(tenant, max_tenant_jobs)
         self._admitting += 1  # holds a slot while the photos are analysed; start() takes it over
+        self._admitting_by_tenant[tenant] = self._admitting_by_tenant.get(tenant, 0) + 1
         try:
-            return await self._admit(params, photos, attestation, incoming_trace)
+            return await self._admit(params, photos, attestation, incoming_trace, tenant, webhook_url)
         finally:
             self._admitting -= 1
+            self._admitting_by_tenant[tenant] -= 1
+            if not self._admitting_by_tenant[tenant]:
+                del self._admitting_by_tenant[tenant]
+
+    async def _check_tenant_jobs(self, tenant: str, limit: int) -> None:
+        """Refuse when the tenant's queued + running jobs (all replicas, from the job store's markers)
+        plus those being admitted here reach `limit`. Replicas admitting at the same instant may
+        overshoot by a job each: the cap is a fairness limit, not a security boundary."""
+        admitting = self._admitting_by_tenant.get(tenant, 0)
+        active = await asyncio.to_thread(self.jobs.active, tenant)
+        if len(active) + admitting >= limit:  # markers may be stale: read the manifests before refusing
+            active = await asyncio.to_thread(self.jobs.active, tenant, True)
+        if len(active) + admitting >= limit:
+            raise TooManyJobs(
+                f"tenant {tenant!r} has {len(active) + admitting} unfinished jobs; the limit is {limit}",
+                self.retry_after_s,
+            )
 
     async def submit_once(
         self,
@@ -117,26 +161,40 @@ class JobOrchestrator:
         photos: Mapping[str, bytes],
         attestation: Attestation | None,
         incoming_trace: dict[str, str] | None = None,
+        *,
+        tenant: str = "public",
+        max_tenant_jobs: int | None = None,
+        webhook_url: str | None = None,
     ) -> tuple[JobManifest, bool]:
-        """`submit` under an Idempotency-Key: (the job, whether it is a replay of an earlier request)."""
+        """`submit` under an Idempotency-Key: (the job, whether it is a replay of an earlier request).
+        Keys are per tenant: two tenants sending the same key get two jobs."""
         check_idempotency_key(key)
-        if key in self._keys_in_flight:
+        if (tenant, key) in self._keys_in_flight:
             raise IdempotencyInFlight("the first request with this Idempotency-Key is still running")
-        self._keys_in_flight.add(key)
+        self._keys_in_flight.add((tenant, key))
+        records = self.idempotency.for_tenant(tenant)
         try:
-            digest = fingerprint(params, attestation, photos)
-            replay = await asyncio.to_thread(self.idempotency.begin, key, digest, utcnow())
+            digest = fingerprint(params, attestation, photos, webhook_url)
+            replay = await asyncio.to_thread(records.begin, key, digest, utcnow())
             if replay is not None:
-                return await asyncio.to_thread(self.jobs.get, replay), True
+                return await asyncio.to_thread(self.jobs.get, replay, tenant), True
             try:
-                manifest = await self.submit(params, photos, attestation, incoming_trace)
+                manifest = await self.submit(
+                    params,
+                    photos,
+                    attestation,
+                    incoming_trace,
+                    tenant=tenant,
+                    max_tenant_jobs=max_tenant_jobs,
+                    webhook_url=webhook_url,
+                )
             except BaseException:
-                await asyncio.to_thread(self.idempotency.abandon, key)
+                await asyncio.to_thread(records.abandon, key)
                 raise
-            await asyncio.to_thread(self.idempotency.complete, key, digest, manifest.id, utcnow())
+            await asyncio.to_thread(records.complete, key, digest, manifest.id, utcnow())
             return manifest, False
         finally:
-            self._keys_in_flight.discard(key)
+            self._keys_in_flight.discard((tenant, key))
 
     async def _admit(
         self,
@@ -144,6 +202,8 @@ class JobOrchestrator:
         photos: Mapping[str, bytes],
         attestation: Attestation,
         incoming_trace: dict[str, str] | None,
+        tenant: str = "public",
+        webhook_url: str | None = None,
     ) -> JobManifest:
         for subject in SUBJECTS:
             size = len(photos[subject])
@@ -167,8 +227,10 @@ class JobOrchestrator:
             by_subject = dict(zip(SUBJECTS, analyses, strict=True))
             job_id = new_job_id()
             # The audit record is written first: no job exists without the attestation that allowed it.
-            await asyncio.to_thread(self.audit.record, job_id, attestation, photos, by_subject)
-            return await asyncio.to_thread(self.jobs.create, params, photos, by_subject, trace, job_id)
+            await asyncio.to_thread(self.audit.record, job_id, attestation, photos, by_subject, tenant)
+            return await asyncio.to_thread(
+                self.jobs.create, params, photos, by_subject, trace, job_id, tenant, webhook_url
+            )
 
     def start(self, job_id: str) -> asyncio.Task[JobManifest]:
         """Run the job in the background of this event loop (idempotent while it runs)."""
@@ -194,6 +256,7 @@ class JobOrchestrator:
         Storage calls run in threads: an S3 server that is slow or retrying must not stall the loop.
         """
         manifest = await asyncio.to_thread(self.jobs.get, job_id)
+        ended_here = False  # only the runner that makes the job terminal sends its webhook
         while manifest.status not in TERMINAL_STATUSES:
             attempt = manifest.attempts + 1
             await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow() + self.lease)
@@ -209,7 +272,8 @@ class JobOrchestrator:
             except BaseException as raw:
                 exc = unwrap_remote(raw)
                 manifest = await asyncio.to_thread(self._after_failure, job_id, attempt, exc)
-                if manifest.status not in TERMINAL_STATUSES:
+                ended_here = manifest.status in TERMINAL_STATUSES
+                if not ended_here:
                     await asyncio.sleep(min(2.0 * attempt, 10.0))
                 continue
             finally:
@@ -217,10 +281,44 @@ class JobOrchestrator:
                 await heartbeat  # lets a renewal in flight finish, so nothing rewrites the lease later
             try:
                 manifest = await asyncio.to_thread(self.jobs.complete, job_id, result)
+                ended_here = True
             except InvalidTransition:
                 manifest = await asyncio.to_thread(self.jobs.get, job_id)
         await asyncio.to_thread(self.jobs.release_lease, job_id)
+        if ended_here:
+            self.notify(manifest)
         return manifest
+
+    def notify(self, manifest: JobManifest) -> asyncio.Task[None] | None:
+        """Deliver the terminal job's webhook in the background; never raises, never delays the job."""
+        if manifest.webhook_url is None or self.webhooks is None:
+            return None
+        task = asyncio.get_running_loop().create_task(self._deliver(manifest), name=f"webhook-{manifest.id}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+        return task
+
+    async def _deliver(self, manifest: JobManifest) -> None:
+        assert self.webhooks is not None and manifest.webhook_url is not None
+        event = event_for(manifest, utcnow(), self.webhooks.settings.public_base_url)
+        msg_id = message_id(manifest.id, str(event["type"]))
+
+        async def record(delivery: WebhookDelivery) -> None:
+            await asyncio.to_thread(self.jobs.update, manifest.id, webhook=delivery)
+
+        try:
+            delivery = await self.webhooks.deliver(
+                manifest.webhook_url, manifest.tenant, event, msg_id, record
+            )
+            log.info(
+                "webhook %s of %s: %s after %d attempts",
+                msg_id,
+                manifest.id,
+                delivery.status,
+                delivery.attempts,
+            )
+        except Exception:
+            log.exception("webhook delivery for job %s failed", manifest.id)
 
     async def _hold_lease(self, job_id: str, stop: asyncio.Event) -> None:
         """Renews this runner's lease while an attempt runs; if this process dies, the lease lapses."""

@@ -225,6 +225,20 @@ class Problem(BaseModel):
     subject: Subject | None = None
 
 
+class WebhookDelivery(BaseModel):
+    """What became of the job's webhook event (kiss_core.webhooks): shown on GET /v1/videos/{id}."""
+
+    event: str = Field(description="video.completed or video.failed.")
+    message_id: str = Field(description="The `webhook-id` sent (the same on every attempt).")
+    status: Literal["pending", "delivered", "failed", "refused"] = Field(
+        description="pending: retries left; refused: the URL no longer passes the address checks."
+    )
+    attempts: int = 0
+    last_status_code: int | None = Field(None, description="HTTP status of the last attempt, if any.")
+    last_error: str | None = Field(None, description="Why the last attempt failed, when it had no answer.")
+    updated_at: datetime | None = None
+
+
 class VideoJob(BaseModel):
     """The job as the API shows it."""
 
@@ -240,6 +254,9 @@ class VideoJob(BaseModel):
     subjects: list[SubjectAnalysis] = Field(default_factory=list)
     error: Problem | None = None
     result: JobResult | None = None
+    webhook: WebhookDelivery | None = Field(
+        None, description="Delivery of the webhook, if one was asked for."
+    )
 
 
 class Lease(BaseModel):
@@ -255,8 +272,10 @@ class JobManifest(VideoJob):
     input_keys: dict[str, str] = Field(description="Object keys of the stored input photos per subject.")
     attempts: int = 0
     trace_context: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the job.")
+    tenant: str = Field("public", description="The tenant (API key owner) the job belongs to.")
+    webhook_url: str | None = Field(None, description="Where the terminal event is delivered, if anywhere.")
+    index_key: str | None = Field(None, description="The job's marker in its tenant's listing (jobs.py).")
 
     def public(self) -> dict[str, Any]:
-        return VideoJob.model_validate(
-            self.model_dump(exclude={"input_keys", "attempts", "trace_context"})
-        ).model_dump(mode="json")
+        private = set(JobManifest.model_fields) - set(VideoJob.model_fields)
+        return VideoJob.model_validate(self.model_dump(exclude=private)).model_dump(mode="json")

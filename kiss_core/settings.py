@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -135,6 +135,86 @@ class SafetySettings(BaseModel):
     content_filter: ContentFilterSettings = Field(default_factory=ContentFilterSettings)
 
 
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ApiKeyRecord(BaseModel):
+    """One API key as configured: its SHA-256 (never the key itself), its tenant and its limits.
+
+    `kissgen keys new --tenant NAME` prints a new key once together with this record.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(
+        pattern=TENANT_PATTERN,
+        description="Who owns what this key creates; jobs, lists and content are scoped to it.",
+    )
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key.")
+    name: str = Field("", max_length=100, description="A label for operators (who holds the key).")
+    rate_per_minute: float | None = Field(
+        None, gt=0, description="Requests per minute for this key; None: access.rate_per_minute."
+    )
+    burst: int | None = Field(None, ge=1, description="Token-bucket size for this key; None: access.burst.")
+    max_concurrent_jobs: int | None = Field(
+        None, ge=1, description="Queued + running jobs of the tenant; None: access.max_concurrent_jobs."
+    )
+    webhook_secret: str | None = Field(
+        None,
+        pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$",
+        description="Standard Webhooks signing secret (whsec_ + base64) for the tenant's webhooks;"
+        " None: webhooks.secret.",
+    )
+
+
+class AccessSettings(BaseModel):
+    """API keys, tenants and per-key limits. No keys and `required: false` is open mode (tenant public)."""
+
+    required: bool = Field(
+        False,
+        description="Refuse to start without at least one key (the production profile always requires keys).",
+    )
+    keys: list[ApiKeyRecord] = Field(default_factory=list, description="Keys given inline.")
+    keys_file: Path | None = Field(
+        None, description="A YAML or JSON file (a secret mount) with a list of key records; read at start."
+    )
+    rate_per_minute: float = Field(120.0, gt=0, description="Default requests per minute per key.")
+    burst: int = Field(20, ge=1, description="Default token-bucket size per key (requests at once).")
+    max_concurrent_jobs: int = Field(4, ge=1, description="Default cap of a tenant's queued + running jobs.")
+    ingress_replicas: int = Field(
+        1,
+        ge=1,
+        description="The rate limiter lives in each ingress replica, so N replicas allow N x the rate;"
+        " each replica divides the configured rate by this number.",
+    )
+
+
+class WebhookSettings(BaseModel):
+    """Outgoing webhooks (`webhook_url` on POST /v1/videos), signed per Standard Webhooks."""
+
+    secret: str | None = Field(
+        None,
+        pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$",
+        description="Signing secret (whsec_ + base64) for tenants whose key record has none.",
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (names or IP literals) a webhook may reach even on loopback/private addresses;"
+        " plain http is allowed only for allow-listed hosts.",
+    )
+    allow_networks: list[str] = Field(
+        default_factory=list, description="CIDR networks a webhook may reach even when not public."
+    )
+    max_attempts: int = Field(5, ge=1, le=20, description="Delivery attempts per event.")
+    backoff_s: float = Field(
+        1.0, gt=0, description="Delay before the second attempt; doubles each time (with +-20% jitter)."
+    )
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of one delivery attempt.")
+    public_base_url: str | None = Field(
+        None, description="Base URL put in front of the event's links; None: links are paths."
+    )
+
+
 class TracingSettings(BaseModel):
     service_name: str = Field("kissgen", description="OpenTelemetry service.name.")
     # The exporter itself is configured by the standard OTEL_EXPORTER_OTLP_* variables.
@@ -153,6 +233,8 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -98,3 +98,51 @@ def _wait_running(app_name: str, timeout_s: float = 180.0) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"Serve application {app_name} did not become RUNNING in {timeout_s}s")
+
+
+@dataclass
+class KeyedApp:
+    """A copy of the graph with API keys (three tenants) and webhooks allow-listed to 127.0.0.1."""
+
+    url: str
+    store_root: Path
+    keys: dict[str, str]  # tenant -> API key
+    webhook_secret: str  # acme's signing secret
+
+
+@pytest.fixture(scope="module")
+def keyed_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedApp]:
+    """Module-scoped (deleted after the module): the 2-CPU test cluster holds two graphs at a time."""
+    from ray import serve
+
+    from graph import AppArgs, build_app
+    from kiss_core.access import hash_key, new_key
+    from kiss_core.webhooks import new_secret
+
+    name = "kissgen_keyed"
+    root = tmp_path_factory.mktemp("keyed")
+    keys = {tenant: new_key() for tenant in ("acme", "globex", "slow")}
+    secret = new_secret()
+    records = [
+        # acme: at most one unfinished job, its own webhook secret.
+        {
+            "tenant": "acme",
+            "key_sha256": hash_key(keys["acme"]),
+            "max_concurrent_jobs": 1,
+            "webhook_secret": secret,
+        },
+        {"tenant": "globex", "key_sha256": hash_key(keys["globex"]), "max_concurrent_jobs": 2},
+        # slow: 6 requests a minute, 2 at once, to reach the rate limit with three requests.
+        {"tenant": "slow", "key_sha256": hash_key(keys["slow"]), "rate_per_minute": 6, "burst": 2},
+    ]
+    settings = {
+        "storage": {"backend": "local", "local_root": str(root)},
+        "access": {"required": True, "keys": records, "rate_per_minute": 600, "burst": 100},
+        "webhooks": {"allow_hosts": ["127.0.0.1"], "backoff_s": 0.2, "max_attempts": 3, "timeout_s": 5},
+    }
+    serve.run(build_app(AppArgs(profile="local", settings=settings)), name=name, route_prefix="/keyed")
+    _wait_running(name)
+    try:
+        yield KeyedApp(f"http://127.0.0.1:{http_port}/keyed", root, keys, secret)
+    finally:
+        serve.delete(name)
