@@ -253,6 +253,16 @@ class VideoAPI:
         if self._maintenance is None or self._maintenance.done():
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain_forever())
 
+    async def __del__(self) -> None:
+        """Graceful shutdown (scale-down, redeploy, node drain): Serve calls this once the replica's
+        requests have drained. Jobs run in the background, not as requests, so they would die with the
+        process and wait for their lease to lapse; instead they are handed back at once."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()  # must not pick the handed-back jobs up again
+        handed = await self.orchestrator.hand_back()
+        if handed:
+            log.info("graceful shutdown: handed back jobs %s", handed)
+
     async def _maintain_forever(self) -> None:
         last_sweep = float("-inf")
         loop = asyncio.get_running_loop()

@@ -250,6 +250,31 @@ class JobOrchestrator:
         await asyncio.gather(task, return_exceptions=True)
         return True
 
+    async def hand_back(self) -> list[str]:
+        """Stop this runner's jobs and give them back for another replica to run now (graceful shutdown).
+
+        Each job goes back to `queued` without counting the interrupted attempt, and its lease is
+        written as already expired, so the next recovery pass of any replica takes it at once instead
+        of after the lease would have lapsed.
+        """
+        handed = []
+        for job_id, task in list(self._running.items()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            manifest = await asyncio.to_thread(self.jobs.get, job_id)
+            if manifest.status == "in_progress":
+                await asyncio.to_thread(
+                    self.jobs.update,
+                    job_id,
+                    status="queued",
+                    stage="queued",
+                    attempts=max(0, manifest.attempts - 1),
+                )
+            if manifest.status not in TERMINAL_STATUSES:
+                await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow())
+                handed.append(job_id)
+        return handed
+
     async def run(self, job_id: str) -> JobManifest:
         """At-least-once: retry what may be transient, fail at once on what cannot change.
 

@@ -90,3 +90,35 @@ def test_overload_answers_503_with_retry_after_and_loses_nothing(serve_app: Serv
         for response in accepted:
             job = wait_terminal(client, response.headers["location"])
             assert job["status"] == "completed", job.get("error")
+
+
+def test_a_job_that_always_fails_ends_failed_after_bounded_attempts_and_others_complete(
+    serve_app: ServeApp,
+) -> None:
+    """A job whose stored photos are gone (lost by the store, or erased behind our back) fails the same
+    way on every attempt: it is retried up to jobs.max_attempts (3), then ends `failed` with its
+    error, while a job submitted next to it completes."""
+    from kiss_core.faces import DlibFaceAnalyzer
+    from kiss_core.images import decode_image
+    from kiss_core.schemas import VideoParams
+    from kiss_core.settings import Settings
+
+    settings = Settings()
+    analyzer = DlibFaceAnalyzer(settings.faces)
+    photos = {"a": synthetic_subject_png(2), "b": synthetic_subject_png(3)}
+    analyses = {s: analyzer.analyze(decode_image(photos[s], settings.limits, s), s) for s in photos}
+    jobs = JobStore(LocalDirStore(serve_app.store_root))
+    # As a crashed ingress leaves it: accepted and stored, never started. Then its photos vanish.
+    broken = jobs.create(VideoParams(style="peck", seconds=1, fps=8, size="128x128"), photos, analyses)
+    assert jobs.erase_inputs(broken.id) == 2
+
+    with httpx.Client(base_url=serve_app.url, timeout=60) as client:
+        response = post_job(client, photos["a"], photos["b"], style="peck", seconds=1, fps=8, size="128x128")
+        assert response.status_code == 202, response.text
+        healthy = wait_terminal(client, response.headers["location"], timeout_s=120)
+        failed = wait_terminal(client, f"/v1/videos/{broken.id}", timeout_s=120)
+    assert healthy["status"] == "completed", healthy.get("error")
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "internal_error" and "after 3 attempts" in failed["error"]["detail"]
+    assert jobs.get(broken.id).attempts == settings.jobs.max_attempts
+    assert jobs.read_lease(broken.id) is None

@@ -211,3 +211,32 @@ def test_recover_leaves_jobs_with_a_live_lease_or_just_accepted(
     )
     assert asyncio.run(other.recover()) == []
     assert jobs.get(leased.id).status == jobs.get(fresh.id).status == "queued"
+
+
+def test_hand_back_gives_a_running_job_to_another_replica_at_once(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    """Graceful shutdown: the running job stops, goes back to queued without spending an attempt,
+    and another replica's next recovery pass takes it although the lease (60 s) has not lapsed."""
+    jobs = JobStore(store)
+
+    async def scenario() -> tuple[list[str], JobManifest, list[str], JobManifest]:
+        leaving = JobOrchestrator(
+            jobs, InProcessStages(settings, store), settings.limits, lease_s=60, owner="leaving"
+        )
+        manifest = await leaving.submit(PARAMS, photos, ATTESTED)
+        leaving.start(manifest.id)
+        while (await asyncio.to_thread(jobs.get, manifest.id)).status != "in_progress":
+            await asyncio.sleep(0.01)
+        handed = await leaving.hand_back()
+        back = await asyncio.to_thread(jobs.get, manifest.id)
+        staying = JobOrchestrator(
+            jobs, InProcessStages(settings, store), settings.limits, lease_s=60, owner="staying"
+        )
+        started = await staying.recover()
+        return handed, back, started, await staying.start(manifest.id)
+
+    handed, back, started, done = asyncio.run(scenario())
+    assert handed == [back.id] and back.status == "queued" and back.attempts == 0
+    assert started == [back.id], "taken at once, not after the 60 s lease"
+    assert done.status == "completed" and done.attempts == 1
