@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deployments import metrics
 from kiss_core.pipeline import AnalysisStage
 from kiss_core.schemas import SubjectAnalysis
 from kiss_core.settings import Settings
@@ -14,7 +15,8 @@ class FaceAnalyzerDeployment:
         self.stage = AnalysisStage(settings)
 
     def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> SubjectAnalysis:
-        return self.stage(image, subject, trace)
+        with metrics.timed_stage("face_analysis"):
+            return self.stage(image, subject, trace)
 
     def check_health(self) -> None:
         self.stage.check_health()

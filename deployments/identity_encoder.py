@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from deployments import metrics
 from kiss_core.identity import Conditioning
 from kiss_core.pipeline import IdentityStage
 from kiss_core.schemas import SubjectAnalysis
@@ -19,6 +20,7 @@ class IdentityEncoderDeployment:
     def __init__(self, settings: Settings):
         setup_tracing(f"{settings.tracing.service_name}.identity_encoder")
         self.stage = IdentityStage(settings, open_store(settings.storage))
+        metrics.record_gpu_memory()  # the weights just loaded
 
     def condition(
         self,
@@ -27,4 +29,8 @@ class IdentityEncoderDeployment:
         analyses: list[SubjectAnalysis],
         trace: dict[str, str],
     ) -> Conditioning:
-        return self.stage(job_id, input_keys, analyses, trace)
+        try:
+            with metrics.timed_stage("identity"):
+                return self.stage(job_id, input_keys, analyses, trace)
+        finally:
+            metrics.record_gpu_memory()

@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments import metrics
 from kiss_core.access import AccessControl, Principal
 from kiss_core.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -35,7 +36,15 @@ from kiss_core.errors import (
 from kiss_core.jobs import OUTPUT_NAMES, JobStore
 from kiss_core.orchestrator import JobOrchestrator
 from kiss_core.retention import install_lifecycle, sweep
-from kiss_core.schemas import SUBJECTS, Attestation, JobResult, SubjectAnalysis, VideoParams, utcnow
+from kiss_core.schemas import (
+    SUBJECTS,
+    TERMINAL_STATUSES,
+    Attestation,
+    JobResult,
+    SubjectAnalysis,
+    VideoParams,
+    utcnow,
+)
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 from kiss_core.tracing import setup_tracing
@@ -268,7 +277,8 @@ class VideoAPI:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await self.orchestrator.recover()
+                for job_id in await self.orchestrator.recover():
+                    metrics.track_job(self.orchestrator.start(job_id))  # the task recover() started
                 if loop.time() - last_sweep >= self.settings.retention.sweep_interval_s:
                     last_sweep = loop.time()
                     report = await asyncio.to_thread(sweep, self.jobs, self.settings.retention, utcnow())
@@ -299,14 +309,14 @@ class VideoAPI:
         key = request.headers.get("idempotency-key")
         if key is None:
             manifest = await self.orchestrator.submit(params, photos, attestation, incoming, **scope)
-            self.orchestrator.start(manifest.id)
+            metrics.track_job(self.orchestrator.start(manifest.id))
         else:
             submit = self.orchestrator.submit_once
             manifest, replayed = await submit(key, params, photos, attestation, incoming, **scope)
             if replayed:
                 headers["Idempotent-Replayed"] = "true"
             else:
-                self.orchestrator.start(manifest.id)
+                metrics.track_job(self.orchestrator.start(manifest.id))
         headers["Location"] = f"/v1/videos/{manifest.id}"
         return JSONResponse(manifest.public(), status_code=202, headers=headers)
 
@@ -348,9 +358,11 @@ class VideoAPI:
     @app.delete("/v1/videos/{video_id}", summary="Cancel the job and erase its inputs and outputs")
     async def delete_video(self, video_id: str, request: Request) -> JSONResponse:
         principal = self._admit(request)
-        await asyncio.to_thread(self.jobs.get, video_id, principal.tenant)
+        manifest = await asyncio.to_thread(self.jobs.get, video_id, principal.tenant)
         await self.orchestrator.cancel(video_id)
         await asyncio.to_thread(self.jobs.delete, video_id)
+        if manifest.status not in TERMINAL_STATUSES:
+            metrics.record_job_status("canceled")
         return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
 
     def _admit(self, request: Request) -> Principal:

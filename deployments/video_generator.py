@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from deployments import metrics
 from kiss_core.identity import Conditioning
 from kiss_core.pipeline import GenerationStage
 from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
@@ -19,6 +20,7 @@ class VideoGeneratorDeployment:
     def __init__(self, settings: Settings):
         setup_tracing(f"{settings.tracing.service_name}.video_generator")
         self.stage = GenerationStage(settings, open_store(settings.storage))
+        metrics.record_gpu_memory()  # the weights just loaded
 
     def generate(
         self,
@@ -29,4 +31,10 @@ class VideoGeneratorDeployment:
         conditioning: Conditioning,
         trace: dict[str, str],
     ) -> JobResult:
-        return self.stage(job_id, params, input_keys, analyses, conditioning, trace)
+        try:
+            with metrics.timed_stage("generation"):
+                result = self.stage(job_id, params, input_keys, analyses, conditioning, trace)
+        finally:
+            metrics.record_gpu_memory()
+        metrics.observe_stages(result.timings)
+        return result
