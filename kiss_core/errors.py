@@ -248,3 +248,21 @@ def unwrap_remote(exc: BaseException) -> BaseException:
     """The original exception behind a Ray `RayTaskError` wrapper (which keeps it in `.cause`), or `exc`."""
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
+
+
+class BackendUnavailable(ClientError):
+    """The request names a backend or LoRA this service has not loaded (or that does not fit the backend)."""
+
+    code = "backend_unavailable"
+    status = 422
+    title = "The requested video backend or LoRA is not available"
+
+
+class ModelDirectoryError(ServerError):
+    """A configured model directory is missing or incomplete: the replica must not start without it.
+
+    The message names the directory and the missing or malformed piece (a file, a subfolder, a field).
+    """
+
+    code = "model_directory_error"
+    recoverable = False

@@ -6,13 +6,18 @@ unrelated faces already score ~0.8-0.9; `FaceSettings.same_person_threshold` is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from kiss_core.faces import aligned_crop
-from kiss_core.schemas import SubjectAnalysis
-from kiss_core.settings import FaceSettings
+from kiss_core.schemas import SubjectAnalysis, VideoParams
+from kiss_core.settings import FaceSettings, GeneratorSettings
+
+if TYPE_CHECKING:
+    from kiss_core.backends.models import GenerationChoice, LoraSpec
 
 
 def normalize(vector: np.ndarray) -> np.ndarray:
@@ -42,18 +47,83 @@ class SubjectCondition:
 
 
 @dataclass(frozen=True)
+class ModelConditioning:
+    """What a diffusion backend consumes besides the plan, computed where the text and image encoders live.
+
+    Tensors are torch tensors on the CPU (they travel through the Ray object store to the generator,
+    which holds only the denoiser and the VAE). `negative_prompt_embeds` is None when the request
+    runs without classifier-free guidance (the fast quality).
+    """
+
+    prompt: str
+    prompt_embeds: Any  # torch.Tensor (1, max_sequence_length, text_dim)
+    negative_prompt_embeds: Any | None = None  # same shape; None: no CFG
+    image_embeds: Any | None = None  # torch.Tensor (1, tokens, image_dim): CLIP of the start frame
+    fast: bool = False
+    lora: str | None = None
+    fast_lora: str | None = None
+
+
+@dataclass(frozen=True)
 class Conditioning:
     subjects: dict[str, SubjectCondition] = field(default_factory=dict)
     backend: str = "preview"
+    model: ModelConditioning | None = None  # set for the diffusion backends
+
+
+class ModelConditioner(Protocol):
+    """A diffusion backend's encoder side (kiss_core.backends.wan.WanConditioner)."""
+
+    loras: Mapping[str, LoraSpec]
+
+    def condition(
+        self,
+        photos: Mapping[str, np.ndarray],
+        analyses: Mapping[str, SubjectAnalysis],
+        params: VideoParams,
+        choice: GenerationChoice,
+    ) -> ModelConditioning: ...
 
 
 class IdentityEncoder:
-    """Builds the identity conditioning from the photos and their analyses (no second detection pass)."""
+    """Builds the conditioning from the photos and their analyses (no second detection pass).
 
-    def __init__(self, settings: FaceSettings | None = None):
+    Identity (embedding, aligned crop) for every backend; for a diffusion backend also the text and
+    image embeddings, from the `conditioners` loaded for it. It decides the request's backend,
+    quality and LoRA once, so the generator runs exactly what was conditioned for.
+    """
+
+    def __init__(
+        self,
+        settings: FaceSettings | None = None,
+        generator: GeneratorSettings | None = None,
+        conditioners: Mapping[str, ModelConditioner] | None = None,
+    ):
         self.settings = settings or FaceSettings()
+        self.generator = generator or GeneratorSettings()
+        self.conditioners = dict(conditioners or {})
 
-    def encode(self, photos: dict[str, np.ndarray], analyses: dict[str, SubjectAnalysis]) -> Conditioning:
+    def encode(
+        self,
+        photos: dict[str, np.ndarray],
+        analyses: dict[str, SubjectAnalysis],
+        params: VideoParams | None = None,
+    ) -> Conditioning:
+        """`params` None: the settings' defaults (the preview backend unless configured otherwise)."""
+        from kiss_core.backends.models import choose
+
+        subjects = self._subjects(photos, analyses)
+        params = params or VideoParams()
+        loras = {n: s for c in self.conditioners.values() for n, s in c.loras.items()}
+        choice = choose(params, self.generator, {"preview", *self.conditioners}, loras)
+        if choice.backend == "preview":
+            return Conditioning(subjects=subjects)
+        model = self.conditioners[choice.backend].condition(photos, analyses, params, choice)
+        return Conditioning(subjects=subjects, backend=choice.backend, model=model)
+
+    def _subjects(
+        self, photos: dict[str, np.ndarray], analyses: dict[str, SubjectAnalysis]
+    ) -> dict[str, SubjectCondition]:
         missing = sorted(set(analyses) - set(photos))
         if missing:
             raise ValueError(f"no photo for the analysed subjects {missing}; photos are {sorted(photos)}")
@@ -67,7 +137,7 @@ class IdentityEncoder:
                 crop=crop,
                 crop_landmarks=crop_landmarks,
             )
-        return Conditioning(subjects=subjects)
+        return subjects
 
     def same_person(self, a: np.ndarray, b: np.ndarray) -> bool:
         return cosine_similarity(a, b) >= self.settings.same_person_threshold

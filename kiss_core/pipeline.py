@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from kiss_core.backends import FrameSource, PreviewFrames
+from kiss_core.backends.models import configured_backends
 from kiss_core.faces import DlibFaceAnalyzer
-from kiss_core.identity import Conditioning, IdentityEncoder
+from kiss_core.identity import Conditioning, IdentityEncoder, ModelConditioner
 from kiss_core.images import decode_image
 from kiss_core.jobs import JobStore
 from kiss_core.producer import VideoProducer
@@ -64,13 +66,41 @@ class AnalysisStage:
         self.analyzer.detect(np.zeros((64, 64, 3), np.uint8))
 
 
+def load_conditioners(settings: Settings) -> dict[str, ModelConditioner]:
+    """The text/image encoders of each configured diffusion backend (none: only the preview runs)."""
+    names = configured_backends(settings.generator)
+    if not names:
+        return {}
+    from kiss_core.backends.wan import WanConditioner
+
+    lighting = settings.generator.lighting_strength
+    return {name: WanConditioner(name, settings.generator, lighting) for name in names}
+
+
+def load_backends(settings: Settings) -> dict[str, FrameSource]:
+    """The preview, plus the denoiser and VAE of each configured diffusion backend."""
+    backends: dict[str, FrameSource] = {"preview": PreviewFrames()}
+    names = configured_backends(settings.generator)
+    if names:
+        from kiss_core.backends.wan import load_frame_source
+
+        backends.update({name: load_frame_source(name, settings.generator) for name in names})
+    return backends
+
+
 class IdentityStage:
-    """Stored photos and their analyses in, the generator's conditioning out."""
+    """Stored photos and their analyses in, the generator's conditioning out.
+
+    For a diffusion backend that is the identity plus the prompt and start-image embeddings; the
+    backend, quality and LoRA are decided here from the job's parameters (read from its manifest when
+    the caller does not pass them).
+    """
 
     def __init__(self, settings: Settings, store: ObjectStore):
         self.limits = settings.limits
         self.store = store
-        self.encoder = IdentityEncoder(settings.faces)
+        self.jobs = JobStore(store)
+        self.encoder = IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
 
     def __call__(
         self,
@@ -78,10 +108,15 @@ class IdentityStage:
         input_keys: Mapping[str, str],
         analyses: list[SubjectAnalysis],
         trace: dict[str, str],
+        params: VideoParams | None = None,
     ) -> Conditioning:
-        with stage_span("identity", trace, job_id=job_id):
+        with stage_span("identity", trace, job_id=job_id) as span:
+            if params is None:
+                params = self.jobs.get(job_id).params
             photos = {s: decode_image(self.store.get(key), self.limits, s) for s, key in input_keys.items()}
-            return self.encoder.encode(photos, {a.subject: a for a in analyses})
+            conditioning = self.encoder.encode(photos, {a.subject: a for a in analyses}, params)
+            span.set_attribute("backend", conditioning.backend)
+            return conditioning
 
 
 class GenerationStage:
@@ -89,7 +124,7 @@ class GenerationStage:
 
     def __init__(self, settings: Settings, store: ObjectStore):
         self.jobs = JobStore(store)
-        self.producer = VideoProducer(settings, store)
+        self.producer = VideoProducer(settings, store, backends=load_backends(settings))
         self.backend = settings.generator.backend
 
     def __call__(
@@ -114,7 +149,7 @@ class GenerationStage:
                 last = (now, stage)
                 self.jobs.update(job_id, stage=stage, progress=percent)
 
-        with stage_span("generation", trace, job_id=job_id, backend=self.backend):
+        with stage_span("generation", trace, job_id=job_id, backend=conditioning.backend):
             progress("generation", 10)
             return self.producer.produce(job_id, params, input_keys, analyses, conditioning, progress)
 

@@ -50,6 +50,23 @@ class VideoParams(BaseModel):
         description="Optional scene description (<= 300 characters) inserted into the model prompt's"
         " template; terms on the service's disallowed list are refused. The preview backend does not use it.",
     )
+    backend: Literal["preview", "wan-i2v", "wan-vace"] | None = Field(
+        None,
+        description="Video backend: preview (CPU compositor), wan-i2v (Wan image-to-video) or wan-vace (Wan"
+        " VACE with the face references and a pose video); None: the service's default. A backend the service"
+        " has not loaded fails the job with backend_unavailable.",
+    )
+    quality: Literal["standard", "fast"] | None = Field(
+        None,
+        description="Diffusion quality: standard (full steps with guidance) or fast (4-8 step-distilled"
+        " steps, no guidance); None: the service's default. The preview backend ignores it.",
+    )
+    lora: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Name of a LoRA installed for the diffusion backend (its trigger words are added to the"
+        " prompt); `none`: no LoRA even if the service has a default; None: the service's default.",
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -63,7 +63,12 @@ class FaceSettings(BaseModel):
 
 
 class GeneratorSettings(BaseModel):
-    backend: Literal["preview"] = Field("preview", description="Video backend: preview (CPU compositor).")
+    backend: Literal["preview", "wan-i2v", "wan-vace"] = Field(
+        "preview",
+        description="Default video backend (a request's `backend` overrides it): preview (CPU compositor, no"
+        " weights), wan-i2v (Wan image-to-video from the composed first frame) or wan-vace (Wan VACE: the two"
+        " face crops as references, the plan as a pose control video).",
+    )
     crf: int = Field(20, ge=0, le=51, description="x264 constant rate factor for the MP4.")
     preset: str = Field("veryfast", description="x264 preset.")
     quality_frames: int = Field(
@@ -76,6 +81,72 @@ class GeneratorSettings(BaseModel):
         description="Share of the gap in skin colour and exposure between the two photos that harmonisation"
         " closes: 0 leaves both as shot, 1 gives both the same skin statistics (and so erases real skin-tone"
         " differences; half is the default).",
+    )
+    # Diffusion backends (kiss_core.backends.wan). Weights are never downloaded: they are read from here.
+    model_root: Path = Field(
+        Path("/models"),
+        description="Model directory: wan-i2v/ and wan-vace/ (each a diffusers pipeline directory as"
+        " written by save_pretrained) and loras/ (<name>.safetensors + <name>.yaml). A backend whose"
+        " directory is absent is not loaded; one that is present but incomplete stops the replica at start.",
+    )
+    enabled: list[Literal["wan-i2v", "wan-vace"]] | None = Field(
+        None,
+        description="Diffusion backends this replica loads; None: each one whose directory exists under"
+        " model_root. A listed backend without a complete directory is a startup error.",
+    )
+    steps: int = Field(40, ge=1, le=200, description="Denoising steps of the standard quality.")
+    guidance_scale: float = Field(
+        5.0,
+        ge=1.0,
+        le=20.0,
+        description="Classifier-free guidance scale of the standard quality (1: no CFG).",
+    )
+    quality: Literal["standard", "fast"] = Field(
+        "standard",
+        description="Default quality when a request names none: standard, or fast (step-distilled).",
+    )
+    fast_steps: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Denoising steps of the fast quality, without CFG; 4-8 for step-distilled weights or"
+        " LoRAs.",
+    )
+    fast_lora: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Step-distillation LoRA (in loras/, `fast: true`) the fast quality activates; None: the"
+        " one installed for the backend's base, if any (else the base weights are taken as step-distilled).",
+    )
+    lora: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="LoRA (in loras/) used when a request names none; None: no LoRA by default.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Weights dtype of transformers and text/image encoders; auto: bfloat16 on a GPU, float32"
+        " on CPU. The VAE always runs in float32.",
+    )
+    device: str | None = Field(
+        None, description="torch device of the models; None: cuda when available, else cpu."
+    )
+    prompt_cache_size: int = Field(
+        64,
+        ge=0,
+        le=4096,
+        description="Prompt embeddings kept by each IdentityEncoder replica (LRU); 0: no cache.",
+    )
+    max_sequence_length: int = Field(512, ge=16, le=512, description="UMT5 tokens per prompt (Wan uses 512).")
+    vace_conditioning_scale: float = Field(
+        1.0, ge=0.0, le=2.0, description="Weight of the pose control video in wan-vace."
+    )
+    encoder_memory_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Cap on the GPU memory an IdentityEncoder replica may take (it shares the GPU); None:"
+        " no cap.",
     )
 
 

@@ -92,7 +92,19 @@ def check_prompt(text: str) -> str:
     return text
 
 
-def build_prompt(style: str, addition: str = "") -> ModelPrompt:
-    """The model prompt for a style and an (already checked) addition; the negative prompt is fixed."""
+def intensity_phrase(intensity: float) -> str:
+    """Words for the request's intensity (0..1): the style's action, held back or drawn out."""
+    if intensity < 1 / 3:
+        return "Restrained and brief. "
+    return "Lingering and intense, still tender. " if intensity > 2 / 3 else ""
+
+
+def build_prompt(style: str, addition: str = "", intensity: float | None = None) -> ModelPrompt:
+    """The model prompt for a style, an (already checked) addition and optionally the intensity.
+
+    The negative prompt is fixed.
+    """
     scene = f"Scene: {check_prompt(addition)}. " if addition.strip() else ""
+    if intensity is not None:
+        scene = intensity_phrase(intensity) + scene
     return ModelPrompt(TEMPLATE.format(action=STYLE_PROMPTS[style], scene=scene), NEGATIVE_PROMPT)
