@@ -4,6 +4,7 @@ kissgen demo-subjects ./demo            # two synthetic faces of nobody, to try 
 kissgen create demo/a.png demo/b.png --style romantic -o kiss.mp4
 kissgen quality kiss.mp4 --ref-a demo/a.png --ref-b demo/b.png [--json]   # quality report of any MP4
 kissgen keys new --tenant acme [--rate 120] [--max-jobs 4]   # a new API key and its keys-file entry
+kissgen verify kiss.mp4 [--trust-anchors ca.pem]   # C2PA manifest + watermark job id, as JSON (local)
 """
 
 from __future__ import annotations
@@ -258,6 +259,29 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Print the VerificationReport of an MP4 or JPEG as JSON (local, offline).
+
+    Exit status 0 when a valid C2PA manifest or a watermarked job id was found, 1 when neither was
+    (or the file could not be read): scripts can test the status, people read the JSON.
+    """
+    from kiss_core.provenance.verify import verify_media
+    from kiss_core.settings import load_settings
+
+    trust_anchors = args.trust_anchors or load_settings().provenance.c2pa.trust_anchors
+    try:
+        report = verify_media(
+            Path(args.file).read_bytes(),
+            trust_anchors=Path(trust_anchors) if trust_anchors else None,
+            max_frames=args.frames,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report.model_dump_json(indent=2))
+    return 0 if report.found else 1
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -321,6 +345,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-jobs", type=int, help="queued + running jobs (default: access.max_concurrent_jobs)")
     p.add_argument("--webhook-secret", action="store_true", help="also create a webhook signing secret")
     p.set_defaults(func=_cmd_keys_new)
+
+    p = sub.add_parser(
+        "verify",
+        help="C2PA manifest and watermark job id of an MP4 or JPEG, as JSON (exit 1 if neither is found)",
+    )
+    p.add_argument("file", help="the MP4 or JPEG to check")
+    p.add_argument(
+        "--trust-anchors",
+        help="PEM file of root certificates to trust (default: provenance.c2pa.trust_anchors).",
+    )
+    p.add_argument("--frames", type=int, default=48, help="video frames the watermark is read from")
+    p.set_defaults(func=_cmd_verify)
 
     args = parser.parse_args(argv)
     try:
