@@ -15,6 +15,7 @@ from deployments.face_analyzer import FaceAnalyzerDeployment
 from deployments.identity_encoder import IdentityEncoderDeployment
 from deployments.ingress import VideoAPI
 from deployments.video_generator import VideoGeneratorDeployment
+from kiss_core.provenance.credentials import require_signing
 from kiss_core.settings import Settings
 
 
@@ -145,6 +146,7 @@ def build_app(args: AppArgs) -> Application:
         require_safety(settings)
         require_access(settings)
         settings.access.required = True  # so a replica whose keys file is empty refuses to start
+        require_signing(settings)  # every output carries signed Content Credentials
     options = deployment_options(args.profile, args.deployment_options)
 
     def deployment(cls: type, name: str) -> serve.Deployment:

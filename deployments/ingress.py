@@ -30,11 +30,13 @@ from kiss_core.errors import (
     InvalidRequest,
     PayloadTooLarge,
     StorageError,
+    UnsupportedMedia,
     problem,
     unwrap_remote,
 )
 from kiss_core.jobs import OUTPUT_NAMES, JobStore
 from kiss_core.orchestrator import JobOrchestrator
+from kiss_core.provenance.verify import sniff_mime, verify_media
 from kiss_core.retention import install_lifecycle, sweep
 from kiss_core.schemas import (
     SUBJECTS,
@@ -364,6 +366,29 @@ class VideoAPI:
         if manifest.status not in TERMINAL_STATUSES:
             metrics.record_job_status("canceled")
         return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+    @app.post(
+        "/v1/verify",
+        summary="Read the C2PA manifest and the watermarked job id of an MP4 or JPEG (the raw file as body)",
+    )
+    async def verify(self, request: Request) -> JSONResponse:
+        self._admit(request)
+        limit = self.settings.limits.max_request_bytes
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the file is larger than {limit} bytes")
+        try:
+            mime = sniff_mime(bytes(body))
+        except ValueError:
+            raise UnsupportedMedia("send an MP4 video or a JPEG image as the request body") from None
+        anchors = self.settings.provenance.c2pa.trust_anchors
+        try:
+            report = await asyncio.to_thread(verify_media, bytes(body), mime, anchors)
+        except Exception as exc:  # a truncated or damaged file: the client's problem, not a crash
+            raise UnsupportedMedia(f"the file could not be read as {mime}: {type(exc).__name__}") from None
+        return JSONResponse(report.model_dump(mode="json"))
 
     def _admit(self, request: Request) -> Principal:
         """The caller's tenant and limits; raises Unauthorized (401) or RateLimited (429)."""

@@ -14,6 +14,7 @@ import numpy as np
 from kiss_core.faces import DlibFaceAnalyzer
 from kiss_core.identity import Conditioning, IdentityEncoder
 from kiss_core.images import decode_image
+from kiss_core.jobs import new_job_id
 from kiss_core.producer import VideoProducer
 from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
@@ -59,7 +60,7 @@ class SyntheticStudio:
 
     def produce(self, pair: SyntheticPair, params: VideoParams) -> JobResult:
         """The producer's whole job (lighting, plan, render, encode, report, store) for this pair."""
-        job_id = f"demo-{pair.name.replace('+', '-')}-{params.style}"
+        job_id = new_job_id()
         keys = {s: f"inputs/{job_id}/{s}.png" for s in pair.pngs}
         for subject, key in keys.items():
             self.store.put(key, pair.pngs[subject], "image/png")

@@ -99,6 +99,13 @@ class UnsupportedImage(ClientError):
     title = "The image format is not supported"
 
 
+class UnsupportedMedia(ClientError):
+    """Verification reads MP4 videos and JPEG stills (what this service produces), nothing else."""
+
+    code = "unsupported_media"
+    status = 415
+
+
 class ImageTooLarge(ClientError):
     code = "image_too_large"
     status = 413

@@ -21,6 +21,9 @@ from kiss_core.identity import Conditioning
 from kiss_core.images import decode_image
 from kiss_core.jobs import OUTPUT_NAMES, output_key
 from kiss_core.lighting import harmonize_photos
+from kiss_core.provenance.credentials import sign_media, signing_configured
+from kiss_core.provenance.label import FrameLabeler
+from kiss_core.provenance.watermark import WatermarkEmbedder
 from kiss_core.quality import (
     FlickerMeter,
     contact_quality,
@@ -29,7 +32,7 @@ from kiss_core.quality import (
     photos_delta_e,
     static_mask_from_plan,
 )
-from kiss_core.schemas import JobResult, LightingQuality, SubjectAnalysis, VideoParams
+from kiss_core.schemas import JobResult, LightingQuality, Provenance, SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from kiss_core.storage import ObjectStore
 from kiss_core.tracing import stage_span
@@ -96,9 +99,19 @@ class VideoProducer:
         def share_done(share: float) -> None:
             report("generation", 10 + int(70 * share))
 
+        marks = self.settings.provenance
+        labeler = FrameLabeler(marks.label, plan.width, plan.height) if marks.label.enabled else None
+        watermark = WatermarkEmbedder(job_id, marks.watermark.strength) if marks.watermark.enabled else None
+
         def frames() -> Iterator[np.ndarray]:
             rendered = source.frames(plan, photos, by_subject, conditioning, params, share_done)
-            for index, frame in enumerate(rendered):
+            for index, raw in enumerate(rendered):
+                # Marked before anything looks at it: the report measures what the viewer gets.
+                frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
+                if watermark is not None:
+                    watermark.apply(frame)  # first: the label must not hide watermark cells
+                if labeler is not None:
+                    labeler.apply(frame)
                 if index in checked:
                     sampled[index] = frame
                 if index == plan.contact_frame:
@@ -117,6 +130,11 @@ class VideoProducer:
         report("quality", 85)
         outputs["image"] = encode_jpeg(contact[0])
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
+        signed = signing_configured(marks)
+        if signed:  # last: nothing may change the bytes after signing
+            with _timed(timings, "sign"):
+                for variant, data in outputs.items():
+                    outputs[variant] = sign_media(data, OUTPUT_NAMES[variant][1], job_id, marks)
 
         with stage_span("quality", None, frames=len(sampled)), _timed(timings, "quality"):
             indices = sorted(sampled)
@@ -170,6 +188,7 @@ class VideoProducer:
             keys=keys,
             quality=quality,
             timings=timings,
+            provenance=Provenance(label=labeler is not None, watermark=watermark is not None, c2pa=signed),
         )
 
 

@@ -216,6 +216,14 @@ class QualityReport(BaseModel):
     lighting: LightingQuality | None = None
 
 
+class Provenance(BaseModel):
+    """How this job's outputs say they are AI-generated (kiss_core.provenance)."""
+
+    label: bool = Field(False, description="A visible 'AI-generated' mark on every frame.")
+    watermark: bool = Field(False, description="The job id as an invisible watermark in every frame.")
+    c2pa: bool = Field(False, description="A signed C2PA manifest in the MP4, the still and the thumbnail.")
+
+
 class JobResult(BaseModel):
     output: OutputKind
     width: int
@@ -227,6 +235,7 @@ class JobResult(BaseModel):
     keys: dict[str, str] = Field(description="Object keys of the stored variants (video, thumbnail, image).")
     quality: QualityReport
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent per stage.")
+    provenance: Provenance = Field(default_factory=Provenance, description="How the outputs are marked.")
 
 
 class Problem(BaseModel):

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from kiss_core.provenance.credentials import SigningNotConfigured
 from kiss_core.synthetic import synthetic_subject_png
 from tests.conftest import KeyedApp, ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_terminal
+from tests.support.certs import make_signing_cert
 
 PARAMS = {"style": "peck", "seconds": 2, "fps": 8, "size": "256x144"}
 MISSING = "video_0123456789abcdef01234567"
@@ -148,5 +150,13 @@ def test_production_refuses_to_build_without_keys(tmp_path: Path) -> None:
         build_app(AppArgs(profile="production", settings={"access": {"keys_file": str(empty)}}))
     keyed = tmp_path / "keys.json"
     keyed.write_text(json.dumps([{"tenant": "acme", "key_sha256": hash_key(new_key())}]))
-    build_app(AppArgs(profile="production", settings={"access": {"keys_file": str(keyed)}}))
+    with pytest.raises(SigningNotConfigured, match="cert_chain"):  # keys alone are not enough
+        build_app(AppArgs(profile="production", settings={"access": {"keys_file": str(keyed)}}))
+    signing = make_signing_cert(tmp_path)
+    c2pa = {"cert_chain": str(signing.chain), "private_key": str(signing.key)}
+    build_app(
+        AppArgs(
+            profile="production", settings={"access": {"keys_file": str(keyed)}, "provenance": {"c2pa": c2pa}}
+        )
+    )
     build_app(AppArgs(profile="local"))  # the local profile may run open

@@ -24,7 +24,7 @@ from kiss_core.choreography import plan_kiss
 from kiss_core.demo import SyntheticPair, SyntheticStudio
 from kiss_core.errors import BackendUnavailable, JobNotFound, ModelDirectoryError
 from kiss_core.identity import Conditioning, IdentityEncoder
-from kiss_core.jobs import JobStore
+from kiss_core.jobs import JobStore, new_job_id
 from kiss_core.orchestrator import JobOrchestrator
 from kiss_core.pipeline import InProcessStages, load_backends, load_conditioners
 from kiss_core.producer import VideoProducer
@@ -156,7 +156,7 @@ def test_a_job_through_the_producer_gives_an_mp4_of_the_requested_frames_and_siz
     reported: list[int] = []
     steps_before = producer.backends[backend].steps_done
     result = producer.produce(
-        f"job-{backend}",
+        new_job_id(),
         params,
         keys,
         [pair.analyses["a"], pair.analyses["b"]],
