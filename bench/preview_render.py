@@ -1,5 +1,7 @@
 """Preview render speed on ONE core: render, encode and both streamed, per style, against the 2 s target.
 
+Also the same with the job's marks (watermark and label) as a job delivers it, and the ratio.
+
     .venv/bin/python bench/preview_render.py [--repeats 5] [--seconds 5] [--size 832x480] [--fps 24]
 
 The process pins itself to one CPU (sched_setaffinity; OpenCV and x264 then use one thread) before
@@ -30,8 +32,11 @@ sys.path.insert(0, str(ROOT))
 from kiss_core.choreography import plan_kiss  # noqa: E402
 from kiss_core.faces import DlibFaceAnalyzer  # noqa: E402
 from kiss_core.images import decode_image  # noqa: E402
+from kiss_core.jobs import new_job_id  # noqa: E402
 from kiss_core.lighting import harmonize_photos  # noqa: E402
 from kiss_core.pose_video import render_pose_frames  # noqa: E402
+from kiss_core.provenance.label import FrameLabeler  # noqa: E402
+from kiss_core.provenance.watermark import WatermarkEmbedder  # noqa: E402
 from kiss_core.render import PreviewCompositor  # noqa: E402
 from kiss_core.schemas import VideoParams  # noqa: E402
 from kiss_core.settings import Settings  # noqa: E402
@@ -67,8 +72,18 @@ def main() -> None:
         for style in STYLES
     }
     samples: dict[str, dict[str, list[float]]] = {
-        style: {"render": [], "encode": [], "render_encode": [], "pose_video": []} for style in STYLES
+        style: {"render": [], "encode": [], "render_encode": [], "marked": [], "pose_video": []}
+        for style in STYLES
     }
+
+    def marked_frames(plan):
+        """The frames as a job delivers them: watermarked with a job id, then labelled."""
+        labeler = FrameLabeler(settings.provenance.label, plan.width, plan.height)
+        watermark = WatermarkEmbedder(new_job_id(), settings.provenance.watermark.strength)
+        for frame in compositor.render(plan, photos, analyses):
+            watermark.apply(frame)
+            labeler.apply(frame)
+            yield frame
 
     def clock(fn) -> tuple[float, object]:
         start = time.perf_counter()
@@ -84,6 +99,9 @@ def main() -> None:
                     compositor.render(plan, photos, analyses), args.fps, gen.crf, gen.preset
                 )
             )
+            marked_s, _ = clock(
+                lambda plan=plan: encode_mp4(marked_frames(plan), args.fps, gen.crf, gen.preset)
+            )
             pose_s, _ = clock(
                 lambda plan=plan: encode_mp4(render_pose_frames(plan), args.fps, gen.crf, gen.preset)
             )
@@ -92,6 +110,7 @@ def main() -> None:
                     ("render", render_s),
                     ("encode", encode_s),
                     ("render_encode", both_s),
+                    ("marked", marked_s),
                     ("pose_video", pose_s),
                 ):
                     samples[style][name].append(value)
@@ -99,12 +118,15 @@ def main() -> None:
     medians = {style: {k: statistics.median(v) for k, v in s.items()} for style, s in samples.items()}
     frames = next(iter(plans.values())).frame_count
     print(f"one core, {frames} frames {args.size} @ {args.fps} fps, median of {args.repeats}")
-    print(f"{'style':<9} {'render':>8} {'encode':>8} {'both':>8} {'fps':>6} {'vs 2 s':>7} {'pose mp4':>9}")
+    print(
+        f"{'style':<9} {'render':>8} {'encode':>8} {'both':>8} {'fps':>6} {'vs 2 s':>7} {'+marks':>8} "
+        f"{'marks %':>7} {'pose mp4':>9}"
+    )
     for style, m in medians.items():
         print(
             f"{style:<9} {m['render']:>7.3f}s {m['encode']:>7.3f}s {m['render_encode']:>7.3f}s "
             f"{frames / m['render_encode']:>6.1f} {m['render_encode'] / TARGET_S:>7.2f} "
-            f"{m['pose_video']:>8.3f}s"
+            f"{m['marked']:>7.3f}s {m['marked'] / m['render_encode'] - 1:>+7.1%} {m['pose_video']:>8.3f}s"
         )
     report = {
         "params": {"seconds": args.seconds, "size": args.size, "fps": args.fps, "frames": frames},
