@@ -109,7 +109,11 @@ def job_latencies(settings: Settings, params: VideoParams, repeats: int) -> dict
     local = {"storage": {"backend": "local", "local_root": str(store_root / "serve")}}
     serve.run(build_app(AppArgs(profile="local", settings=local)), name="kissgen", route_prefix="/")
     client = httpx.Client(base_url="http://127.0.0.1:8765", timeout=120)
-    fields = {"consent_a": "true", "consent_b": "true", **{k: str(v) for k, v in params.model_dump().items()}}
+    fields = {
+        "consent_a": "true",
+        "consent_b": "true",
+        **{k: str(v) for k, v in params.model_dump(exclude_none=True).items()},
+    }
 
     def via_serve() -> float:
         """Seconds from sending the POST to the job's `completed_at` (same clock: both on this machine).

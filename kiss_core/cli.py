@@ -48,7 +48,10 @@ def create(
     consent: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """POST a job. `consent` holds the consent_* form fields; the service refuses without them."""
-    fields = {**(consent or {}), **{name: str(value) for name, value in params.model_dump().items()}}
+    fields = {
+        **(consent or {}),
+        **{name: str(value) for name, value in params.model_dump(exclude_none=True).items()},
+    }
     with photo_a.open("rb") as fa, photo_b.open("rb") as fb:
         files = {"subject_a": (photo_a.name, fa), "subject_b": (photo_b.name, fb)}
         return _check(client.post("/v1/videos", data=fields, files=files)).json()
