@@ -94,6 +94,10 @@ def _cmd_create(args: argparse.Namespace) -> int:
         fps=args.fps,
         seed=args.seed,
         output=args.output,
+        prompt=args.prompt,
+        backend=args.backend,
+        quality=args.quality,
+        lora=args.lora,
     )
     consent: dict[str, str] = {}
     if args.consent:
@@ -305,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=int, default=defaults.fps)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--output", default=defaults.output, choices=["video", "image"])
+    p.add_argument("--prompt", default="", help="scene text for diffusion backends (checked by the policy)")
+    p.add_argument("--backend", choices=["preview", "wan-i2v", "wan-vace"], help="default: the service's")
+    p.add_argument("--quality", choices=["standard", "fast"], help="default: the service's")
+    p.add_argument("--lora", help="an installed LoRA's name, or none")
     p.add_argument(
         "--consent",
         action="store_true",
