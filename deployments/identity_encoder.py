@@ -29,8 +29,18 @@ class IdentityEncoderDeployment:
         analyses: list[SubjectAnalysis],
         trace: dict[str, str],
     ) -> Conditioning:
+        before = self._cache_counts()
         try:
             with metrics.timed_stage("identity"):
                 return self.stage(job_id, input_keys, analyses, trace)
         finally:
             metrics.record_gpu_memory()
+            after = self._cache_counts()
+            for hit, count in ((True, after[0] - before[0]), (False, after[1] - before[1])):
+                for _ in range(count):
+                    metrics.record_prompt_cache(hit)
+
+    def _cache_counts(self) -> tuple[int, int]:
+        """(hits, misses) of the prompt-embedding caches of the loaded diffusion conditioners."""
+        conditioners = self.stage.encoder.conditioners.values()
+        return sum(c.hits for c in conditioners), sum(c.misses for c in conditioners)

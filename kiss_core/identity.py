@@ -75,6 +75,8 @@ class ModelConditioner(Protocol):
     """A diffusion backend's encoder side (kiss_core.backends.wan.WanConditioner)."""
 
     loras: Mapping[str, LoraSpec]
+    hits: int  # prompt-embedding cache hits and misses so far (exported as metrics by the deployment)
+    misses: int
 
     def condition(
         self,
