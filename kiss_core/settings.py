@@ -148,6 +148,33 @@ class GeneratorSettings(BaseModel):
         description="Cap on the GPU memory an IdentityEncoder replica may take (it shares the GPU); None:"
         " no cap.",
     )
+    # Speed levers of the VideoGenerator (bench/gpu_denoise.py measures them side by side on a GPU).
+    attention_backend: (
+        Literal[
+            "native",
+            "_native_cudnn",
+            "_native_flash",
+            "_native_efficient",
+            "flash",
+            "_flash_3",
+            "sage",
+            "flex",
+        ]
+        | None
+    ) = Field(
+        None,
+        description="diffusers attention backend of the transformer(s); None: diffusers' default (native"
+        " SDPA). Only locally installed kernels: the *_hub backends download code and are not offered.",
+    )
+    compile_blocks: bool = Field(
+        False,
+        description="torch.compile the transformer's repeated blocks (compile_repeated_blocks) at start;"
+        " the first video pays the compile time. Changing LoRAs per request may recompile.",
+    )
+    vae_tiling: bool = Field(
+        False,
+        description="Decode the video latents tile by tile: less GPU memory at large sizes, a bit slower.",
+    )
 
 
 class JobSettings(BaseModel):

@@ -207,6 +207,7 @@ class WanFrames:
         self.pipe.set_progress_bar_config(disable=True)
         for spec in self.loras.values():
             self.pipe.load_lora_weights(str(spec.path), adapter_name=adapter_name(spec.name))
+        self._apply_speed_settings()
         self._lock = threading.Lock()
         self.steps_done = 0  # denoising steps completed since start (health and tests)
 
@@ -267,6 +268,22 @@ class WanFrames:
     ) -> dict[str, Any]:
         """The pipeline's backend-specific inputs (start image, control video, references)."""
         raise NotImplementedError
+
+    def transformers(self) -> list[Any]:
+        """The denoiser(s): Wan2.2 A14B has a second transformer for the low-noise steps."""
+        return [
+            t for t in (self.pipe.transformer, getattr(self.pipe, "transformer_2", None)) if t is not None
+        ]
+
+    def _apply_speed_settings(self) -> None:
+        """The generator settings' speed levers, after the LoRAs are in (compiling first would recompile)."""
+        for transformer in self.transformers():
+            if self.settings.attention_backend is not None:
+                transformer.set_attention_backend(self.settings.attention_backend)
+            if self.settings.compile_blocks:
+                transformer.compile_repeated_blocks(fullgraph=True)
+        if self.settings.vae_tiling:
+            self.pipe.vae.enable_tiling()
 
     def _activate_loras(self, model: ModelConditioning) -> None:
         """The request's LoRAs active at their scales, every other adapter off."""

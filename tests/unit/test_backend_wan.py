@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from kiss_core.backends.models import discover_loras, frames_to_generate, validate_model_directory
+from kiss_core.backends.wan import WanI2VFrames
 from kiss_core.choreography import plan_kiss
 from kiss_core.demo import SyntheticPair, SyntheticStudio
 from kiss_core.errors import BackendUnavailable, JobNotFound, ModelDirectoryError
@@ -348,3 +349,19 @@ def test_broken_loras_and_an_unloadable_default_backend_fail_at_start(broken: Pa
     shutil.rmtree(broken / "wan-vace" / "text_encoder")
     assert validate_model_directory(broken / "wan-vace", "wan-vace", ("transformer", "vae", "scheduler"))
     assert GeneratorSettings(model_root=broken).enabled is None
+
+
+def test_speed_settings_reach_the_pipeline_and_keep_the_output(
+    settings: Settings, encoder: IdentityEncoder, backends: dict[str, Any], pair: SyntheticPair
+) -> None:
+    """attention_backend and vae_tiling are applied at load; on this tiny model the math is the same,
+    so the seeded video matches the default pipeline's to float precision."""
+    tuned = settings.generator.model_copy(update={"attention_backend": "_native_math", "vae_tiling": True})
+    fast = WanI2VFrames(tuned)
+    assert fast.pipe.vae.use_tiling and not backends["wan-i2v"].pipe.vae.use_tiling
+    processor = fast.pipe.transformer.blocks[0].attn1.processor
+    assert getattr(processor, "_attention_backend", None) == "_native_math"
+    params = VideoParams(backend="wan-i2v", **BASE)
+    conditioning = encoder.encode(pair.photos, pair.analyses, params)
+    reference = _frames(backends["wan-i2v"], pair, conditioning, params).astype(np.int16)
+    assert np.abs(_frames(fast, pair, conditioning, params).astype(np.int16) - reference).max() <= 2
