@@ -29,10 +29,20 @@ class SweepReport:
 
 
 def lifecycle_days(retention: RetentionSettings) -> dict[str, int]:
-    """Days per prefix for S3 lifecycle rules (whole days: S3 rounds expiry to days)."""
+    """Days per prefix for S3 lifecycle rules (whole days: S3 rounds expiry to days).
+
+    `tenants/` holds the per-tenant list and active-job markers of each job; they go with its manifest
+    (a job can never be active that long: its photos expire after a day).
+    """
     outputs = max(1, math.ceil(retention.outputs_days))
     inputs = max(1, math.ceil(retention.inputs_hours / 24))
-    return {"inputs/": inputs, "idempotency/": inputs, "outputs/": outputs, "jobs/": outputs}
+    return {
+        "inputs/": inputs,
+        "idempotency/": inputs,
+        "outputs/": outputs,
+        "jobs/": outputs,
+        "tenants/": outputs,
+    }
 
 
 def install_lifecycle(store: ObjectStore, retention: RetentionSettings) -> bool:

@@ -86,10 +86,17 @@ def test_unfinished_job_whose_inputs_expire_fails(jobs: JobStore) -> None:
 
 
 def test_lifecycle_days_round_up_to_whole_days() -> None:
-    assert lifecycle_days(RETENTION) == {"inputs/": 1, "idempotency/": 1, "outputs/": 7, "jobs/": 7}
+    assert lifecycle_days(RETENTION) == {
+        "inputs/": 1,
+        "idempotency/": 1,
+        "outputs/": 7,
+        "jobs/": 7,
+        "tenants/": 7,
+    }
     assert lifecycle_days(RetentionSettings(inputs_hours=36, outputs_days=2.5)) == {
         "inputs/": 2,
         "idempotency/": 2,
         "outputs/": 3,
         "jobs/": 3,
+        "tenants/": 3,
     }
