@@ -36,9 +36,8 @@ class IdentityEncoderDeployment:
         finally:
             metrics.record_gpu_memory()
             after = self._cache_counts()
-            for hit, count in ((True, after[0] - before[0]), (False, after[1] - before[1])):
-                for _ in range(count):
-                    metrics.record_prompt_cache(hit)
+            metrics.record_prompt_cache(True, after[0] - before[0])
+            metrics.record_prompt_cache(False, after[1] - before[1])
 
     def _cache_counts(self) -> tuple[int, int]:
         """(hits, misses) of the prompt-embedding caches of the loaded diffusion conditioners."""

@@ -120,11 +120,11 @@ def record_gpu_memory() -> None:
         gauge.set(float(torch.cuda.memory_allocated()))
 
 
-def record_prompt_cache(hit: bool) -> None:
+def record_prompt_cache(hit: bool, count: int = 1) -> None:
     """For the diffusion backends' prompt-embedding cache: hit rate = hits / (hits + misses)."""
     counter = _metric("kissgen_prompt_cache_hits_total" if hit else "kissgen_prompt_cache_misses_total")
-    if counter is not None:
-        counter.inc()
+    if counter is not None and count > 0:
+        counter.inc(count)
 
 
 def track_job(task: asyncio.Task[Any]) -> asyncio.Task[Any]:

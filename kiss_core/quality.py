@@ -390,11 +390,7 @@ def lighting_delta_e(frame: np.ndarray, landmarks_a: np.ndarray, landmarks_b: np
     0 = identical skin tone and lighting; < 2 imperceptible; > 10 clearly different. None when a
     face has too little visible skin.
     """
-    lab_a = mean_skin_lab(frame, landmarks_a)
-    lab_b = mean_skin_lab(frame, landmarks_b)
-    if lab_a is None or lab_b is None:
-        return None
-    return delta_e(lab_a, lab_b)
+    return photos_delta_e(frame, landmarks_a, frame, landmarks_b)
 
 
 def photos_delta_e(
