@@ -35,8 +35,7 @@ from kiss_core.images import decode_image  # noqa: E402
 from kiss_core.jobs import new_job_id  # noqa: E402
 from kiss_core.lighting import harmonize_photos  # noqa: E402
 from kiss_core.pose_video import render_pose_frames  # noqa: E402
-from kiss_core.provenance.label import FrameLabeler  # noqa: E402
-from kiss_core.provenance.watermark import WatermarkEmbedder  # noqa: E402
+from kiss_core.provenance.marks import FrameMarks  # noqa: E402
 from kiss_core.render import PreviewCompositor  # noqa: E402
 from kiss_core.schemas import VideoParams  # noqa: E402
 from kiss_core.settings import Settings  # noqa: E402
@@ -78,11 +77,9 @@ def main() -> None:
 
     def marked_frames(plan):
         """The frames as a job delivers them: watermarked with a job id, then labelled."""
-        labeler = FrameLabeler(settings.provenance.label, plan.width, plan.height)
-        watermark = WatermarkEmbedder(new_job_id(), settings.provenance.watermark.strength)
+        marks = FrameMarks(settings.provenance, new_job_id(), plan.width, plan.height)
         for frame in compositor.render(plan, photos, analyses):
-            watermark.apply(frame)
-            labeler.apply(frame)
+            marks.apply(frame)
             yield frame
 
     def clock(fn) -> tuple[float, object]:

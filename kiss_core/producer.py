@@ -22,8 +22,7 @@ from kiss_core.images import decode_image
 from kiss_core.jobs import OUTPUT_NAMES, output_key
 from kiss_core.lighting import harmonize_photos
 from kiss_core.provenance.credentials import sign_media, signing_configured
-from kiss_core.provenance.label import FrameLabeler
-from kiss_core.provenance.watermark import WatermarkEmbedder
+from kiss_core.provenance.marks import FrameMarks
 from kiss_core.quality import (
     FlickerMeter,
     contact_quality,
@@ -99,19 +98,15 @@ class VideoProducer:
         def share_done(share: float) -> None:
             report("generation", 10 + int(70 * share))
 
-        marks = self.settings.provenance
-        labeler = FrameLabeler(marks.label, plan.width, plan.height) if marks.label.enabled else None
-        watermark = WatermarkEmbedder(job_id, marks.watermark.strength) if marks.watermark.enabled else None
+        provenance = self.settings.provenance
+        marks = FrameMarks(provenance, job_id, plan.width, plan.height)
 
         def frames() -> Iterator[np.ndarray]:
             rendered = source.frames(plan, photos, by_subject, conditioning, params, share_done)
             for index, raw in enumerate(rendered):
                 # Marked before anything looks at it: the report measures what the viewer gets.
                 frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
-                if watermark is not None:
-                    watermark.apply(frame)  # first: the label must not hide watermark cells
-                if labeler is not None:
-                    labeler.apply(frame)
+                marks.apply(frame)
                 if index in checked:
                     sampled[index] = frame
                 if index == plan.contact_frame:
@@ -130,11 +125,11 @@ class VideoProducer:
         report("quality", 85)
         outputs["image"] = encode_jpeg(contact[0])
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
-        signed = signing_configured(marks)
+        signed = signing_configured(provenance)
         if signed:  # last: nothing may change the bytes after signing
             with _timed(timings, "sign"):
                 for variant, data in outputs.items():
-                    outputs[variant] = sign_media(data, OUTPUT_NAMES[variant][1], job_id, marks)
+                    outputs[variant] = sign_media(data, OUTPUT_NAMES[variant][1], job_id, provenance)
 
         with stage_span("quality", None, frames=len(sampled)), _timed(timings, "quality"):
             indices = sorted(sampled)
@@ -188,7 +183,9 @@ class VideoProducer:
             keys=keys,
             quality=quality,
             timings=timings,
-            provenance=Provenance(label=labeler is not None, watermark=watermark is not None, c2pa=signed),
+            provenance=Provenance(
+                label=marks.labeler is not None, watermark=marks.watermark is not None, c2pa=signed
+            ),
         )
 
 

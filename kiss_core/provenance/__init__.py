@@ -7,6 +7,7 @@
   signed with the operator's certificate; `read_manifest` reads one; `require_signing` stops a
   profile that must sign from starting without a working certificate and key.
 - `verify`: `verify_media` reports both, for `kissgen verify FILE` and the API.
+- `marks`: `FrameMarks` applies a job's watermark and label to its frames, in that order.
 
 Order per frame: watermark first, then the label (so the mark's patch is drawn over the watermark,
 not the other way round); the C2PA manifest is added to the encoded file last, as nothing may change
