@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from kiss_core.jobs import JobStore
 from kiss_core.schemas import TERMINAL_STATUSES
 
 CONSENT = {"consent_a": "true", "consent_b": "true"}
@@ -55,3 +56,11 @@ def assert_problem(
     if subject is not None:
         assert body["subject"] == subject, body
     return body
+
+
+def wait_started(jobs: JobStore, video_id: str, timeout_s: float = 60.0) -> str:
+    """Polls the manifest until the job leaves `queued` (or the time is up); returns its status then."""
+    deadline = time.monotonic() + timeout_s
+    while (status := jobs.get(video_id).status) == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return status

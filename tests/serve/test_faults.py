@@ -12,7 +12,7 @@ from kiss_core.jobs import JobStore
 from kiss_core.storage import LocalDirStore
 from kiss_core.synthetic import synthetic_subject_png
 from tests.conftest import ServeApp
-from tests.serve.helpers import assert_problem, post_job, wait_terminal
+from tests.serve.helpers import assert_problem, post_job, wait_started, wait_terminal
 
 
 def _replica_actors(deployment: str) -> list[str]:
@@ -32,10 +32,7 @@ def test_job_completes_after_its_ingress_replica_is_killed(serve_app: ServeApp) 
         assert response.status_code == 202, response.text
         video_id = response.json()["id"]
 
-        deadline = time.monotonic() + 60
-        while jobs.get(video_id).status == "queued" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert jobs.get(video_id).status == "in_progress"
+        assert wait_started(jobs, video_id) == "in_progress"
         (replica,) = _replica_actors("Ingress")
         ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)
 

@@ -13,7 +13,7 @@ import pytest
 from kiss_core.jobs import JobStore
 from kiss_core.storage import LocalDirStore
 from kiss_core.synthetic import synthetic_subject_png
-from tests.serve.helpers import post_job, wait_terminal
+from tests.serve.helpers import post_job, wait_started, wait_terminal
 
 APP = "kissgen_shutdown"
 LEASE_S = 60  # long: a job left to a lapsed lease would take a minute to resume
@@ -69,10 +69,7 @@ def test_a_redeploy_hands_the_running_job_over_without_waiting_for_its_lease(app
         response = post_job(client, *photos, style="french", seconds=3, fps=12, size="416x240")
         assert response.status_code == 202, response.text
         video_id = response.json()["id"]
-        deadline = time.monotonic() + 60
-        while jobs.get(video_id).status == "queued" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert jobs.get(video_id).status == "in_progress"
+        assert wait_started(jobs, video_id) == "in_progress"
 
         redeployed = time.monotonic()
         _deploy(root, 1)  # Serve starts new replicas, then shuts the old ones down gracefully
