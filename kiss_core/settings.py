@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -175,6 +175,32 @@ class GeneratorSettings(BaseModel):
         False,
         description="Decode the video latents tile by tile: less GPU memory at large sizes, a bit slower.",
     )
+    cfg_batched: bool = Field(
+        False,
+        description="Classifier-free guidance as one batch-2 transformer forward per step instead of two"
+        " forwards: the same result, twice the activation memory of one forward.",
+    )
+    step_cache_threshold: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="First-block cache (diffusers FirstBlockCacheConfig): at a step whose first transformer"
+        " block output changed by less than this (mean absolute change relative to the last fully computed"
+        " step), the other blocks are skipped and their last residual reused. Higher is faster and blurrier;"
+        " ParaAttention suggests 0.05-0.1 for Wan. None: every step runs every block.",
+    )
+    fuse_lora: bool = Field(
+        False,
+        description="Fuse the default `lora` into the transformer weights at start and drop the LoRA layers:"
+        " no LoRA cost per step, but the backend then runs only that LoRA (requests naming another, or the"
+        " fast quality with a distillation LoRA, are refused as unavailable).",
+    )
+
+    @model_validator(mode="after")
+    def _fused_lora_is_named(self) -> GeneratorSettings:
+        if self.fuse_lora and self.lora is None:
+            raise ValueError("`fuse_lora` needs `lora`: the LoRA to fuse into the weights")
+        return self
 
 
 class JobSettings(BaseModel):

@@ -9,13 +9,17 @@
 
 Both sides load with diffusers' own `from_pretrained` (the parts the other side holds passed as
 None), after `validate_model_directory` has named anything missing. LoRAs load through diffusers'
-LoRA loading (peft) once at start and are switched per request with `set_adapters`.
+LoRA loading (peft) once at start, into both transformers of a Wan2.2 A14B, and are switched per
+request with `set_adapters`; under `fuse_lora` the default one is fused into the weights instead.
+The speed settings (attention backend, first-block cache, compiled blocks, batched CFG, VAE
+tiling) are applied here; bench/gpu_denoise.py measures them.
 
 See kiss_core.backends.models for the directory layout and the 4k+1 frame-count rule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 from collections import OrderedDict
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kiss_core.backends.guidance import batched_guidance
 from kiss_core.backends.models import (
     CONDITIONER_PARTS,
     GENERATOR_PARTS,
@@ -37,6 +42,7 @@ from kiss_core.backends.models import (
     LoraSpec,
     discover_loras,
     frames_to_generate,
+    fused_lora,
     model_prompt,
     validate_model_directory,
 )
@@ -205,8 +211,8 @@ class WanFrames:
         )
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
-        for spec in self.loras.values():
-            self.pipe.load_lora_weights(str(spec.path), adapter_name=adapter_name(spec.name))
+        self.fused = fused_lora(settings, self.name, self.loras)
+        self._load_loras()
         self._apply_speed_settings()
         self._lock = threading.Lock()
         self.steps_done = 0  # denoising steps completed since start (health and tests)
@@ -239,17 +245,21 @@ class WanFrames:
 
         inputs = self.inputs(plan, photos, analyses, conditioning, count)
         negative = model.negative_prompt_embeds if guidance > 1.0 else None
-        with self._lock, torch.inference_mode():
+        batched = negative is not None and self.settings.cfg_batched
+        with self._lock, torch.inference_mode(), self._guidance(negative if batched else None, guidance):
             self._activate_loras(model)
+            for transformer in self.transformers():
+                if self.settings.step_cache_threshold is not None:  # a cancelled video leaves stale state
+                    transformer._reset_stateful_cache()
             video = self.pipe(
                 **inputs,
                 prompt_embeds=model.prompt_embeds.to(self.device),
-                negative_prompt_embeds=None if negative is None else negative.to(self.device),
+                negative_prompt_embeds=None if negative is None or batched else negative.to(self.device),
                 height=plan.height,
                 width=plan.width,
                 num_frames=count,
                 num_inference_steps=steps,
-                guidance_scale=guidance,
+                guidance_scale=1.0 if batched else guidance,
                 generator=torch.Generator("cpu").manual_seed(params.seed),
                 output_type="np",
                 callback_on_step_end=on_step,
@@ -275,18 +285,62 @@ class WanFrames:
             t for t in (self.pipe.transformer, getattr(self.pipe, "transformer_2", None)) if t is not None
         ]
 
+    def _load_loras(self) -> None:
+        """Every LoRA for this backend as a switchable adapter, or under `fuse_lora` the default one fused.
+
+        A pipeline with a second transformer (Wan2.2 A14B, the low-noise expert) gets each adapter in both,
+        from the LoRA's `low_noise_weights` file when it has one.
+        """
+        if self.settings.fuse_lora:  # only the fused one; none when the default LoRA is for the other backend
+            self.loras = {self.fused: self.loras[self.fused]} if self.fused else {}
+        components = ["transformer", "transformer_2"] if self.directory.has_transformer_2 else ["transformer"]
+        for spec in self.loras.values():
+            name = adapter_name(spec.name)
+            self.pipe.load_lora_weights(str(spec.path), adapter_name=name)
+            if self.directory.has_transformer_2:
+                low_noise = spec.low_noise_path or spec.path
+                self.pipe.load_lora_weights(str(low_noise), adapter_name=name, load_into_transformer_2=True)
+        if self.fused:
+            spec = self.loras[self.fused]
+            self.pipe.fuse_lora(
+                components=components, lora_scale=spec.scale, adapter_names=[adapter_name(spec.name)]
+            )
+            self.pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers and their cost go
+
     def _apply_speed_settings(self) -> None:
-        """The generator settings' speed levers, after the LoRAs are in (compiling first would recompile)."""
+        """The generator settings' speed levers, after the LoRAs are in (compiling first would recompile).
+
+        The first-block cache decides per step in Python whether to skip, so with it the compiled blocks
+        are not one full graph.
+        """
+        threshold = self.settings.step_cache_threshold
         for transformer in self.transformers():
             if self.settings.attention_backend is not None:
                 transformer.set_attention_backend(self.settings.attention_backend)
+            if threshold is not None:
+                from diffusers import FirstBlockCacheConfig
+
+                transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
             if self.settings.compile_blocks:
-                transformer.compile_repeated_blocks(fullgraph=True)
+                transformer.compile_repeated_blocks(fullgraph=threshold is None)
         if self.settings.vae_tiling:
             self.pipe.vae.enable_tiling()
 
+    def _guidance(self, negative: torch.Tensor | None, scale: float) -> Any:
+        """Batched classifier-free guidance around the pipeline call, or nothing (`negative` None)."""
+        if negative is None:
+            return contextlib.nullcontext()
+        return batched_guidance(self.transformers(), negative.to(self.device), scale)
+
     def _activate_loras(self, model: ModelConditioning) -> None:
         """The request's LoRAs active at their scales, every other adapter off."""
+        if self.settings.fuse_lora:
+            if model.lora != self.fused or model.fast_lora is not None:
+                raise GenerationError(
+                    f"{self.name} has {self.fused!r} fused into its weights (fuse_lora); asked for"
+                    f" {model.lora!r} and {model.fast_lora!r}"
+                )
+            return
         if not self.loras:
             if model.lora or model.fast_lora:
                 raise GenerationError(f"no LoRAs are loaded for {self.name}; asked for {model.lora!r}")

@@ -7,17 +7,26 @@ tower, and a T5 (Unigram) tokenizer whose vocabulary is built here from the word
 template — nothing is downloaded. Layout as in kiss_core.backends.models:
 
     root/wan-i2v/  root/wan-vace/  root/loras/kiss-tiny.{safetensors,yaml}  root/loras/fast-tiny.{...}
+
+`build_a14b_root` writes a Wan2.2 A14B-shaped wan-i2v instead: two transformers (high- and
+low-noise experts, switched at `boundary_ratio`), no CLIP, and a LoRA with a low-noise file.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
+from kiss_core.choreography import plan_kiss
+from kiss_core.demo import SyntheticPair
+from kiss_core.identity import Conditioning
 from kiss_core.safety.prompt import NEGATIVE_PROMPT, STYLE_PROMPTS, TEMPLATE, intensity_phrase
+from kiss_core.schemas import VideoParams
 
 TEXT_DIM = 32
 LORA_NAME = "kiss-tiny"
@@ -71,14 +80,11 @@ def _scheduler() -> object:
     return FlowMatchEulerDiscreteScheduler(shift=7.0)
 
 
-def build_i2v(path: Path) -> object:
-    """A WanImageToVideoPipeline with a CLIP image encoder (image_dim set, as Wan2.1 I2V 14B)."""
-    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+def _i2v_transformer(seed: int, image_dim: int | None) -> object:
+    from diffusers import WanTransformer3DModel
 
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    transformer = WanTransformer3DModel(
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
@@ -91,8 +97,17 @@ def build_i2v(path: Path) -> object:
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
-        image_dim=4,
+        image_dim=image_dim,
     )
+
+
+def build_i2v(path: Path) -> object:
+    """A WanImageToVideoPipeline with a CLIP image encoder (image_dim set, as Wan2.1 I2V 14B)."""
+    from diffusers import WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    tokenizer = tiny_tokenizer()
+    transformer = _i2v_transformer(0, image_dim=4)
     torch.manual_seed(0)
     image_encoder = CLIPVisionModel(
         CLIPVisionConfig(
@@ -149,21 +164,54 @@ def build_vace(path: Path) -> object:
     return pipe
 
 
-def save_lora(pipe: object, folder: Path, name: str, meta: dict[str, object], seed: int) -> None:
-    """A random (non-zero) LoRA on the pipeline's transformer attention, saved with save_lora_weights."""
+def build_a14b(path: Path) -> object:
+    """A Wan2.2 I2V A14B-shaped pipeline: a high-noise and a low-noise transformer, no image encoder."""
+    from diffusers import WanImageToVideoPipeline
+
+    tokenizer = tiny_tokenizer()
+    pipe = WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder(len(tokenizer)),
+        vae=_vae(),
+        scheduler=_scheduler(),
+        transformer=_i2v_transformer(0, image_dim=None),
+        transformer_2=_i2v_transformer(1, image_dim=None),
+        boundary_ratio=0.95,  # with shift 7 and 3 steps: the first step high-noise, the other two low-noise
+    )
+    pipe.save_pretrained(path)
+    return pipe
+
+
+def save_lora(
+    pipe: object,
+    folder: Path,
+    name: str,
+    meta: dict[str, object],
+    seed: int,
+    component: str = "transformer",
+    weight_name: str | None = None,
+) -> None:
+    """A random (non-zero) LoRA on a transformer's attention, saved with save_lora_weights.
+
+    `component` "transformer_2" trains it on the low-noise expert; the file has the same layout
+    either way (diffusers loads it into transformer_2 when asked to). `meta` None: no YAML.
+    """
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    transformer = pipe.transformer  # type: ignore[attr-defined]
+    transformer = getattr(pipe, component)
     torch.manual_seed(seed)
     config = LoraConfig(
         r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
     )
     transformer.add_adapter(config, adapter_name=name)
     layers = get_peft_model_state_dict(transformer, adapter_name=name)
-    type(pipe).save_lora_weights(folder, transformer_lora_layers=layers, weight_name=f"{name}.safetensors")
+    type(pipe).save_lora_weights(
+        folder, transformer_lora_layers=layers, weight_name=weight_name or f"{name}.safetensors"
+    )
     transformer.delete_adapters(name)
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
+    if meta is not None:
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
 
 
 def build_model_root(root: Path) -> Path:
@@ -176,6 +224,46 @@ def build_model_root(root: Path) -> Path:
     save_lora(i2v, loras, LORA_NAME, {"base": "wan-i2v", "trigger_words": LORA_TRIGGER, "scale": 1.0}, seed=1)
     save_lora(i2v, loras, FAST_LORA_NAME, {"base": "wan-i2v", "fast": True, "scale": 1.0}, seed=2)
     return root
+
+
+def build_a14b_root(root: Path) -> Path:
+    """wan-i2v/ as Wan2.2 A14B, and a LoRA whose low-noise expert has its own file."""
+    root.mkdir(parents=True, exist_ok=True)
+    pipe = build_a14b(root / "wan-i2v")
+    loras = root / "loras"
+    loras.mkdir(exist_ok=True)
+    low_noise = f"{LORA_NAME}-low-noise.safetensors"
+    meta = {"base": "wan-i2v", "trigger_words": LORA_TRIGGER, "low_noise_weights": low_noise}
+    save_lora(pipe, loras, LORA_NAME, meta, seed=1)
+    save_lora(pipe, loras, LORA_NAME, None, seed=2, component="transformer_2", weight_name=low_noise)
+    return root
+
+
+class ForwardCounter:
+    """Counts forward passes of a module (a transformer: one per step, two with unbatched CFG)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.calls = 0
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *_: Any) -> None:
+        self.calls += 1
+
+    def __enter__(self) -> ForwardCounter:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.handle.remove()
+
+
+def video_frames(
+    backend: Any, pair: SyntheticPair, conditioning: Conditioning, params: VideoParams
+) -> np.ndarray:
+    """All frames a backend makes for the pair's plan, as one (frames, H, W, 3) uint8 array."""
+    plan = plan_kiss(pair.analyses, params)
+    return np.stack(
+        list(backend.frames(plan, pair.photos, pair.analyses, conditioning, params, lambda _: None))
+    )
 
 
 if __name__ == "__main__":

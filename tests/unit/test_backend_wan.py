@@ -24,14 +24,21 @@ from kiss_core.backends.wan import WanI2VFrames
 from kiss_core.choreography import plan_kiss
 from kiss_core.demo import SyntheticPair, SyntheticStudio
 from kiss_core.errors import BackendUnavailable, JobNotFound, ModelDirectoryError
-from kiss_core.identity import Conditioning, IdentityEncoder
+from kiss_core.identity import IdentityEncoder
 from kiss_core.jobs import JobStore, new_job_id
 from kiss_core.orchestrator import JobOrchestrator
 from kiss_core.pipeline import InProcessStages, load_backends, load_conditioners
 from kiss_core.producer import VideoProducer
 from kiss_core.schemas import Attestation, SubjectConsent, VideoParams
 from kiss_core.settings import GeneratorSettings, Settings
-from tests.support.tiny_wan import FAST_LORA_NAME, LORA_NAME, LORA_TRIGGER, build_model_root
+from tests.support.tiny_wan import (
+    FAST_LORA_NAME,
+    LORA_NAME,
+    LORA_TRIGGER,
+    ForwardCounter,
+    build_model_root,
+    video_frames,
+)
 
 STEPS = 3
 BASE = {"style": "peck", "seconds": 1.5, "fps": 8, "size": "160x128"}  # 12 frames: not 4k+1
@@ -73,30 +80,6 @@ def backends(settings: Settings) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def producer(settings: Settings, studio: SyntheticStudio, backends: dict[str, Any]) -> VideoProducer:
     return VideoProducer(settings, studio.store, studio.analyzer, backends)
-
-
-class ForwardCounter:
-    """Counts transformer forward passes (one per step, two with CFG)."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.calls = 0
-        self.handle = module.register_forward_hook(self._hook)
-
-    def _hook(self, *_: Any) -> None:
-        self.calls += 1
-
-    def __enter__(self) -> ForwardCounter:
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.handle.remove()
-
-
-def _frames(backend: Any, pair: SyntheticPair, conditioning: Conditioning, params: VideoParams) -> np.ndarray:
-    plan = plan_kiss(pair.analyses, params)
-    return np.stack(
-        list(backend.frames(plan, pair.photos, pair.analyses, conditioning, params, lambda _: None))
-    )
 
 
 def _decode(data: bytes) -> tuple[int, int, int]:
@@ -222,13 +205,13 @@ def test_a_lora_changes_the_output_and_is_chosen_per_request(
     # The adapter alone (same embeddings, LoRA on) changes the video; switching it off restores it.
     assert plain_conditioning.model is not None
     adapter_only = replace(plain_conditioning, model=replace(plain_conditioning.model, lora=LORA_NAME))
-    before = _frames(backend, pair, plain_conditioning, plain)
-    styled = _frames(backend, pair, adapter_only, with_lora)
-    after = _frames(backend, pair, plain_conditioning, plain)
+    before = video_frames(backend, pair, plain_conditioning, plain)
+    styled = video_frames(backend, pair, adapter_only, with_lora)
+    after = video_frames(backend, pair, plain_conditioning, plain)
     assert before.shape == styled.shape == (8, 128, 160, 3) and before.dtype == np.uint8
     assert np.abs(before[1:].astype(int) - styled[1:].astype(int)).mean() > 0.2, "the LoRA changes the video"
     np.testing.assert_array_equal(before, after)  # seeded, and the adapter is off again
-    with_trigger = _frames(backend, pair, lora_conditioning, with_lora)
+    with_trigger = video_frames(backend, pair, lora_conditioning, with_lora)
     assert not np.array_equal(with_trigger, styled), "the trigger words reach the model"
 
     with pytest.raises(BackendUnavailable, match="not installed for wan-vace"):
@@ -248,7 +231,7 @@ def test_the_fast_quality_runs_the_distilled_steps_without_guidance(
     assert conditioning.model.negative_prompt_embeds is None
     assert conditioning.model.fast_lora == FAST_LORA_NAME
     with ForwardCounter(backends["wan-i2v"].pipe.transformer) as forwards:
-        frames = _frames(backends["wan-i2v"], pair, conditioning, params)
+        frames = video_frames(backends["wan-i2v"], pair, conditioning, params)
     assert forwards.calls == 2 and frames.shape == (8, 128, 160, 3), "2 fast steps, one forward each"
 
 
@@ -363,5 +346,5 @@ def test_speed_settings_reach_the_pipeline_and_keep_the_output(
     assert getattr(processor, "_attention_backend", None) == "_native_math"
     params = VideoParams(backend="wan-i2v", **BASE)
     conditioning = encoder.encode(pair.photos, pair.analyses, params)
-    reference = _frames(backends["wan-i2v"], pair, conditioning, params).astype(np.int16)
-    assert np.abs(_frames(fast, pair, conditioning, params).astype(np.int16) - reference).max() <= 2
+    reference = video_frames(backends["wan-i2v"], pair, conditioning, params).astype(np.int16)
+    assert np.abs(video_frames(fast, pair, conditioning, params).astype(np.int16) - reference).max() <= 2
