@@ -10,10 +10,18 @@ weights: nothing is downloaded. One run measures, on the same model and inputs:
 
 - plain: diffusers defaults, classifier-free guidance as two forwards per step (as
   WanImageToVideoPipeline does), the default (native SDPA) attention backend;
-- cfg-batched: the conditional and unconditional passes as one batch-2 forward;
+- cfg-batched: the conditional and unconditional passes as one batch-2 forward, through the
+  production hook (kiss_core.backends.guidance, the `cfg_batched` setting);
 - + attention: the fastest attention backend available here (FA3, flash-attn, cuDNN or SDPA-flash;
   never a hub-downloaded kernel);
+- + LoRA unfused / fused: a rank-32 LoRA on every attention and feed-forward projection, loaded
+  with diffusers' load_lora_adapter (the production loader's path), then fused and dropped
+  (the `fuse_lora` setting);
 - + compile: `compile_repeated_blocks` (torch.compile of the 40 repeated transformer blocks).
+
+The first-block cache (`step_cache_threshold`) is not timed: how many steps it skips depends on
+how trained weights change their residuals from step to step, which random weights cannot show; a
+skipped step costs one block of the forty.
 
 Seconds per step (with CFG), peak GPU memory per variant, model FLOPs per step (counted with
 torch's FlopCounterMode on one forward) and MFU against the GPU's dense bf16 peak; then the Wan VAE
@@ -38,6 +46,9 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kiss_core.backends.guidance import batched_guidance  # noqa: E402  (after the path)
 
 # diffusers' Wan2.1-I2V-14B transformer (scripts/convert_wan_to_diffusers.py, "Wan-I2V-14B-480p").
 WAN21_I2V_14B: dict[str, Any] = {
@@ -170,16 +181,37 @@ def plain_step(model: Any, x: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def batched_step(model: Any, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The same step as one batch-2 forward: weights are read once, the GPU sees twice the rows."""
-    out = model(
-        x["hidden_states"].expand(2, -1, -1, -1, -1),
-        x["timestep"].expand(2),
-        torch.cat([x["text"], x["negative"]]),
-        encoder_hidden_states_image=x["image"].expand(2, -1, -1),
-        return_dict=False,
-    )[0]
-    cond, uncond = out.chunk(2)
-    return uncond + GUIDANCE * (cond - uncond)
+    """The same step as one batch-2 forward (the production hook): weights read once, twice the rows."""
+    with batched_guidance([model], x["negative"], GUIDANCE):
+        return model(
+            hidden_states=x["hidden_states"],
+            timestep=x["timestep"],
+            encoder_hidden_states=x["text"],
+            encoder_hidden_states_image=x["image"],
+            return_dict=False,
+        )[0]
+
+
+LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k")
+LORA_TARGETS += ("attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
+
+
+def add_lora(model: Any, rank: int) -> int:
+    """A random rank-`rank` LoRA on every attention and feed-forward projection, loaded as production does."""
+    state: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    for index in range(len(model.blocks)):
+        for target in LORA_TARGETS:
+            linear = modules[f"blocks.{index}.{target}"]
+            key = f"blocks.{index}.{target}"
+            down = torch.randn(rank, linear.in_features, generator=generator) / linear.in_features**0.5
+            state[f"{key}.lora_A.weight"] = down.to(model.dtype)
+            state[f"{key}.lora_B.weight"] = (
+                torch.randn(linear.out_features, rank, generator=generator) * 1e-3
+            ).to(model.dtype)
+    model.load_lora_adapter(state, prefix=None, adapter_name="bench")
+    return sum(t.numel() for t in state.values())
 
 
 def count_flops(model: Any, x: dict[str, torch.Tensor]) -> int:
@@ -265,6 +297,7 @@ def main() -> None:
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument("--no-vae", action="store_true", help="skip the VAE decode")
+    parser.add_argument("--lora-rank", type=int, default=32, help="rank of the LoRA variants")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -315,6 +348,14 @@ def main() -> None:
     backend = best_attention_backend(device)
     model.set_attention_backend(backend)
     measure(f"cfg-batched + attention {backend}", batched_step, warmup=1)
+    lora_params = add_lora(model, args.lora_rank)
+    measure(f"cfg-batched + {backend} + LoRA r{args.lora_rank} unfused", batched_step, warmup=1)
+    start = time.perf_counter()
+    model.fuse_lora(lora_scale=1.0)
+    model.unload_lora()  # the fused weights stay, the LoRA layers go (what fuse_lora does at start)
+    synchronize(device)
+    fuse_s = time.perf_counter() - start
+    measure(f"cfg-batched + {backend} + LoRA r{args.lora_rank} fused", batched_step, warmup=1)
     if not args.no_compile:
         model.compile_repeated_blocks(fullgraph=True)
         measure(f"cfg-batched + {backend} + compile", batched_step, warmup=2)
@@ -350,6 +391,7 @@ def main() -> None:
         "peak_flops": peak,
         "floor_s_per_step": round(flops_step / peak, 3) if peak else None,
         "steps_timed": args.steps,
+        "lora": {"rank": args.lora_rank, "parameters": lora_params, "fuse_s": round(fuse_s, 3)},
         "denoise": rows,
         "vae_decode": vae_rows,
     }
@@ -371,6 +413,7 @@ def main() -> None:
     for row in vae_rows:
         gib = f"{row['peak_gib']:.1f}" if row["peak_gib"] is not None else "-"
         print(f"{row['variant'] + ' decode (s)':<44} {row['s']:>9.3f} {'':>8} {gib:>9} {'-':>6}")
+    print(f"LoRA r{args.lora_rank}: {lora_params / 1e6:.1f} M params, fused at start in {fuse_s:.2f} s")
     if result["floor_s_per_step"]:
         print(f"arithmetic floor at peak: {result['floor_s_per_step']} s/step")
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
