@@ -229,9 +229,14 @@ class WebhookSender:
         msg_id: str,
         on_attempt: OnAttempt | None = None,
     ) -> WebhookDelivery:
-        """Send `event` until a 2xx or `max_attempts`; `on_attempt` sees the outcome after each try."""
+        """Send `event` until a 2xx or `max_attempts`; `on_attempt` sees the delivery after each try.
+
+        It also sees it once before the first try (pending, 0 attempts), so the job shows a webhook on
+        its way from the moment the job ends, not only after the receiver has answered.
+        """
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         delivery = WebhookDelivery(event=str(event["type"]), message_id=msg_id, status="pending")
+        await _record(on_attempt, delivery)
         secret = self.secret(tenant)
         for attempt in range(1, self.settings.max_attempts + 1):
             if attempt > 1:
@@ -261,11 +266,7 @@ class WebhookSender:
                     "updated_at": utcnow(),
                 }
             )
-            if on_attempt is not None:
-                try:
-                    await on_attempt(delivery)
-                except Exception:  # recording the outcome must not stop the delivery
-                    log.warning("could not record webhook attempt %d of %s", attempt, msg_id, exc_info=True)
+            await _record(on_attempt, delivery)
             if final:
                 break
         return delivery
@@ -285,3 +286,18 @@ class WebhookSender:
                 checked.url_for(checked.addresses[0]), content=body, headers=headers, extensions=extensions
             )
         return response.status_code
+
+
+async def _record(on_attempt: OnAttempt | None, delivery: WebhookDelivery) -> None:
+    """Hand the delivery's state to `on_attempt`; a failure to record must not stop the delivery."""
+    if on_attempt is None:
+        return
+    try:
+        await on_attempt(delivery)
+    except Exception:
+        log.warning(
+            "could not record webhook %s after %d attempts",
+            delivery.message_id,
+            delivery.attempts,
+            exc_info=True,
+        )

@@ -177,15 +177,17 @@ def test_delivery_retries_with_backoff_until_2xx(flaky_receiver: Receiver) -> No
     settings = WebhookSettings(secret=SECRET, allow_hosts=["127.0.0.1"], backoff_s=0.1, max_attempts=5)
     sender = WebhookSender(settings)
     event = {"type": EVENT_COMPLETED, "timestamp": "2026-11-25T12:00:00Z", "data": {"id": "video_1"}}
-    seen: list[str] = []
+    seen: list[tuple[str, int]] = []
 
     async def record(delivery: Any) -> None:
-        seen.append(delivery.status)
+        seen.append((delivery.status, delivery.attempts))
 
     msg = message_id("video_1", EVENT_COMPLETED)
     delivery = asyncio.run(sender.deliver(flaky_receiver.url, "public", event, msg, record))
     assert delivery.status == "delivered" and delivery.attempts == 3 and delivery.last_status_code == 204
-    assert seen == ["pending", "pending", "delivered"]
+    assert seen == [("pending", 0), ("pending", 1), ("pending", 2), ("delivered", 3)], (
+        "recorded before each try"
+    )
     times = [t for _, _, t in flaky_receiver.requests]
     assert len(times) == 3
     assert 0.08 <= times[1] - times[0] < 0.5 and 0.16 <= times[2] - times[1] < 0.8, "backoff doubles"
