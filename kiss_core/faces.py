@@ -148,6 +148,8 @@ FaceWithEmbedding = tuple[DetectedFace, np.ndarray]
 class DlibFaceAnalyzer:
     """dlib's HOG detector, 68-point predictor and ResNet descriptor, loaded once per process."""
 
+    description = "cosine of dlib 128-D descriptors"  # how the quality report measures similarity
+
     def __init__(self, settings: FaceSettings | None = None):
         self.settings = settings or FaceSettings()
         self._detector = dlib.get_frontal_face_detector()

@@ -1,7 +1,9 @@
 """Identity: per-subject embeddings and aligned crops that condition the generator, and their similarity.
 
-Similarity is the cosine of L2-normalised dlib descriptors. dlib descriptors are not centred, so
-unrelated faces already score ~0.8-0.9; `FaceSettings.same_person_threshold` is calibrated for that.
+Similarity is the cosine of L2-normalised embeddings: dlib's 128-D descriptors by default (not
+centred, so unrelated faces already score ~0.8-0.9; `FaceSettings.same_person_threshold` is calibrated
+for that), or ArcFace's when an insightface pack is mounted (`FaceSettings.arcface_pack`; unrelated
+faces near 0, `arcface_same_person_threshold`). `identity_model` picks the pair, so callers do not.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from kiss_core.arcface import ArcFaceEmbedder
 from kiss_core.faces import aligned_crop
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from kiss_core.settings import FaceSettings, GeneratorSettings
@@ -36,12 +39,39 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / denominator) if denominator > 0 else 0.0
 
 
+class FaceEmbedder(Protocol):
+    """Says who a face is: a unit-length vector from the photo and the face's 68 landmarks."""
+
+    description: str  # how similarity is measured, for the quality report
+
+    def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class IdentityModel:
+    """The embedder identity is measured with and the cosine above which two faces are one person.
+
+    `embedder` None: dlib's descriptors, which each SubjectAnalysis already carries and the dlib
+    analyzer computes for faces it finds (nothing more to load).
+    """
+
+    embedder: FaceEmbedder | None
+    threshold: float
+
+
+def identity_model(settings: FaceSettings) -> IdentityModel:
+    """ArcFace when `settings.arcface_pack` names a mounted pack (loaded here), else dlib."""
+    if settings.arcface_pack is None:
+        return IdentityModel(None, settings.same_person_threshold)
+    return IdentityModel(ArcFaceEmbedder(settings.arcface_pack), settings.arcface_same_person_threshold)
+
+
 @dataclass(frozen=True)
 class SubjectCondition:
     """What the generator needs of one person: who they are (embedding) and how they look (crop)."""
 
     subject: str
-    embedding: np.ndarray  # (128,) float32, unit length
+    embedding: np.ndarray  # (128,) dlib or (512,) ArcFace, float32, unit length
     crop: np.ndarray  # (crop_size, crop_size, 3) uint8, eyes level at fixed positions
     crop_landmarks: np.ndarray  # (68, 2) float32 in crop pixels
 
@@ -90,9 +120,11 @@ class ModelConditioner(Protocol):
 class IdentityEncoder:
     """Builds the conditioning from the photos and their analyses (no second detection pass).
 
-    Identity (embedding, aligned crop) for every backend; for a diffusion backend also the text and
-    image embeddings, from the `conditioners` loaded for it. It decides the request's backend,
-    quality and LoRA once, so the generator runs exactly what was conditioned for.
+    Identity (embedding, aligned crop) for every backend: the embedding is the analysis's dlib
+    descriptor, or ArcFace's from the photo and the analysis's landmarks when a pack is mounted (loaded
+    here, on this stage's GPU share). For a diffusion backend also the text and image embeddings, from
+    the `conditioners` loaded for it. It decides the request's backend, quality and LoRA once, so the
+    generator runs exactly what was conditioned for.
     """
 
     def __init__(
@@ -104,6 +136,7 @@ class IdentityEncoder:
         self.settings = settings or FaceSettings()
         self.generator = generator or GeneratorSettings()
         self.conditioners = dict(conditioners or {})
+        self.identity = identity_model(self.settings)
 
     def encode(
         self,
@@ -133,13 +166,15 @@ class IdentityEncoder:
         for subject, analysis in analyses.items():
             landmarks = np.asarray(analysis.landmarks, dtype=np.float32)
             crop, crop_landmarks, _ = aligned_crop(photos[subject], landmarks, self.settings.crop_size)
+            embedder = self.identity.embedder
+            embedding = analysis.embedding if embedder is None else embedder.embed(photos[subject], landmarks)
             subjects[subject] = SubjectCondition(
                 subject=subject,
-                embedding=normalize(np.asarray(analysis.embedding)),
+                embedding=normalize(np.asarray(embedding)),
                 crop=crop,
                 crop_landmarks=crop_landmarks,
             )
         return subjects
 
     def same_person(self, a: np.ndarray, b: np.ndarray) -> bool:
-        return cosine_similarity(a, b) >= self.settings.same_person_threshold
+        return cosine_similarity(a, b) >= self.identity.threshold

@@ -17,7 +17,7 @@ import numpy as np
 from kiss_core.backends import FrameSource, PreviewFrames
 from kiss_core.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.faces import DlibFaceAnalyzer
-from kiss_core.identity import Conditioning
+from kiss_core.identity import Conditioning, identity_model
 from kiss_core.images import decode_image
 from kiss_core.jobs import OUTPUT_NAMES, output_key
 from kiss_core.lighting import harmonize_photos
@@ -53,6 +53,7 @@ class VideoProducer:
         self.settings = settings
         self.store = store
         self.analyzer = analyzer or DlibFaceAnalyzer(settings.faces)
+        self.identity = identity_model(settings.faces)  # ArcFace when a pack is mounted, else dlib
         self.backends: dict[str, FrameSource] = dict(backends or {"preview": PreviewFrames()})
 
     def backend_for(self, conditioning: Conditioning) -> FrameSource:
@@ -140,8 +141,9 @@ class VideoProducer:
                 {s: c[indices] for s, c in centers.items()},
                 {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
                 self.analyzer,
-                self.settings.faces.same_person_threshold,
+                self.identity.threshold,
                 upsample=upsample,
+                embedder=self.identity.embedder,
             )
             tracks = plan.tracks
             quality = identity.model_copy(

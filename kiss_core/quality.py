@@ -2,7 +2,9 @@
 
 - identity `similarity_min` / `similarity_mean`: cosine similarity of the dlib 128-D descriptor of
   each face found in a checked frame to the subject's reference descriptor; -1..1 (0.8..1 in
-  practice), the same person scores above `same_person_threshold` (0.92).
+  practice), the same person scores above `same_person_threshold` (0.92). With an insightface pack
+  mounted the producer passes its ArcFace embedder instead (unrelated faces near 0, the same person
+  above `arcface_same_person_threshold`, 0.4); the report's `similarity` names which.
 - identity `visible_share`: frames_found / frames_checked, the share of checked frames in which that
   person's face was found; 0..1 (the back face may be hidden at the contact).
 - contact `mouth_distance`: distance between the two mouth centres (mean of landmarks 48-67) at the
@@ -40,7 +42,7 @@ import numpy as np
 
 from kiss_core.faces import DetectedFace, DlibFaceAnalyzer
 from kiss_core.geometry import CHEEK_LEFT, MOUTH, face_width
-from kiss_core.identity import cosine_similarity
+from kiss_core.identity import FaceEmbedder, cosine_similarity
 from kiss_core.lighting import skin_stats
 from kiss_core.schemas import (
     SUBJECTS,
@@ -126,13 +128,15 @@ def identity_report(
     analyzer: DlibFaceAnalyzer,
     threshold: float,
     upsample: int | None = None,
+    embedder: FaceEmbedder | None = None,
 ) -> QualityReport:
     """Per-subject similarity of the faces found where the plan expects each person, over `frames`.
 
     `expected_centers[subject]` is (len(frames), 2): the planned face centre (x, y) in each frame.
     Each detection is given to at most one subject (closest pairs first), so two people whose faces
-    meet at the contact cannot both claim the same face. Similarities are cosines of L2-normalised
-    dlib descriptors (-1..1); `visible_share` = frames_found / frames_checked (0..1).
+    meet at the contact cannot both claim the same face. Faces are found by `analyzer`; similarities
+    are cosines (-1..1) of `embedder`'s embeddings (None: the analyzer's dlib descriptors), so the
+    `references` must come from the same embedder; `visible_share` = frames_found / frames_checked (0..1).
     """
     subjects = sorted(references)
     for subject in subjects:
@@ -141,13 +145,15 @@ def identity_report(
             raise ValueError(
                 f"`expected_centers[{subject!r}]` has to be ({len(frames)}, 2) but is {centres.shape}"
             )
+    embedder = embedder or analyzer
     similarities: dict[str, list[float]] = {s: [] for s in subjects}
     for index, frame in enumerate(frames):
-        found = analyzer.find_faces(frame, upsample)
+        found = [(face, embedder.embed(frame, face.landmarks)) for face in analyzer.detect(frame, upsample)]
         centres = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
         for subject, face_index in _assign(found, centres, {}, MATCH_RADIUS).items():
             similarities[subject].append(cosine_similarity(found[face_index][1], references[subject]))
     return QualityReport(
+        similarity=embedder.description,
         threshold=threshold,
         subjects=[_subject_quality(s, similarities[s], len(frames)) for s in subjects],
     )

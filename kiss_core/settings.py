@@ -60,6 +60,23 @@ class FaceSettings(BaseModel):
         description="Cosine similarity of L2-normalised dlib descriptors above which two faces are one person"
         " (calibrated: unrelated faces reach 0.916, the same face resized/mirrored/JPEG'd stays above 0.98).",
     )
+    arcface_pack: Path | None = Field(
+        None,
+        description="Directory of a mounted insightface model pack (e.g. /models/insightface/buffalo_l)."
+        " Set: identity embeddings and the quality report's similarity come from its ArcFace model (the"
+        " .onnx with a 3x112x112 input, buffalo_l's w600k_r50.onnx) on onnxruntime, CUDA when available;"
+        " faces are still found by dlib. None: dlib's 128-D descriptors. Never downloaded; a set directory"
+        " without exactly one loadable recognition model stops the replica at start.",
+    )
+    arcface_same_person_threshold: float = Field(
+        0.4,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity of ArcFace embeddings above which two faces are one person, used"
+        " instead of `same_person_threshold` when `arcface_pack` is set. ArcFace is trained so unrelated"
+        " faces score near 0 (rarely above 0.3); 0.4 is insightface's own default recognition threshold,"
+        " and keeps room for the pose, expression and lighting of a generated frame.",
+    )
 
 
 class GeneratorSettings(BaseModel):
