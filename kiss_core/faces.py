@@ -149,6 +149,7 @@ class DlibFaceAnalyzer:
     """dlib's HOG detector, 68-point predictor and ResNet descriptor, loaded once per process."""
 
     description = "cosine of dlib 128-D descriptors"  # how the quality report measures similarity
+    dimension = 128
 
     def __init__(self, settings: FaceSettings | None = None):
         self.settings = settings or FaceSettings()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from kiss_core.arcface import ArcFaceEmbedder
-from kiss_core.faces import aligned_crop
+from kiss_core.faces import DlibFaceAnalyzer, aligned_crop
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from kiss_core.settings import FaceSettings, GeneratorSettings
 
@@ -43,6 +43,7 @@ class FaceEmbedder(Protocol):
     """Says who a face is: a unit-length vector from the photo and the face's 68 landmarks."""
 
     description: str  # how similarity is measured, for the quality report
+    dimension: int  # length of the embeddings
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
 
@@ -57,6 +58,10 @@ class IdentityModel:
 
     embedder: FaceEmbedder | None
     threshold: float
+
+    @property
+    def dimension(self) -> int:
+        return DlibFaceAnalyzer.dimension if self.embedder is None else self.embedder.dimension
 
 
 def identity_model(settings: FaceSettings) -> IdentityModel:

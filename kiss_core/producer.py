@@ -16,6 +16,7 @@ import numpy as np
 
 from kiss_core.backends import FrameSource, PreviewFrames
 from kiss_core.choreography import KissPlan, face_centers, plan_kiss
+from kiss_core.errors import GenerationError
 from kiss_core.faces import DlibFaceAnalyzer
 from kiss_core.identity import Conditioning, identity_model
 from kiss_core.images import decode_image
@@ -64,6 +65,20 @@ class VideoProducer:
             )
         return self.backends[conditioning.backend]
 
+    def _check_identity(self, conditioning: Conditioning) -> None:
+        """Before any rendering: the report can compare the encoder's embeddings with this stage's own.
+
+        Differently configured stages (`faces.arcface_pack` on one only) would otherwise fail the job
+        at the quality check, after minutes of GPU time.
+        """
+        for subject, condition in conditioning.subjects.items():
+            if condition.embedding.size != self.identity.dimension:
+                raise GenerationError(
+                    f"the identity embedding of subject {subject!r} has {condition.embedding.size} values but"
+                    f" this stage measures identity with {self.identity.dimension}: give the IdentityEncoder"
+                    " and the VideoGenerator the same `faces.arcface_pack`"
+                )
+
     def produce(
         self,
         job_id: str,
@@ -76,6 +91,7 @@ class VideoProducer:
         timings: dict[str, float] = {}
         report = progress or (lambda _stage, _pct: None)
         by_subject = {a.subject: a for a in analyses}
+        self._check_identity(conditioning)
 
         with _timed(timings, "load"):
             photos = {

@@ -18,7 +18,7 @@ from insightface.utils.face_align import arcface_dst, estimate_norm
 
 from kiss_core.arcface import ArcFaceEmbedder, execution_providers, find_recognition_model, five_points
 from kiss_core.demo import SyntheticStudio
-from kiss_core.errors import ModelDirectoryError
+from kiss_core.errors import GenerationError, ModelDirectoryError
 from kiss_core.faces import DlibFaceAnalyzer
 from kiss_core.geometry import apply_affine, eye_centers
 from kiss_core.identity import IdentityEncoder, cosine_similarity, identity_model, normalize
@@ -260,3 +260,13 @@ def test_a_preview_job_is_checked_with_arcface_end_to_end(pack: Path, tmp_path: 
     for subject in report.subjects:
         assert subject.frames_found > 0 and subject.similarity_min is not None
         assert -1.0 <= subject.similarity_min <= subject.similarity_mean <= 1.0  # type: ignore[operator]
+
+
+def test_a_generator_configured_unlike_the_encoder_fails_before_rendering(pack: Path, tmp_path: Path) -> None:
+    """ArcFace on the encoder, dlib on the generator: refused up front, not after the render."""
+    arcface = SyntheticStudio(Settings(faces={"arcface_pack": pack}), str(tmp_path))
+    dlib = SyntheticStudio(Settings(), str(tmp_path))
+    with pytest.raises(GenerationError, match="512 values but this stage measures identity with 128"):
+        dlib.produce(arcface.pair(0, 1), VideoParams(style="peck", seconds=1, fps=12))
+    with pytest.raises(GenerationError, match=r"same `faces\.arcface_pack`"):
+        arcface.produce(dlib.pair(0, 1), VideoParams(style="peck", seconds=1, fps=12))
