@@ -138,7 +138,8 @@ class GeneratorSettings(BaseModel):
     lora: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-        description="LoRA (in loras/) used when a request names none; None: no LoRA by default.",
+        description="LoRA (in loras/) used when a request names none, on the backend it was made for (the"
+        " other backend runs without); None: no LoRA by default.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",

@@ -139,8 +139,11 @@ def test_a_fused_lora_gives_the_unfused_video_and_is_the_only_one_served(
     fused_settings = settings.generator.model_copy(update={"fuse_lora": True, "lora": LORA_NAME})
     fused_encoder = IdentityEncoder(settings.faces, fused_settings, encoder.conditioners)
     assert fused_encoder.encode(pair.photos, pair.analyses, params.model_copy(update={"lora": None})).model
-    vace_params = params.model_copy(update={"backend": "wan-vace", "lora": "none"})
-    assert fused_encoder.encode(pair.photos, pair.analyses, vace_params).backend == "wan-vace"
+    for lora in ("none", None):  # the default LoRA is for wan-i2v: wan-vace runs without
+        vace = fused_encoder.encode(
+            pair.photos, pair.analyses, params.model_copy(update={"backend": "wan-vace", "lora": lora})
+        )
+        assert vace.model is not None and vace.model.lora is None
     for refused in ({"lora": "none"}, {"quality": "fast"}):
         with pytest.raises(BackendUnavailable, match="fuse_lora"):
             fused_encoder.encode(pair.photos, pair.analyses, params.model_copy(update=refused))
