@@ -304,8 +304,8 @@ def choose(
         )
         if fast_lora is not None and (fast_lora not in loras or loras[fast_lora].base != backend):
             raise ModelDirectoryError(f"fast_lora {fast_lora!r} is not installed for {backend} under loras/")
-    if settings.fuse_lora and (lora != fused_lora(settings, backend, loras) or fast_lora is not None):
-        fused = fused_lora(settings, backend, loras)
+    fused = fused_lora(settings, backend, loras)
+    if settings.fuse_lora and (lora != fused or fast_lora is not None):
         raise BackendUnavailable(
             f"{backend} here has {'LoRA ' + repr(fused) if fused else 'no LoRA'} fused into its weights"
             f" (fuse_lora) and runs only that; asked for lora {lora!r}"

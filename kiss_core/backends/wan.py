@@ -198,9 +198,11 @@ class WanFrames:
         self.settings = settings
         self.compositor = compositor or PreviewCompositor()
         self.directory = validate_model_directory(settings.model_root / self.name, self.name, GENERATOR_PARTS)
-        self.loras: dict[str, LoraSpec] = {
-            n: s for n, s in discover_loras(settings.model_root).items() if s.base == self.name
-        }
+        loras = {n: s for n, s in discover_loras(settings.model_root).items() if s.base == self.name}
+        self.fused = fused_lora(settings, self.name, loras)
+        if settings.fuse_lora:  # only the fused LoRA is loaded; none if the default is for the other backend
+            loras = {self.fused: loras[self.fused]} if self.fused else {}
+        self.loras: dict[str, LoraSpec] = loras
         self.device = torch_device(settings)
         keep = {*GENERATOR_PARTS, "transformer_2"}
         skipped = {name: None for name in self.directory.components if name not in keep}
@@ -211,7 +213,6 @@ class WanFrames:
         )
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
-        self.fused = fused_lora(settings, self.name, self.loras)
         self._load_loras()
         self._apply_speed_settings()
         self._lock = threading.Lock()
@@ -245,21 +246,24 @@ class WanFrames:
 
         inputs = self.inputs(plan, photos, analyses, conditioning, count)
         negative = model.negative_prompt_embeds if guidance > 1.0 else None
-        batched = negative is not None and self.settings.cfg_batched
-        with self._lock, torch.inference_mode(), self._guidance(negative if batched else None, guidance):
+        guiding: Any = contextlib.nullcontext()
+        if negative is not None and self.settings.cfg_batched:
+            guiding = batched_guidance(self.transformers(), negative.to(self.device), guidance)
+            negative, guidance = None, 1.0  # the pipeline runs unguided; the hooks guide
+        with self._lock, torch.inference_mode(), guiding:
             self._activate_loras(model)
-            for transformer in self.transformers():
-                if self.settings.step_cache_threshold is not None:  # a cancelled video leaves stale state
+            if self.settings.step_cache_threshold is not None:  # a cancelled video leaves stale state
+                for transformer in self.transformers():
                     transformer._reset_stateful_cache()
             video = self.pipe(
                 **inputs,
                 prompt_embeds=model.prompt_embeds.to(self.device),
-                negative_prompt_embeds=None if negative is None or batched else negative.to(self.device),
+                negative_prompt_embeds=None if negative is None else negative.to(self.device),
                 height=plan.height,
                 width=plan.width,
                 num_frames=count,
                 num_inference_steps=steps,
-                guidance_scale=1.0 if batched else guidance,
+                guidance_scale=guidance,
                 generator=torch.Generator("cpu").manual_seed(params.seed),
                 output_type="np",
                 callback_on_step_end=on_step,
@@ -291,9 +295,6 @@ class WanFrames:
         A pipeline with a second transformer (Wan2.2 A14B, the low-noise expert) gets each adapter in both,
         from the LoRA's `low_noise_weights` file when it has one.
         """
-        if self.settings.fuse_lora:  # only the fused one; none when the default LoRA is for the other backend
-            self.loras = {self.fused: self.loras[self.fused]} if self.fused else {}
-        components = ["transformer", "transformer_2"] if self.directory.has_transformer_2 else ["transformer"]
         for spec in self.loras.values():
             name = adapter_name(spec.name)
             self.pipe.load_lora_weights(str(spec.path), adapter_name=name)
@@ -302,6 +303,9 @@ class WanFrames:
                 self.pipe.load_lora_weights(str(low_noise), adapter_name=name, load_into_transformer_2=True)
         if self.fused:
             spec = self.loras[self.fused]
+            components = (
+                ["transformer", "transformer_2"] if self.directory.has_transformer_2 else ["transformer"]
+            )
             self.pipe.fuse_lora(
                 components=components, lora_scale=spec.scale, adapter_names=[adapter_name(spec.name)]
             )
@@ -325,12 +329,6 @@ class WanFrames:
                 transformer.compile_repeated_blocks(fullgraph=threshold is None)
         if self.settings.vae_tiling:
             self.pipe.vae.enable_tiling()
-
-    def _guidance(self, negative: torch.Tensor | None, scale: float) -> Any:
-        """Batched classifier-free guidance around the pipeline call, or nothing (`negative` None)."""
-        if negative is None:
-            return contextlib.nullcontext()
-        return batched_guidance(self.transformers(), negative.to(self.device), scale)
 
     def _activate_loras(self, model: ModelConditioning) -> None:
         """The request's LoRAs active at their scales, every other adapter off."""
