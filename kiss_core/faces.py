@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import dlib
@@ -21,6 +22,9 @@ from kiss_core.geometry import MOUTH, apply_affine, eye_centers, similarity_from
 from kiss_core.images import decode_image
 from kiss_core.schemas import FaceQuality, Pose, SubjectAnalysis
 from kiss_core.settings import FaceSettings, LimitSettings
+
+if TYPE_CHECKING:
+    from kiss_core.identity import FaceEmbedder
 
 # A generic head in arbitrary units (outer eye corners 450 apart, ~4.7 per mm): x towards the image's
 # right, y up, z towards the camera, origin at the nose tip. The y values are the mean dlib landmarks
@@ -207,11 +211,15 @@ class DlibFaceAnalyzer:
         return descriptor / max(float(np.linalg.norm(descriptor)), 1e-12)
 
     def find_faces(
-        self, image: np.ndarray, upsample: int | None = None
+        self, image: np.ndarray, upsample: int | None = None, embedder: FaceEmbedder | None = None
     ) -> list[tuple[DetectedFace, np.ndarray]]:
-        """Every detected face with its descriptor (the quality report runs this on video frames)."""
+        """Every detected face with its embedding (the quality report runs this on video frames).
+
+        `embedder` None: dlib's descriptor; else e.g. ArcFace (kiss_core.arcface) on dlib's landmarks.
+        """
         image = _check_rgb(image)
-        return [(face, self.embed(image, face.landmarks)) for face in self.detect(image, upsample)]
+        embed = (embedder or self).embed
+        return [(face, embed(image, face.landmarks)) for face in self.detect(image, upsample)]
 
     def analyze(self, image: np.ndarray, subject: str) -> SubjectAnalysis:
         """Analyse the largest face of one subject's photo, refusing photos without a usable face."""

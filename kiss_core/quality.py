@@ -148,7 +148,7 @@ def identity_report(
     embedder = embedder or analyzer
     similarities: dict[str, list[float]] = {s: [] for s in subjects}
     for index, frame in enumerate(frames):
-        found = [(face, embedder.embed(frame, face.landmarks)) for face in analyzer.detect(frame, upsample)]
+        found = analyzer.find_faces(frame, upsample, embedder)
         centres = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
         for subject, face_index in _assign(found, centres, {}, MATCH_RADIUS).items():
             similarities[subject].append(cosine_similarity(found[face_index][1], references[subject]))
