@@ -80,25 +80,26 @@ def _scheduler() -> object:
     return FlowMatchEulerDiscreteScheduler(shift=7.0)
 
 
+# What the tiny I2V and VACE transformers share: two 12-wide heads, Wan's norms and patching.
+TINY_TRANSFORMER: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 12,
+    "out_channels": 16,
+    "text_dim": TEXT_DIM,
+    "freq_dim": 256,
+    "ffn_dim": 32,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "rope_max_seq_len": 32,
+}
+
+
 def _i2v_transformer(seed: int, image_dim: int | None) -> object:
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=36,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        image_dim=image_dim,
-    )
+    return WanTransformer3DModel(**TINY_TRANSFORMER, in_channels=36, num_layers=2, image_dim=image_dim)
 
 
 def build_i2v(path: Path) -> object:
@@ -138,20 +139,7 @@ def build_vace(path: Path) -> object:
     tokenizer = tiny_tokenizer()
     torch.manual_seed(0)
     transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=3,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        vace_layers=[0, 2],
-        vace_in_channels=96,
+        **TINY_TRANSFORMER, in_channels=16, num_layers=3, vace_layers=[0, 2], vace_in_channels=96
     )
     pipe = WanVACEPipeline(
         tokenizer=tokenizer,
