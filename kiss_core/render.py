@@ -28,7 +28,7 @@ from kiss_core.choreography import KissPlan, SubjectTrack, smoothstep
 from kiss_core.compose import MIRROR_PERMUTATION, affine_scale, head_mask, head_polygon, shared_background
 from kiss_core.geometry import apply_affine, eye_centers
 from kiss_core.schemas import SubjectAnalysis
-from kiss_core.warp import PiecewiseAffineWarp
+from kiss_core.warp import PiecewiseAffineWarp, border_points
 
 # A turned face fades out between these head-local positions (in head radii from the turn axis,
 # towards the partner): it starts just past the leading lip corner at full turn and ends at the
@@ -128,21 +128,9 @@ class PreviewCompositor:
                 mask = cv2.GaussianBlur(mask, (0, 0), sigma)
             alpha = np.round(mask * 255).astype(np.uint8)
             h, w = crop.shape[:2]
-            corners = np.array(
-                [
-                    [0, 0],
-                    [w - 1, 0],
-                    [0, h - 1],
-                    [w - 1, h - 1],
-                    [w / 2, 0],
-                    [w / 2, h - 1],
-                    [0, h / 2],
-                    [w - 1, h / 2],
-                ]
-            )
             ring = apply_affine(to_layer, head_anchors(landmarks))
             ring = np.clip(ring, 0, [w - 1, h - 1])
-            anchors_layer = np.concatenate([ring, corners])
+            anchors_layer = np.concatenate([ring, border_points(w, h)])
             # Mesh points in the frame's iBUG order (a mirrored subject's indices are permuted).
             ordered = layer_points[MIRROR_PERMUTATION] if track.mirrored else layer_points
             mesh = PiecewiseAffineWarp(np.concatenate([ordered, anchors_layer]))

@@ -20,6 +20,23 @@ import numpy as np
 _SUBPIXEL_BITS = 4  # vertex precision of the rasteriser: 1/16 pixel
 
 
+def border_points(width: int, height: int) -> np.ndarray:
+    """(8, 2) anchors on a width x height layer's edge (corners, then mid-edges) that pin it in the mesh."""
+    w, h = width, height
+    return np.array(
+        [
+            [0, 0],
+            [w - 1, 0],
+            [0, h - 1],
+            [w - 1, h - 1],
+            [w / 2, 0],
+            [w / 2, h - 1],
+            [0, h / 2],
+            [w - 1, h / 2],
+        ]
+    )
+
+
 def delaunay(points: np.ndarray) -> np.ndarray:
     """(K, 3) vertex indices of the Delaunay triangles of distinct points (N, 2)."""
     points = np.asarray(points, dtype=np.float64)

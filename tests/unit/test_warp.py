@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.warp import PiecewiseAffineWarp, delaunay
+from kiss_core.warp import PiecewiseAffineWarp, border_points, delaunay
 
 
 @pytest.fixture(scope="module")
@@ -15,17 +15,7 @@ def layer() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(7)
     image = cv2.GaussianBlur((rng.random((180, 220, 4)) * 255).astype(np.uint8), (0, 0), 1.5)
     h, w = image.shape[:2]
-    border = [
-        [0, 0],
-        [w - 1, 0],
-        [0, h - 1],
-        [w - 1, h - 1],
-        [w / 2, 0],
-        [w / 2, h - 1],
-        [0, h / 2],
-        [w - 1, h / 2],
-    ]
-    points = np.r_[rng.random((70, 2)) * [w - 40, h - 40] + 20, border]
+    points = np.r_[rng.random((70, 2)) * [w - 40, h - 40] + 20, border_points(w, h)]
     return image, points
 
 
