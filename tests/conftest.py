@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +102,21 @@ def _wait_running(app_name: str, timeout_s: float = 180.0) -> None:
     raise TimeoutError(f"Serve application {app_name} did not become RUNNING in {timeout_s}s")
 
 
+@contextmanager
+def graph_copy(name: str, route_prefix: str, settings: dict[str, Any], http_port: int) -> Iterator[str]:
+    """Another copy of the graph with its own settings, running until the block ends: its base URL."""
+    from ray import serve
+
+    from graph import AppArgs, build_app
+
+    serve.run(build_app(AppArgs(profile="local", settings=settings)), name=name, route_prefix=route_prefix)
+    _wait_running(name)
+    try:
+        yield f"http://127.0.0.1:{http_port}{route_prefix}"
+    finally:
+        serve.delete(name)
+
+
 @dataclass
 class KeyedApp:
     """A copy of the graph with API keys (three tenants) and webhooks allow-listed to 127.0.0.1."""
@@ -113,13 +130,9 @@ class KeyedApp:
 @pytest.fixture(scope="module")
 def keyed_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedApp]:
     """Module-scoped (deleted after the module): the 2-CPU test cluster holds two graphs at a time."""
-    from ray import serve
-
-    from graph import AppArgs, build_app
     from kiss_core.access import hash_key, new_key
     from kiss_core.webhooks import new_secret
 
-    name = "kissgen_keyed"
     root = tmp_path_factory.mktemp("keyed")
     keys = {tenant: new_key() for tenant in ("acme", "globex", "slow")}
     secret = new_secret()
@@ -140,9 +153,5 @@ def keyed_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "access": {"required": True, "keys": records, "rate_per_minute": 600, "burst": 100},
         "webhooks": {"allow_hosts": ["127.0.0.1"], "backoff_s": 0.2, "max_attempts": 3, "timeout_s": 5},
     }
-    serve.run(build_app(AppArgs(profile="local", settings=settings)), name=name, route_prefix="/keyed")
-    _wait_running(name)
-    try:
-        yield KeyedApp(f"http://127.0.0.1:{http_port}/keyed", root, keys, secret)
-    finally:
-        serve.delete(name)
+    with graph_copy("kissgen_keyed", "/keyed", settings, http_port) as url:
+        yield KeyedApp(url, root, keys, secret)

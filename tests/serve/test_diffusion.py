@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from kiss_core.synthetic import synthetic_subject_png
+from tests.conftest import graph_copy
 from tests.serve.helpers import post_job, wait_terminal
 
 APP = "kissgen_diffusion"
@@ -20,10 +21,6 @@ PARAMS = {"style": "peck", "seconds": 1.5, "fps": 8, "size": "160x128"}  # 12 fr
 
 @pytest.fixture(scope="module")
 def diffusion_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from ray import serve
-
-    from graph import AppArgs, build_app
-    from tests.conftest import _wait_running
     from tests.support.tiny_wan import build_model_root
 
     models = build_model_root(tmp_path_factory.mktemp("models"))
@@ -31,12 +28,8 @@ def diffusion_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> I
         "storage": {"backend": "local", "local_root": str(tmp_path_factory.mktemp("diffusion"))},
         "generator": {"model_root": str(models), "steps": 2, "backend": "wan-i2v"},
     }
-    serve.run(build_app(AppArgs(profile="local", settings=settings)), name=APP, route_prefix="/diffusion")
-    _wait_running(APP)
-    try:
-        yield f"http://127.0.0.1:{http_port}/diffusion"
-    finally:
-        serve.delete(APP)
+    with graph_copy(APP, "/diffusion", settings, http_port) as url:
+        yield url
 
 
 @pytest.mark.parametrize("backend", ["wan-i2v", "wan-vace"])

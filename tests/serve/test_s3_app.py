@@ -11,6 +11,7 @@ import pytest
 from kiss_core.storage import open_store
 from kiss_core.synthetic import synthetic_subject_png
 from kiss_core.video import decode_mp4
+from tests.conftest import graph_copy
 from tests.serve.helpers import post_job, wait_terminal
 from tests.support.s3server import S3Endpoint
 
@@ -19,20 +20,9 @@ APP = "kissgen_s3"
 
 @pytest.fixture(scope="module")
 def s3_app(http_port: int, s3_server: S3Endpoint) -> Iterator[str]:
-    from ray import serve
-
-    from graph import AppArgs, build_app
-    from tests.conftest import _wait_running
-
     storage = s3_server.settings(bucket="kissgen-serve").model_dump(mode="json")
-    serve.run(
-        build_app(AppArgs(profile="local", settings={"storage": storage})), name=APP, route_prefix="/s3"
-    )
-    _wait_running(APP)
-    try:
-        yield f"http://127.0.0.1:{http_port}/s3"
-    finally:
-        serve.delete(APP)
+    with graph_copy(APP, "/s3", {"storage": storage}, http_port) as url:
+        yield url
 
 
 def test_job_on_s3_is_served_by_presigned_url_and_erased(s3_app: str, s3_server: S3Endpoint) -> None:

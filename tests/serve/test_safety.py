@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from kiss_core.synthetic import synthetic_subject_png
+from tests.conftest import graph_copy
 from tests.serve.helpers import assert_problem, post_job
 from tests.support.photos import skimage_path
 
@@ -19,23 +20,14 @@ PARAMS = {"style": "peck", "seconds": 1, "fps": 8, "size": "128x128"}
 
 @pytest.fixture(scope="module")
 def strict_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from ray import serve
-
-    from graph import AppArgs, build_app
-    from tests.conftest import _wait_running
-
     settings = {
         "storage": {"backend": "local", "local_root": str(tmp_path_factory.mktemp("strict"))},
         # Above every synthetic subject's estimated age (27-33), and a content threshold low enough
         # that a known false positive (coffee: BUTTOCKS_EXPOSED 0.30) proves the filter is wired in.
         "safety": {"age_gate": {"min_age": 79}, "content_filter": {"threshold": 0.2}},
     }
-    serve.run(build_app(AppArgs(profile="local", settings=settings)), name=APP, route_prefix="/strict")
-    _wait_running(APP)
-    try:
-        yield f"http://127.0.0.1:{http_port}/strict"
-    finally:
-        serve.delete(APP)
+    with graph_copy(APP, "/strict", settings, http_port) as url:
+        yield url
 
 
 def test_age_threshold_above_the_estimate_refuses(strict_app: str) -> None:
