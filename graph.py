@@ -15,7 +15,7 @@ from deployments.face_analyzer import FaceAnalyzerDeployment
 from deployments.identity_encoder import IdentityEncoderDeployment
 from deployments.ingress import VideoAPI
 from deployments.video_generator import VideoGeneratorDeployment
-from kiss_core.provenance.credentials import require_signing
+from kiss_core.generation.provenance.credentials import require_signing
 from kiss_core.settings import Settings
 
 
@@ -114,7 +114,7 @@ def require_access(settings: Settings) -> None:
             "the production profile refuses to start without API keys (access.keys or access.keys_file)"
         )
     if access.keys_file is not None and access.keys_file.is_file():
-        from kiss_core.access import configured_keys
+        from kiss_core.jobs.access import configured_keys
 
         if not configured_keys(access):  # readable here: check now rather than in every replica
             raise ValueError(f"the production profile refuses to start: {access.keys_file} holds no API keys")

@@ -38,7 +38,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kiss_core.synthetic import synthetic_subject_png  # noqa: E402
+from kiss_core.faces.synthetic import synthetic_subject_png  # noqa: E402
 
 APP = "kissgen"
 DEPLOYMENTS = ("Ingress", "FaceAnalyzer", "IdentityEncoder", "VideoGenerator")

@@ -23,13 +23,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kiss_core.choreography import plan_kiss  # noqa: E402
-from kiss_core.demo import PAIRS, SyntheticStudio  # noqa: E402
-from kiss_core.lighting import harmonize_photos  # noqa: E402
-from kiss_core.pose_video import render_pose_frames  # noqa: E402
-from kiss_core.render import PreviewCompositor  # noqa: E402
+from kiss_core.scene.choreography import plan_kiss  # noqa: E402
+from kiss_core.scene.lighting import harmonize_photos  # noqa: E402
+from kiss_core.scene.pose_video import render_pose_frames  # noqa: E402
+from kiss_core.scene.render import PreviewCompositor  # noqa: E402
 from kiss_core.schemas import QualityReport, VideoParams  # noqa: E402
 from kiss_core.settings import Settings  # noqa: E402
+from tests.support.studio import PAIRS, SyntheticStudio  # noqa: E402
 
 ROWS = tuple(zip(PAIRS, ("peck", "romantic", "french", "cheek"), strict=True))
 COLUMNS = ("start", "approach", "contact", "separation", "pose at contact")

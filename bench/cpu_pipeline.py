@@ -29,18 +29,18 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kiss_core.choreography import plan_kiss  # noqa: E402
-from kiss_core.faces import DlibFaceAnalyzer  # noqa: E402
-from kiss_core.images import decode_image  # noqa: E402
-from kiss_core.jobs import JobStore  # noqa: E402
-from kiss_core.orchestrator import JobOrchestrator  # noqa: E402
-from kiss_core.pipeline import InProcessStages  # noqa: E402
-from kiss_core.render import PreviewCompositor  # noqa: E402
+from kiss_core.faces.analysis import DlibFaceAnalyzer  # noqa: E402
+from kiss_core.faces.synthetic import source_photos, synthetic_subject_png  # noqa: E402
+from kiss_core.jobs.orchestrator import JobOrchestrator  # noqa: E402
+from kiss_core.jobs.stages import InProcessStages  # noqa: E402
+from kiss_core.jobs.store import JobStore  # noqa: E402
+from kiss_core.media.images import decode_image  # noqa: E402
+from kiss_core.media.video import encode_mp4  # noqa: E402
+from kiss_core.scene.choreography import plan_kiss  # noqa: E402
+from kiss_core.scene.render import PreviewCompositor  # noqa: E402
 from kiss_core.schemas import Attestation, SubjectConsent, VideoParams  # noqa: E402
 from kiss_core.settings import Settings  # noqa: E402
 from kiss_core.storage import LocalDirStore  # noqa: E402
-from kiss_core.synthetic import source_photos, synthetic_subject_png  # noqa: E402
-from kiss_core.video import encode_mp4  # noqa: E402
 
 TARGETS = {"analysis_1mp_s": 0.300, "render_encode_s": 3.0, "serve_overhead": 0.10}
 

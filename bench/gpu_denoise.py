@@ -11,7 +11,7 @@ weights: nothing is downloaded. One run measures, on the same model and inputs:
 - plain: diffusers defaults, classifier-free guidance as two forwards per step (as
   WanImageToVideoPipeline does), the default (native SDPA) attention backend;
 - cfg-batched: the conditional and unconditional passes as one batch-2 forward, through the
-  production hook (kiss_core.backends.guidance, the `cfg_batched` setting);
+  production hook (kiss_core.generation.backends.guidance, the `cfg_batched` setting);
 - + attention: the fastest attention backend available here (FA3, flash-attn, cuDNN or SDPA-flash;
   never a hub-downloaded kernel);
 - + LoRA unfused / fused: a rank-32 LoRA on every attention and feed-forward projection, loaded
@@ -48,7 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kiss_core.backends.guidance import batched_guidance  # noqa: E402  (after the path)
+from kiss_core.generation.backends.guidance import batched_guidance  # noqa: E402  (after the path)
 
 # diffusers' Wan2.1-I2V-14B transformer (scripts/convert_wan_to_diffusers.py, "Wan-I2V-14B-480p").
 WAN21_I2V_14B: dict[str, Any] = {

@@ -29,18 +29,18 @@ import cv2  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kiss_core.choreography import plan_kiss  # noqa: E402
-from kiss_core.faces import DlibFaceAnalyzer  # noqa: E402
-from kiss_core.images import decode_image  # noqa: E402
-from kiss_core.jobs import new_job_id  # noqa: E402
-from kiss_core.lighting import harmonize_photos  # noqa: E402
-from kiss_core.pose_video import render_pose_frames  # noqa: E402
-from kiss_core.provenance.marks import FrameMarks  # noqa: E402
-from kiss_core.render import PreviewCompositor  # noqa: E402
+from kiss_core.faces.analysis import DlibFaceAnalyzer  # noqa: E402
+from kiss_core.faces.synthetic import synthetic_subject_png  # noqa: E402
+from kiss_core.generation.provenance.marks import FrameMarks  # noqa: E402
+from kiss_core.keys import new_job_id  # noqa: E402
+from kiss_core.media.images import decode_image  # noqa: E402
+from kiss_core.media.video import encode_mp4  # noqa: E402
+from kiss_core.scene.choreography import plan_kiss  # noqa: E402
+from kiss_core.scene.lighting import harmonize_photos  # noqa: E402
+from kiss_core.scene.pose_video import render_pose_frames  # noqa: E402
+from kiss_core.scene.render import PreviewCompositor  # noqa: E402
 from kiss_core.schemas import VideoParams  # noqa: E402
 from kiss_core.settings import Settings  # noqa: E402
-from kiss_core.synthetic import synthetic_subject_png  # noqa: E402
-from kiss_core.video import encode_mp4  # noqa: E402
 
 TARGET_S = 2.0
 STYLES = ("peck", "romantic", "french", "cheek")

@@ -1,9 +1,9 @@
-"""FaceAnalyzer deployment (CPU replicas): a thin adapter over kiss_core.pipeline.AnalysisStage."""
+"""FaceAnalyzer deployment (CPU replicas): a thin adapter over kiss_core.jobs.stages.AnalysisStage."""
 
 from __future__ import annotations
 
 from deployments import metrics
-from kiss_core.pipeline import AnalysisStage
+from kiss_core.jobs.stages import AnalysisStage
 from kiss_core.schemas import SubjectAnalysis
 from kiss_core.settings import Settings
 from kiss_core.tracing import setup_tracing

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from deployments import metrics
-from kiss_core.identity import Conditioning
-from kiss_core.pipeline import IdentityStage
+from kiss_core.generation.conditioning import Conditioning
+from kiss_core.jobs.stages import IdentityStage
 from kiss_core.schemas import SubjectAnalysis
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store

@@ -22,7 +22,6 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import metrics
-from kiss_core.access import AccessControl, Principal
 from kiss_core.errors import (
     PROBLEM_CONTENT_TYPE,
     ClientError,
@@ -34,10 +33,13 @@ from kiss_core.errors import (
     problem,
     unwrap_remote,
 )
-from kiss_core.jobs import OUTPUT_NAMES, JobStore
-from kiss_core.orchestrator import JobOrchestrator
-from kiss_core.provenance.verify import sniff_mime, verify_media
-from kiss_core.retention import install_lifecycle, sweep
+from kiss_core.generation.provenance.verify import sniff_mime, verify_media
+from kiss_core.jobs.access import AccessControl, Principal
+from kiss_core.jobs.orchestrator import JobOrchestrator
+from kiss_core.jobs.retention import install_lifecycle, sweep
+from kiss_core.jobs.store import JobStore
+from kiss_core.jobs.webhooks import WebhookSender
+from kiss_core.keys import OUTPUT_NAMES
 from kiss_core.schemas import (
     SUBJECTS,
     TERMINAL_STATUSES,
@@ -50,7 +52,6 @@ from kiss_core.schemas import (
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 from kiss_core.tracing import setup_tracing
-from kiss_core.webhooks import WebhookSender
 
 log = logging.getLogger("kissgen.ingress")
 

@@ -140,7 +140,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo_subjects(args: argparse.Namespace) -> int:
-    from kiss_core.synthetic import synthetic_subject_png
+    from kiss_core.faces.synthetic import synthetic_subject_png
 
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,11 +160,11 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     import numpy as np
 
     from kiss_core.errors import ClientError
-    from kiss_core.faces import DlibFaceAnalyzer
-    from kiss_core.images import decode_image
-    from kiss_core.quality import photos_delta_e, video_quality_report
+    from kiss_core.faces.analysis import DlibFaceAnalyzer
+    from kiss_core.generation.quality import photos_delta_e, video_quality_report
+    from kiss_core.media.images import decode_image
+    from kiss_core.media.video import decode_mp4
     from kiss_core.settings import FaceSettings, LimitSettings
-    from kiss_core.video import decode_mp4
 
     settings = FaceSettings()
     analyzer = DlibFaceAnalyzer(settings)
@@ -235,9 +235,9 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
     import yaml
     from pydantic import ValidationError
 
-    from kiss_core.access import hash_key, new_key
+    from kiss_core.jobs.access import hash_key, new_key
+    from kiss_core.jobs.webhooks import new_secret
     from kiss_core.settings import ApiKeyRecord
-    from kiss_core.webhooks import new_secret
 
     key = new_key()
     try:
@@ -272,7 +272,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     Exit status 0 when a valid C2PA manifest or a watermarked job id was found, 1 when neither was
     (or the file could not be read): scripts can test the status, people read the JSON.
     """
-    from kiss_core.provenance.verify import verify_media
+    from kiss_core.generation.provenance.verify import verify_media
     from kiss_core.settings import load_settings
 
     trust_anchors = args.trust_anchors or load_settings().provenance.c2pa.trust_anchors

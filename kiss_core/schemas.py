@@ -217,7 +217,7 @@ class QualityReport(BaseModel):
 
 
 class Provenance(BaseModel):
-    """How this job's outputs say they are AI-generated (kiss_core.provenance)."""
+    """How this job's outputs say they are AI-generated (kiss_core.generation.provenance)."""
 
     label: bool = Field(False, description="A visible 'AI-generated' mark on every frame.")
     watermark: bool = Field(False, description="The job id as an invisible watermark in every frame.")
@@ -252,7 +252,7 @@ class Problem(BaseModel):
 
 
 class WebhookDelivery(BaseModel):
-    """What became of the job's webhook event (kiss_core.webhooks): shown on GET /v1/videos/{id}."""
+    """What became of the job's webhook event (kiss_core.jobs.webhooks): shown on GET /v1/videos/{id}."""
 
     event: str = Field(description="video.completed or video.failed.")
     message_id: str = Field(description="The `webhook-id` sent (the same on every attempt).")

@@ -99,7 +99,7 @@ class GeneratorSettings(BaseModel):
         " closes: 0 leaves both as shot, 1 gives both the same skin statistics (and so erases real skin-tone"
         " differences; half is the default).",
     )
-    # Diffusion backends (kiss_core.backends.wan). Weights are never downloaded: they are read from here.
+    # Diffusion backends (kiss_core.generation.backends.wan). Weights are never downloaded: read from here.
     model_root: Path = Field(
         Path("/models"),
         description="Model directory: wan-i2v/ and wan-vace/ (each a diffusers pipeline directory as"
@@ -358,7 +358,7 @@ class WebhookSettings(BaseModel):
 
 
 class LabelSettings(BaseModel):
-    """The visible mark drawn on every frame and still (kiss_core.provenance.label)."""
+    """The visible mark drawn on every frame and still (kiss_core.generation.provenance.label)."""
 
     enabled: bool = Field(True, description="Draw the mark. Keep on: viewers must be able to tell.")
     text: str = Field(
@@ -381,7 +381,7 @@ class LabelSettings(BaseModel):
 
 
 class WatermarkSettings(BaseModel):
-    """The invisible watermark carrying the job id (kiss_core.provenance.watermark)."""
+    """The invisible watermark carrying the job id (kiss_core.generation.provenance.watermark)."""
 
     enabled: bool = Field(True, description="Watermark every frame and still with the job id.")
     strength: float = Field(

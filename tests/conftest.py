@@ -130,8 +130,8 @@ class KeyedApp:
 @pytest.fixture(scope="module")
 def keyed_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedApp]:
     """Module-scoped (deleted after the module): the 2-CPU test cluster holds two graphs at a time."""
-    from kiss_core.access import hash_key, new_key
-    from kiss_core.webhooks import new_secret
+    from kiss_core.jobs.access import hash_key, new_key
+    from kiss_core.jobs.webhooks import new_secret
 
     root = tmp_path_factory.mktemp("keyed")
     keys = {tenant: new_key() for tenant in ("acme", "globex", "slow")}

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from kiss_core.jobs import JobStore
+from kiss_core.jobs.store import JobStore
 from kiss_core.schemas import TERMINAL_STATUSES
 
 CONSENT = {"consent_a": "true", "consent_b": "true"}

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kiss_core.provenance.credentials import SigningNotConfigured
-from kiss_core.synthetic import synthetic_subject_png
+from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.generation.provenance.credentials import SigningNotConfigured
 from tests.conftest import KeyedApp, ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_terminal
 from tests.support.certs import make_signing_cert
@@ -140,7 +140,7 @@ def test_open_mode_lists_the_public_tenant(serve_app: ServeApp) -> None:
 
 def test_production_refuses_to_build_without_keys(tmp_path: Path) -> None:
     from graph import AppArgs, build_app
-    from kiss_core.access import hash_key, new_key
+    from kiss_core.jobs.access import hash_key, new_key
 
     with pytest.raises(ValueError, match="refuses to start without API keys"):
         build_app(AppArgs(profile="production"))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kiss_core.synthetic import synthetic_subject_png
-from kiss_core.video import decode_mp4, probe_mp4
+from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.media.video import decode_mp4, probe_mp4
 from tests.conftest import ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_terminal
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kiss_core.cli import main
-from kiss_core.video import probe_mp4
+from kiss_core.media.video import probe_mp4
 from tests.conftest import ServeApp
 
 

@@ -11,7 +11,7 @@ import av
 import httpx
 import pytest
 
-from kiss_core.synthetic import synthetic_subject_png
+from kiss_core.faces.synthetic import synthetic_subject_png
 from tests.conftest import graph_copy
 from tests.serve.helpers import post_job, wait_terminal
 

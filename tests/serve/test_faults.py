@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from kiss_core.jobs import JobStore
+from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.jobs.store import JobStore
 from kiss_core.storage import LocalDirStore
-from kiss_core.synthetic import synthetic_subject_png
 from tests.conftest import ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_started, wait_terminal
 
@@ -95,8 +95,8 @@ def test_a_job_that_always_fails_ends_failed_after_bounded_attempts_and_others_c
     """A job whose stored photos are gone (lost by the store, or erased behind our back) fails the same
     way on every attempt: it is retried up to jobs.max_attempts (3), then ends `failed` with its
     error, while a job submitted next to it completes."""
-    from kiss_core.faces import DlibFaceAnalyzer
-    from kiss_core.images import decode_image
+    from kiss_core.faces.analysis import DlibFaceAnalyzer
+    from kiss_core.media.images import decode_image
     from kiss_core.schemas import VideoParams
     from kiss_core.settings import Settings
 

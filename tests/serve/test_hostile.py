@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from kiss_core.geometry import LEFT_EYE, MOUTH, RIGHT_EYE
+from kiss_core.media.geometry import LEFT_EYE, MOUTH, RIGHT_EYE
 from tests.conftest import ServeApp
 from tests.support.hostile import Case, corpus
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from kiss_core.synthetic import synthetic_subject_png
+from kiss_core.faces.synthetic import synthetic_subject_png
 from tests.conftest import ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_terminal
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.media.video import decode_mp4
 from kiss_core.storage import open_store
-from kiss_core.synthetic import synthetic_subject_png
-from kiss_core.video import decode_mp4
 from tests.conftest import graph_copy
 from tests.serve.helpers import post_job, wait_terminal
 from tests.support.s3server import S3Endpoint

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kiss_core.synthetic import synthetic_subject_png
+from kiss_core.faces.synthetic import synthetic_subject_png
 from tests.conftest import graph_copy
 from tests.serve.helpers import assert_problem, post_job
 from tests.support.photos import skimage_path

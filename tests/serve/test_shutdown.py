@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiss_core.jobs import JobStore
+from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.jobs.store import JobStore
 from kiss_core.storage import LocalDirStore
-from kiss_core.synthetic import synthetic_subject_png
 from tests.serve.helpers import post_job, wait_started, wait_terminal
 
 APP = "kissgen_shutdown"

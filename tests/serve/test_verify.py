@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from kiss_core.synthetic import synthetic_subject_png
+from kiss_core.faces.synthetic import synthetic_subject_png
 from tests.conftest import ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_terminal
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kiss_core.synthetic import synthetic_subject_png
+from kiss_core.faces.synthetic import synthetic_subject_png
 from tests.conftest import KeyedApp, ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_terminal
 

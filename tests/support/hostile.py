@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kiss_core.synthetic import synthetic_subject
+from kiss_core.faces.synthetic import synthetic_subject
 
 CONSENT = {"consent_a": "true", "consent_b": "true"}
 SMALL = {"style": "peck", "seconds": "1", "fps": "8", "size": "128x128"}

@@ -1,6 +1,6 @@
 """The real photos shipped inside installed wheels, for testing face *analysis* only.
 
-Never use these to generate a kiss (see mission.md): generation tests use kiss_core.synthetic.
+Never use these to generate a kiss (see mission.md): generation tests use kiss_core.faces.synthetic.
 The packages are located with find_spec, so insightface and scikit-image are not imported.
 """
 

@@ -4,7 +4,7 @@ The same diffusers and transformers classes as the real checkpoints, with a few 
 a 2-layer WanTransformer3DModel (image-conditioned, like Wan2.1 I2V 14B) and a 3-layer
 WanVACETransformer3DModel, the Wan VAE at base_dim 3, a 2-layer UMT5 encoder, a tiny CLIP vision
 tower, and a T5 (Unigram) tokenizer whose vocabulary is built here from the words of our prompt
-template — nothing is downloaded. Layout as in kiss_core.backends.models:
+template — nothing is downloaded. Layout as in kiss_core.generation.backends.weights:
 
     root/wan-i2v/  root/wan-vace/  root/loras/kiss-tiny.{safetensors,yaml}  root/loras/fast-tiny.{...}
 
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import yaml
 
-from kiss_core.choreography import plan_kiss
-from kiss_core.demo import SyntheticPair
-from kiss_core.identity import Conditioning
+from kiss_core.generation.conditioning import Conditioning
 from kiss_core.safety.prompt import NEGATIVE_PROMPT, STYLE_PROMPTS, TEMPLATE, intensity_phrase
+from kiss_core.scene.choreography import plan_kiss
 from kiss_core.schemas import VideoParams
+from tests.support.studio import SyntheticPair
 
 TEXT_DIM = 32
 LORA_NAME = "kiss-tiny"

@@ -11,14 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from kiss_core.access import (
-    OPEN_PRINCIPAL,
-    AccessControl,
-    TokenBucket,
-    configured_keys,
-    hash_key,
-    new_key,
-)
 from kiss_core.errors import (
     InvalidApiKey,
     InvalidRequest,
@@ -27,8 +19,17 @@ from kiss_core.errors import (
     TooManyJobs,
     Unauthorized,
 )
-from kiss_core.idempotency import IdempotencyStore
-from kiss_core.jobs import JobStore, tenant_active_key
+from kiss_core.jobs.access import (
+    OPEN_PRINCIPAL,
+    AccessControl,
+    TokenBucket,
+    configured_keys,
+    hash_key,
+    new_key,
+)
+from kiss_core.jobs.idempotency import IdempotencyStore
+from kiss_core.jobs.store import JobStore
+from kiss_core.keys import tenant_active_key
 from kiss_core.settings import AccessSettings, ApiKeyRecord, Settings
 from kiss_core.storage import LocalDirStore
 
@@ -172,8 +173,8 @@ def test_webhook_secret_per_tenant() -> None:
 
 
 def _manifest(jobs: JobStore, tenant: str, photos: dict[str, bytes]) -> str:
-    from kiss_core.compose import mean_face_analysis
     from kiss_core.schemas import VideoParams
+    from tests.support.mean_face import mean_face_analysis
 
     analyses = {s: mean_face_analysis(s, (480, 600), (140, 200, 340, 440), 0.0, 0.0) for s in "ab"}
     return jobs.create(VideoParams(), photos, analyses, tenant=tenant).id
@@ -213,7 +214,7 @@ def test_jobs_are_scoped_listed_newest_first_and_capped_per_tenant(tmp_path: Pat
 
 
 def test_tenant_job_cap_is_refused_with_retry_after(tmp_path: Path) -> None:
-    from kiss_core.orchestrator import JobOrchestrator
+    from kiss_core.jobs.orchestrator import JobOrchestrator
     from kiss_core.schemas import Attestation, SubjectConsent, VideoParams
 
     jobs = JobStore(LocalDirStore(tmp_path))

@@ -16,16 +16,17 @@ import numpy as np
 import pytest
 from insightface.utils.face_align import arcface_dst, estimate_norm
 
-from kiss_core.arcface import ArcFaceEmbedder, execution_providers, find_recognition_model, five_points
-from kiss_core.demo import SyntheticStudio
 from kiss_core.errors import GenerationError, ModelDirectoryError
-from kiss_core.faces import DlibFaceAnalyzer
-from kiss_core.geometry import apply_affine, eye_centers
-from kiss_core.identity import IdentityEncoder, cosine_similarity, identity_model, normalize
-from kiss_core.quality import detector_box, identity_report, predict_landmarks
+from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.arcface import ArcFaceEmbedder, execution_providers, find_recognition_model, five_points
+from kiss_core.faces.embedding import cosine_similarity, identity_model, normalize
+from kiss_core.generation.conditioning import IdentityEncoder
+from kiss_core.generation.quality import detector_box, identity_report, predict_landmarks
+from kiss_core.media.geometry import apply_affine, eye_centers
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from kiss_core.settings import FaceSettings, Settings
 from tests.support.photos import astronaut_rgb, t1_rgb
+from tests.support.studio import SyntheticStudio
 from tests.support.tiny_arcface import DECOY_FILE, RECOGNITION_FILE, tiny_arcface_model, write_pack
 
 

@@ -19,18 +19,20 @@ import numpy as np
 import pytest
 import torch
 
-from kiss_core.backends.models import discover_loras, frames_to_generate, validate_model_directory
-from kiss_core.backends.wan import WanI2VFrames
-from kiss_core.choreography import plan_kiss
-from kiss_core.demo import SyntheticPair, SyntheticStudio
 from kiss_core.errors import BackendUnavailable, JobNotFound, ModelDirectoryError
-from kiss_core.identity import IdentityEncoder
-from kiss_core.jobs import JobStore, new_job_id
-from kiss_core.orchestrator import JobOrchestrator
-from kiss_core.pipeline import InProcessStages, load_backends, load_conditioners
-from kiss_core.producer import VideoProducer
+from kiss_core.generation.backends.loras import discover_loras
+from kiss_core.generation.backends.wan import WanI2VFrames
+from kiss_core.generation.backends.weights import frames_to_generate, validate_model_directory
+from kiss_core.generation.conditioning import IdentityEncoder
+from kiss_core.generation.producer import VideoProducer
+from kiss_core.jobs.orchestrator import JobOrchestrator
+from kiss_core.jobs.stages import InProcessStages, load_backends, load_conditioners
+from kiss_core.jobs.store import JobStore
+from kiss_core.keys import new_job_id
+from kiss_core.scene.choreography import plan_kiss
 from kiss_core.schemas import Attestation, SubjectConsent, VideoParams
 from kiss_core.settings import GeneratorSettings, Settings
+from tests.support.studio import SyntheticPair, SyntheticStudio
 from tests.support.tiny_wan import (
     FAST_LORA_NAME,
     LORA_NAME,

@@ -15,15 +15,15 @@ import pytest
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from kiss_core.backends.models import discover_loras
-from kiss_core.backends.wan import WanFrames, WanI2VFrames, WanVACEFrames
-from kiss_core.choreography import plan_kiss
-from kiss_core.demo import SyntheticPair, SyntheticStudio
 from kiss_core.errors import BackendUnavailable, JobNotFound, ModelDirectoryError
-from kiss_core.identity import IdentityEncoder
-from kiss_core.pipeline import load_backends, load_conditioners
+from kiss_core.generation.backends.loras import discover_loras
+from kiss_core.generation.backends.wan import WanFrames, WanI2VFrames, WanVACEFrames
+from kiss_core.generation.conditioning import IdentityEncoder
+from kiss_core.jobs.stages import load_backends, load_conditioners
+from kiss_core.scene.choreography import plan_kiss
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import GeneratorSettings, Settings
+from tests.support.studio import SyntheticPair, SyntheticStudio
 from tests.support.tiny_wan import (
     FAST_LORA_NAME,
     LORA_NAME,

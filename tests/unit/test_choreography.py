@@ -10,10 +10,10 @@ import itertools
 import numpy as np
 import pytest
 
-from kiss_core.choreography import PHASES, KissPlan, face_centers, plan_kiss
-from kiss_core.compose import mean_face_analysis
-from kiss_core.geometry import MOUTH, eye_centers
+from kiss_core.media.geometry import MOUTH, eye_centers
+from kiss_core.scene.choreography import PHASES, KissPlan, face_centers, plan_kiss
 from kiss_core.schemas import SubjectAnalysis, VideoParams
+from tests.support.mean_face import mean_face_analysis
 
 
 def analyses(yaw_a: float = 12.0, yaw_b: float = -15.0, roll_b: float = 0.0) -> dict[str, SubjectAnalysis]:
@@ -262,7 +262,7 @@ def test_french_moves_more_during_the_hold() -> None:
 
 def test_turn_never_folds_the_face() -> None:
     """The cylinder map keeps the order of points along x for every turn up to the limit."""
-    from kiss_core.choreography import turn_points
+    from kiss_core.scene.choreography import turn_points
 
     xs = np.linspace(-1.5, 1.5, 301)
     points = np.c_[xs, np.zeros_like(xs)]

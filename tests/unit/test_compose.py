@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiss_core.compose import (
+from kiss_core.media.geometry import apply_affine, eye_centers
+from kiss_core.scene.layout import (
     MEAN_FACE_68,
     MIRROR_PERMUTATION,
     head_mask,
     layout_scene,
-    mean_face_analysis,
     shared_background,
 )
-from kiss_core.geometry import apply_affine, eye_centers
 from kiss_core.schemas import SubjectAnalysis
+from tests.support.mean_face import mean_face_analysis
 
 CASES = [
     # (photo a, box a, yaw a, roll a), (photo b, box b, yaw b, roll b)

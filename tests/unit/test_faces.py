@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from kiss_core.errors import FaceNotFound, FaceTooSmall, ImageUnreadable
-from kiss_core.faces import ALIGNED_LEFT_EYE, ALIGNED_RIGHT_EYE, DlibFaceAnalyzer, aligned_crop, head_pose
-from kiss_core.geometry import eye_centers
+from kiss_core.faces.analysis import (
+    ALIGNED_LEFT_EYE,
+    ALIGNED_RIGHT_EYE,
+    DlibFaceAnalyzer,
+    aligned_crop,
+    head_pose,
+)
+from kiss_core.media.geometry import eye_centers
 from kiss_core.settings import FaceSettings, LimitSettings
 from tests.support.photos import astronaut_bytes, astronaut_rgb, load_rgb, skimage_path, t1_rgb
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiss_core.errors import InvalidRequest
-from kiss_core.idempotency import (
+from kiss_core.jobs.idempotency import (
     PENDING_TIMEOUT,
     IdempotencyInFlight,
     IdempotencyKeyReused,

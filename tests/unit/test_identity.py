@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.faces import ALIGNED_LEFT_EYE, DetectedFace, DlibFaceAnalyzer
-from kiss_core.geometry import eye_centers
-from kiss_core.identity import Conditioning, IdentityEncoder, cosine_similarity, normalize
-from kiss_core.images import decode_image
+from kiss_core.faces.analysis import ALIGNED_LEFT_EYE, DetectedFace, DlibFaceAnalyzer
+from kiss_core.faces.embedding import cosine_similarity, normalize
+from kiss_core.generation.conditioning import Conditioning, IdentityEncoder
+from kiss_core.media.geometry import eye_centers
+from kiss_core.media.images import decode_image
 from kiss_core.settings import FaceSettings, LimitSettings
 from tests.support.photos import astronaut_rgb, t1_rgb, to_bytes
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from kiss_core.errors import ImageTooLarge, ImageTooSmall, ImageUnreadable, UnsupportedImage
-from kiss_core.images import decode_image, encode_png
+from kiss_core.media.images import decode_image, encode_png
 from kiss_core.settings import LimitSettings
 from tests.support.photos import astronaut_rgb, t1_bytes
 

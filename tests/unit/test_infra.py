@@ -21,7 +21,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from deployments.metrics import METRICS, STAGE_BUCKETS_S
 from graph import PROFILES, AppArgs, deployment_options
-from kiss_core.retention import lifecycle_days
+from kiss_core.jobs.retention import lifecycle_days
 from kiss_core.settings import LimitSettings, RetentionSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.faces import DlibFaceAnalyzer
-from kiss_core.lighting import LabMap, apply_lab_map, harmonize_photos, harmonizing_maps, skin_stats
-from kiss_core.quality import photos_delta_e
+from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.synthetic import synthetic_subject
+from kiss_core.generation.quality import photos_delta_e
+from kiss_core.scene.lighting import LabMap, apply_lab_map, harmonize_photos, harmonizing_maps, skin_stats
 from kiss_core.settings import Settings
-from kiss_core.synthetic import synthetic_subject
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from kiss_core.audit import AuditLog
 from kiss_core.errors import ConsentRequired, FaceNotFound, GenerationError, ImageTooLarge, JobNotFound
-from kiss_core.jobs import InvalidTransition, JobStore
-from kiss_core.orchestrator import JobOrchestrator
-from kiss_core.pipeline import InProcessStages
+from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.jobs.audit import AuditLog
+from kiss_core.jobs.orchestrator import JobOrchestrator
+from kiss_core.jobs.stages import InProcessStages
+from kiss_core.jobs.store import InvalidTransition, JobStore
 from kiss_core.schemas import Attestation, JobManifest, SubjectConsent, VideoParams, utcnow
 from kiss_core.settings import Settings
 from kiss_core.storage import LocalDirStore
-from kiss_core.synthetic import synthetic_subject_png
 
 PARAMS = VideoParams(style="peck", seconds=1, fps=8, size="256x144")
 ATTESTED = Attestation(a=SubjectConsent(consented=True, reference="rec-a"), b=SubjectConsent(consented=True))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiss_core.choreography import plan_kiss
-from kiss_core.compose import mean_face_analysis
-from kiss_core.pose_video import COLOURS, render_pose_frames
+from kiss_core.scene.choreography import plan_kiss
+from kiss_core.scene.pose_video import COLOURS, render_pose_frames
 from kiss_core.schemas import VideoParams
+from tests.support.mean_face import mean_face_analysis
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import c2pa
 import numpy as np
 import pytest
 
-from kiss_core.provenance.credentials import (
+from kiss_core.generation.provenance.credentials import (
     JOB_ASSERTION,
     TRAINED_ALGORITHMIC_MEDIA,
     SigningNotConfigured,
@@ -20,9 +20,9 @@ from kiss_core.provenance.credentials import (
     sign_media,
     signing_configured,
 )
-from kiss_core.provenance.verify import verify_media
+from kiss_core.generation.provenance.verify import verify_media
+from kiss_core.media.video import decode_mp4, encode_jpeg, encode_mp4
 from kiss_core.settings import C2paSettings, Settings
-from kiss_core.video import decode_mp4, encode_jpeg, encode_mp4
 from tests.support.certs import SigningCertFiles, make_signing_cert
 from tests.support.clips import moving_clip
 

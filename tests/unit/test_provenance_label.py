@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from kiss_core.provenance.label import FrameLabeler
+from kiss_core.generation.provenance.label import FrameLabeler
 from kiss_core.settings import LabelSettings
 from tests.support.clips import moving_clip
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiss_core.demo import SyntheticStudio
-from kiss_core.provenance.label import FrameLabeler
-from kiss_core.provenance.verify import verify_media
-from kiss_core.provenance.watermark import read_video_watermark
+from kiss_core.generation.provenance.label import FrameLabeler
+from kiss_core.generation.provenance.verify import verify_media
+from kiss_core.generation.provenance.watermark import read_video_watermark
+from kiss_core.media.video import decode_mp4, encode_mp4
 from kiss_core.schemas import JobResult, VideoParams
 from kiss_core.settings import Settings
-from kiss_core.video import decode_mp4, encode_mp4
 from tests.support.certs import SigningCertFiles, make_signing_cert
+from tests.support.studio import SyntheticStudio
 
 PARAMS = VideoParams(style="peck", seconds=2, fps=24, size="832x480")
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from kiss_core.cli import main
-from kiss_core.provenance.credentials import TRAINED_ALGORITHMIC_MEDIA, sign_media
-from kiss_core.provenance.label import FrameLabeler
-from kiss_core.provenance.verify import sniff_mime, verify_media
-from kiss_core.provenance.watermark import WatermarkEmbedder
+from kiss_core.generation.provenance.credentials import TRAINED_ALGORITHMIC_MEDIA, sign_media
+from kiss_core.generation.provenance.label import FrameLabeler
+from kiss_core.generation.provenance.verify import sniff_mime, verify_media
+from kiss_core.generation.provenance.watermark import WatermarkEmbedder
+from kiss_core.media.video import encode_jpeg, encode_mp4
 from kiss_core.settings import C2paSettings, LabelSettings
-from kiss_core.video import encode_jpeg, encode_mp4
 from tests.support.certs import SigningCertFiles, make_signing_cert
 from tests.support.clips import moving_clip
 

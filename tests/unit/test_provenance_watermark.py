@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.provenance.watermark import (
+from kiss_core.generation.provenance.watermark import (
     PAYLOAD_BITS,
     WatermarkEmbedder,
     bit_scores,
@@ -20,7 +20,7 @@ from kiss_core.provenance.watermark import (
     job_id_payload,
     read_video_watermark,
 )
-from kiss_core.video import decode_mp4, encode_mp4
+from kiss_core.media.video import decode_mp4, encode_mp4
 from tests.support.clips import moving_clip
 
 JOB = "video_5f1c0a9e2b7d4c3a8e6f0b1d"

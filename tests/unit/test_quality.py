@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.faces import DlibFaceAnalyzer
-from kiss_core.quality import (
+from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.synthetic import synthetic_subject
+from kiss_core.generation.quality import (
     contact_quality,
     detector_box,
     face_width,
@@ -24,7 +25,6 @@ from kiss_core.quality import (
     video_quality_report,
 )
 from kiss_core.settings import FaceSettings
-from kiss_core.synthetic import synthetic_subject
 
 THRESHOLD = FaceSettings().same_person_threshold
 FRAME = (640, 360)  # width, height
@@ -269,7 +269,7 @@ def test_background_brightness_jumps_are_flicker_and_moving_faces_are_not(
 def test_codec_noise_is_not_flicker(
     portraits: dict[int, np.ndarray], landmarks: dict[int, np.ndarray]
 ) -> None:
-    from kiss_core.video import decode_mp4, encode_mp4
+    from kiss_core.media.video import decode_mp4, encode_mp4
 
     frame, _ = _two_faces(portraits, landmarks, 1.0)
     noisy = np.clip(frame.astype(np.int16) + np.random.default_rng(0).integers(-3, 4, frame.shape), 0, 255)

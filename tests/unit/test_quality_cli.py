@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from kiss_core.cli import main
-from kiss_core.synthetic import synthetic_subject, synthetic_subject_png
-from kiss_core.video import encode_mp4
+from kiss_core.faces.synthetic import synthetic_subject, synthetic_subject_png
+from kiss_core.media.video import encode_mp4
 
 WIDTH, HEIGHT = 640, 352
 SCALE = 0.5

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from kiss_core.demo import PAIRS, SyntheticPair, SyntheticStudio
-from kiss_core.quality import QualityThresholds, quality_problems
+from kiss_core.generation.quality import QualityThresholds, quality_problems
 from kiss_core.schemas import QualityReport, SubjectQuality, VideoParams
 from kiss_core.settings import Settings
+from tests.support.studio import PAIRS, SyntheticPair, SyntheticStudio
 
 STYLES = ("peck", "romantic", "french", "cheek")
 

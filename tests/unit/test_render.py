@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.choreography import face_centers, plan_kiss
-from kiss_core.compose import mean_face_analysis
-from kiss_core.render import PreviewCompositor
+from kiss_core.scene.choreography import face_centers, plan_kiss
+from kiss_core.scene.render import PreviewCompositor
 from kiss_core.schemas import SubjectAnalysis, VideoParams
+from tests.support.mean_face import mean_face_analysis
 
 
 def drawn_face(
@@ -68,7 +68,7 @@ def test_faces_are_where_the_plan_says(scene) -> None:
     plan = plan_kiss(analyses, VideoParams(seconds=2, fps=12, size="416x240", style="peck"))
     compositor = PreviewCompositor()
     frames = list(compositor.render(plan, photos, analyses))
-    from kiss_core.compose import shared_background
+    from kiss_core.scene.layout import shared_background
 
     background = shared_background(photos, plan.layout, plan.width, plan.height).astype(int)
     centers = face_centers(plan)
@@ -150,7 +150,7 @@ def test_bad_arguments_are_named(scene) -> None:
     with pytest.raises(ValueError, match="feather_px"):
         PreviewCompositor(feather_px=-1)
     with pytest.raises(TypeError):
-        PreviewCompositor(harmonize=0.5)  # colour is kiss_core.lighting's job, before rendering
+        PreviewCompositor(harmonize=0.5)  # colour is kiss_core.scene.lighting's job, before rendering
     plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="416x240"))
     with pytest.raises(ValueError, match="subject a"):
         next(PreviewCompositor().render(plan, {**photos, "a": photos["a"][..., 0]}, analyses))
@@ -159,8 +159,8 @@ def test_bad_arguments_are_named(scene) -> None:
 @pytest.fixture(scope="module")
 def synthetic_pair() -> tuple[dict[str, SubjectAnalysis], dict[str, np.ndarray]]:
     """Synthetic subjects 0 and 1 (faces of nobody), analysed by the real dlib analyzer."""
-    synthetic = pytest.importorskip("kiss_core.synthetic")
-    faces = pytest.importorskip("kiss_core.faces")
+    synthetic = pytest.importorskip("kiss_core.faces.synthetic")
+    faces = pytest.importorskip("kiss_core.faces.analysis")
     from kiss_core.settings import FaceSettings
 
     photos = {"a": synthetic.synthetic_subject(0), "b": synthetic.synthetic_subject(1)}

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kiss_core.audit import AuditLog
-from kiss_core.compose import mean_face_analysis
-from kiss_core.jobs import JobStore
-from kiss_core.retention import lifecycle_days, sweep
+from kiss_core.jobs.audit import AuditLog
+from kiss_core.jobs.retention import lifecycle_days, sweep
+from kiss_core.jobs.store import JobStore
 from kiss_core.schemas import Attestation, JobManifest, JobResult, QualityReport, SubjectConsent, VideoParams
 from kiss_core.settings import RetentionSettings
 from kiss_core.storage import LocalDirStore
+from tests.support.mean_face import mean_face_analysis
 
 NOW = datetime.fromisoformat("2026-11-25T12:00:00+00:00")
 RETENTION = RetentionSettings()

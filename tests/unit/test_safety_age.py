@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kiss_core.errors import SafetyModelUnavailable, SubjectMayBeMinor
-from kiss_core.faces import DetectedFace, DlibFaceAnalyzer, largest_face
+from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer, largest_face
 from kiss_core.safety import package_file
 from kiss_core.safety.age import FIVE_POINT_FROM_68, AgeEstimator, AgeGate
 from kiss_core.settings import AgeGateSettings

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kiss_core.errors import ExplicitContent
-from kiss_core.faces import DlibFaceAnalyzer
+from kiss_core.faces.analysis import DlibFaceAnalyzer
 from kiss_core.safety.content import (
     EXPLICIT_LABELS,
     FACE_LABELS,

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from kiss_core import synthetic
-from kiss_core.faces import DlibFaceAnalyzer
-from kiss_core.geometry import eye_centers
-from kiss_core.identity import cosine_similarity
-from kiss_core.images import decode_image
+from kiss_core.faces import synthetic
+from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.embedding import cosine_similarity
+from kiss_core.media.geometry import eye_centers
+from kiss_core.media.images import decode_image
 from kiss_core.settings import FaceSettings, LimitSettings
 
 THRESHOLD = FaceSettings().same_person_threshold

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.video import decode_mp4, encode_jpeg, encode_mp4, make_thumbnail, mp4_atoms, probe_mp4
+from kiss_core.media.video import decode_mp4, encode_jpeg, encode_mp4, make_thumbnail, mp4_atoms, probe_mp4
 
 
 def moving_scene(count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:

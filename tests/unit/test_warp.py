@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kiss_core.warp import PiecewiseAffineWarp, border_points, delaunay
+from kiss_core.scene.warp import PiecewiseAffineWarp, border_points, delaunay
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from kiss_core.errors import WebhookUrlRefused
-from kiss_core.settings import WebhookSettings
-from kiss_core.webhooks import (
+from kiss_core.jobs.webhooks import (
     EVENT_COMPLETED,
     WebhookSender,
     check_url,
@@ -28,6 +27,7 @@ from kiss_core.webhooks import (
     sign,
     signature_headers,
 )
+from kiss_core.settings import WebhookSettings
 
 SECRET = new_secret()
 
@@ -41,7 +41,7 @@ def public_dns(host: str, port: int) -> list[str]:
 
 
 def independent_verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """The receiver's side, written from the Standard Webhooks spec, not from kiss_core.webhooks."""
+    """The receiver's side, written from the Standard Webhooks spec, not from kiss_core.jobs.webhooks."""
     key = base64.b64decode(secret.split("_", 1)[1])
     signed = headers["webhook-id"].encode() + b"." + headers["webhook-timestamp"].encode() + b"." + body
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
@@ -73,7 +73,7 @@ def independent_verify(secret: str, headers: dict[str, str], body: bytes) -> boo
 def test_non_public_addresses_are_refused(url: str, reason: str) -> None:
     def resolve(host: str, port: int) -> list[str]:
         if host == "localhost":
-            from kiss_core.webhooks import system_resolver
+            from kiss_core.jobs.webhooks import system_resolver
 
             return system_resolver(host, port)
         return public_dns(host, port)
@@ -231,11 +231,11 @@ def test_no_secret_means_no_webhooks() -> None:
 def test_events_for_completed_and_failed_jobs(tmp_path: Any) -> None:
     from datetime import UTC, datetime
 
-    from kiss_core.compose import mean_face_analysis
-    from kiss_core.jobs import JobStore
+    from kiss_core.jobs.store import JobStore
+    from kiss_core.jobs.webhooks import EVENT_FAILED, event_for
     from kiss_core.schemas import VideoParams
     from kiss_core.storage import LocalDirStore
-    from kiss_core.webhooks import EVENT_FAILED, event_for
+    from tests.support.mean_face import mean_face_analysis
 
     jobs = JobStore(LocalDirStore(tmp_path))
     analyses = {s: mean_face_analysis(s, (480, 600), (140, 200, 340, 440), 0.0, 0.0) for s in "ab"}

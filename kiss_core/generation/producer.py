@@ -1,0 +1,237 @@
+"""From analyses and conditioning to stored outputs: plan, render, encode, check, store.
+
+This is the work of the VideoGenerator deployment. It returns only object keys and the quality report:
+frames never leave the process that rendered them. The photos get shared lighting first
+(kiss_core.scene.lighting); the report's flicker is measured on every frame as it streams to the encoder,
+identity on a sample, contact on the contact frame and lighting on the first frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+import numpy as np
+
+from kiss_core.errors import GenerationError
+from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.embedding import identity_model
+from kiss_core.generation.backends.base import FrameSource
+from kiss_core.generation.backends.preview import PreviewFrames
+from kiss_core.generation.conditioning import Conditioning
+from kiss_core.generation.provenance.credentials import sign_media, signing_configured
+from kiss_core.generation.provenance.marks import FrameMarks
+from kiss_core.generation.quality import (
+    FlickerMeter,
+    contact_quality,
+    identity_report,
+    lighting_delta_e,
+    photos_delta_e,
+    static_mask_from_plan,
+)
+from kiss_core.keys import OUTPUT_NAMES, output_key
+from kiss_core.media.images import decode_image
+from kiss_core.media.video import encode_jpeg, encode_mp4, make_thumbnail
+from kiss_core.scene.choreography import KissPlan, face_centers, plan_kiss
+from kiss_core.scene.lighting import harmonize_photos
+from kiss_core.schemas import JobResult, LightingQuality, Provenance, SubjectAnalysis, VideoParams
+from kiss_core.settings import Settings
+from kiss_core.storage import ObjectStore
+from kiss_core.tracing import stage_span
+
+ProgressCallback = Callable[[str, int], None]
+
+
+class VideoProducer:
+    """The generator's work around a backend: owns the backends and the face model used for the report."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        analyzer: DlibFaceAnalyzer | None = None,
+        backends: Mapping[str, FrameSource] | None = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.analyzer = analyzer or DlibFaceAnalyzer(settings.faces)
+        self.identity = identity_model(settings.faces)  # ArcFace when a pack is mounted, else dlib
+        self.backends: dict[str, FrameSource] = dict(backends or {"preview": PreviewFrames()})
+
+    def backend_for(self, conditioning: Conditioning) -> FrameSource:
+        """The backend the IdentityEncoder conditioned for (it chose it from the request and settings)."""
+        if conditioning.backend not in self.backends:
+            raise ValueError(
+                f"backend {conditioning.backend!r} is not loaded here; loaded: {sorted(self.backends)}"
+            )
+        return self.backends[conditioning.backend]
+
+    def _check_identity(self, conditioning: Conditioning) -> None:
+        """Before any rendering: the report can compare the encoder's embeddings with this stage's own.
+
+        Differently configured stages (`faces.arcface_pack` on one only) would otherwise fail the job
+        at the quality check, after minutes of GPU time.
+        """
+        for subject, condition in conditioning.subjects.items():
+            if condition.embedding.size != self.identity.dimension:
+                raise GenerationError(
+                    f"the identity embedding of subject {subject!r} has {condition.embedding.size} values but"
+                    f" this stage measures identity with {self.identity.dimension}: give the IdentityEncoder"
+                    " and the VideoGenerator the same `faces.arcface_pack`"
+                )
+
+    def produce(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Conditioning,
+        progress: ProgressCallback | None = None,
+    ) -> JobResult:
+        timings: dict[str, float] = {}
+        report = progress or (lambda _stage, _pct: None)
+        by_subject = {a.subject: a for a in analyses}
+        self._check_identity(conditioning)
+
+        with _timed(timings, "load"):
+            photos = {
+                s: decode_image(self.store.get(key), self.settings.limits, s) for s, key in input_keys.items()
+            }
+        with _timed(timings, "plan"):
+            plan = plan_kiss(by_subject, params)
+        with _timed(timings, "lighting"):
+            landmarks = {s: np.asarray(by_subject[s].landmarks, dtype=np.float64) for s in ("a", "b")}
+            delta_e_input = photos_delta_e(photos["a"], landmarks["a"], photos["b"], landmarks["b"])
+            photos = harmonize_photos(photos, landmarks, self.settings.generator.lighting_strength)
+
+        checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
+        sampled: dict[int, np.ndarray] = {}
+        contact: list[np.ndarray] = []
+        shape = (plan.height, plan.width)
+        flicker = FlickerMeter(static_mask_from_plan({s: t.landmarks for s, t in plan.tracks.items()}, shape))
+
+        source = self.backend_for(conditioning)
+
+        def share_done(share: float) -> None:
+            report("generation", 10 + int(70 * share))
+
+        provenance = self.settings.provenance
+        marks = FrameMarks(provenance, job_id, plan.width, plan.height)
+
+        def frames() -> Iterator[np.ndarray]:
+            rendered = source.frames(plan, photos, by_subject, conditioning, params, share_done)
+            for index, raw in enumerate(rendered):
+                # Marked before anything looks at it: the report measures what the viewer gets.
+                frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
+                marks.apply(frame)
+                if index in checked:
+                    sampled[index] = frame
+                if index == plan.contact_frame:
+                    contact.append(frame)
+                flicker.add(frame)
+                yield frame
+
+        outputs: dict[str, bytes] = {}
+        with stage_span("render_encode", None, frames=plan.frame_count), _timed(timings, "render_encode"):
+            if params.output == "video":
+                outputs["video"] = encode_mp4(
+                    frames(), params.fps, self.settings.generator.crf, self.settings.generator.preset
+                )
+            else:
+                _drain(frames())
+        report("quality", 85)
+        outputs["image"] = encode_jpeg(contact[0])
+        outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
+        signed = signing_configured(provenance)
+        if signed:  # last: nothing may change the bytes after signing
+            with _timed(timings, "sign"):
+                for variant, data in outputs.items():
+                    outputs[variant] = sign_media(data, OUTPUT_NAMES[variant][1], job_id, provenance)
+
+        with stage_span("quality", None, frames=len(sampled)), _timed(timings, "quality"):
+            indices = sorted(sampled)
+            centers = face_centers(plan)
+            upsample = 0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1
+            identity = identity_report(
+                [sampled[i] for i in indices],
+                {s: c[indices] for s, c in centers.items()},
+                {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
+                self.analyzer,
+                self.identity.threshold,
+                upsample=upsample,
+                embedder=self.identity.embedder,
+            )
+            tracks = plan.tracks
+            quality = identity.model_copy(
+                update={
+                    "contact": contact_quality(
+                        contact[0],
+                        plan.contact_frame,
+                        {s: t.landmarks[plan.contact_frame] for s, t in tracks.items()},
+                        self.analyzer,
+                        upsample,
+                        target="cheek" if params.style == "cheek" else "lips",
+                    ),
+                    "flicker": flicker.result(),
+                    "lighting": LightingQuality(
+                        delta_e_input=delta_e_input,
+                        delta_e_output=lighting_delta_e(
+                            sampled[0], tracks["a"].landmarks[0], tracks["b"].landmarks[0]
+                        ),
+                    ),
+                }
+            )
+        report("storing", 95)
+
+        keys: dict[str, str] = {}
+        with stage_span("store", None), _timed(timings, "store"):
+            for variant, data in outputs.items():
+                key = output_key(job_id, variant)
+                self.store.put(key, data, OUTPUT_NAMES[variant][1])
+                keys[variant] = key
+
+        return JobResult(
+            output=params.output,
+            width=plan.width,
+            height=plan.height,
+            fps=params.fps,
+            frames=plan.frame_count,
+            seconds=plan.frame_count / params.fps,
+            contact_frame=plan.contact_frame,
+            keys=keys,
+            quality=quality,
+            timings=timings,
+            provenance=Provenance(
+                label=marks.labeler is not None, watermark=marks.watermark is not None, c2pa=signed
+            ),
+        )
+
+
+_NO_UPSAMPLE_FACE_PX = 100  # HOG finds faces this wide without its (slow) upsampling pass
+
+
+def quality_sample(frame_count: int, contact_frame: int, count: int) -> set[int]:
+    """Evenly spaced frames from first to last, plus the contact frame, where face merging shows."""
+    spaced = np.linspace(0, frame_count - 1, min(count, frame_count)).round().astype(int)
+    return {*spaced.tolist(), contact_frame}
+
+
+def planned_face_width(plan: KissPlan) -> float:
+    """The narrowest jaw span (landmarks 0-16) the plan gives either person in the first frame."""
+    return min(float(np.ptp(track.landmarks[0, :17, 0])) for track in plan.tracks.values())
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - start, 4)
+
+
+def _drain(frames: Iterable[np.ndarray]) -> None:
+    for _ in frames:
+        pass

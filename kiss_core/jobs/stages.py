@@ -1,0 +1,188 @@
+"""The three stages of a job as plain classes, and all of them in one process.
+
+Each Serve deployment is a thin adapter over one stage class; `InProcessStages` runs the same
+classes in the caller's process, for unit tests and for measuring what serving costs on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+import numpy as np
+
+from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.generation.backends.base import FrameSource
+from kiss_core.generation.backends.preview import PreviewFrames
+from kiss_core.generation.backends.weights import configured_backends
+from kiss_core.generation.conditioning import Conditioning, IdentityEncoder, ModelConditioner
+from kiss_core.generation.producer import VideoProducer
+from kiss_core.jobs.store import JobStore
+from kiss_core.media.images import decode_image
+from kiss_core.safety.age import AgeEstimator, AgeGate
+from kiss_core.safety.content import ContentFilter
+from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.settings import Settings
+from kiss_core.storage import ObjectStore
+from kiss_core.tracing import stage_span
+
+_PROGRESS_INTERVAL_S = 0.5
+
+
+class AnalysisStage:
+    """Photo bytes in, a small SubjectAnalysis out (CPU), with the input safety checks on the way.
+
+    Order: decode (limits), content filter (explicit photos are refused before anything else is
+    learnt from them), face analysis, age gate on the analysed face. The safety models load here, so
+    a replica without them fails to start instead of admitting unchecked photos.
+    """
+
+    def __init__(self, settings: Settings):
+        self.limits = settings.limits
+        self.analyzer = DlibFaceAnalyzer(settings.faces)
+        safety = settings.safety
+        self.content_filter = (
+            ContentFilter(safety.content_filter.threshold) if safety.content_filter.enabled else None
+        )
+        self.age_estimator = AgeEstimator(mirror=safety.age_gate.mirror) if safety.age_gate.enabled else None
+        self.age_gate = AgeGate(safety.age_gate.min_age)
+
+    def __call__(self, image: bytes, subject: str, trace: dict[str, str]) -> SubjectAnalysis:
+        with stage_span("face_analysis", trace, subject=subject, bytes=len(image)) as span:
+            pixels = decode_image(image, self.limits, subject)
+            if self.content_filter is not None:
+                self.content_filter.check(pixels, subject)
+            analysis = self.analyzer.analyze(pixels, subject)
+            if self.age_estimator is not None:
+                age = self.age_estimator.estimate(pixels, np.asarray(analysis.landmarks, np.float32))
+                span.set_attribute("age_estimate", round(age, 1))
+                analysis = analysis.model_copy(update={"age_estimate": round(age, 2)})
+                self.age_gate.check(age, subject)
+            return analysis
+
+    def check_health(self) -> None:
+        """Runs the detector for real, so a broken model file fails the health check."""
+        self.analyzer.detect(np.zeros((64, 64, 3), np.uint8))
+
+
+def load_conditioners(settings: Settings) -> dict[str, ModelConditioner]:
+    """The text/image encoders of each configured diffusion backend (none: only the preview runs)."""
+    names = configured_backends(settings.generator)
+    if not names:
+        return {}
+    from kiss_core.generation.backends.wan import WanConditioner
+
+    lighting = settings.generator.lighting_strength
+    return {name: WanConditioner(name, settings.generator, lighting) for name in names}
+
+
+def load_backends(settings: Settings) -> dict[str, FrameSource]:
+    """The preview, plus the denoiser and VAE of each configured diffusion backend."""
+    backends: dict[str, FrameSource] = {"preview": PreviewFrames()}
+    names = configured_backends(settings.generator)
+    if names:
+        from kiss_core.generation.backends.wan import load_frame_source
+
+        backends.update({name: load_frame_source(name, settings.generator) for name in names})
+    return backends
+
+
+class IdentityStage:
+    """Stored photos and their analyses in, the generator's conditioning out.
+
+    For a diffusion backend that is the identity plus the prompt and start-image embeddings; the
+    backend, quality and LoRA are decided here from the job's parameters (read from its manifest when
+    the caller does not pass them).
+    """
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        self.limits = settings.limits
+        self.store = store
+        self.jobs = JobStore(store)
+        self.encoder = IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
+
+    def __call__(
+        self,
+        job_id: str,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        trace: dict[str, str],
+        params: VideoParams | None = None,
+    ) -> Conditioning:
+        with stage_span("identity", trace, job_id=job_id) as span:
+            if params is None:
+                params = self.jobs.get(job_id).params
+            photos = {s: decode_image(self.store.get(key), self.limits, s) for s, key in input_keys.items()}
+            conditioning = self.encoder.encode(photos, {a.subject: a for a in analyses}, params)
+            span.set_attribute("backend", conditioning.backend)
+            return conditioning
+
+
+class GenerationStage:
+    """Conditioning in, stored outputs out; progress goes into the job's manifest."""
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        self.jobs = JobStore(store)
+        self.producer = VideoProducer(settings, store, backends=load_backends(settings))
+        self.backend = settings.generator.backend
+
+    def __call__(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Conditioning,
+        trace: dict[str, str],
+    ) -> JobResult:
+        last = (0.0, "")
+
+        def progress(stage: str, percent: int) -> None:
+            """Every stage change is written; updates within a stage at most every 0.5 s.
+
+            A deleted job raises JobNotFound here, which stops the work before anything is stored.
+            """
+            nonlocal last
+            now = time.monotonic()
+            if stage != last[1] or now - last[0] >= _PROGRESS_INTERVAL_S:
+                last = (now, stage)
+                self.jobs.update(job_id, stage=stage, progress=percent)
+
+        with stage_span("generation", trace, job_id=job_id, backend=conditioning.backend):
+            progress("generation", 10)
+            return self.producer.produce(job_id, params, input_keys, analyses, conditioning, progress)
+
+
+class InProcessStages:
+    """The orchestrator's stages as direct calls in this process (threads keep the event loop free)."""
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        self.analysis = AnalysisStage(settings)
+        self.identity = IdentityStage(settings, store)
+        self.generation = GenerationStage(settings, store)
+
+    def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> Awaitable[SubjectAnalysis]:
+        return asyncio.to_thread(self.analysis, image, subject, trace)
+
+    def condition(
+        self,
+        job_id: str,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        trace: dict[str, str],
+    ) -> Any:
+        return asyncio.ensure_future(asyncio.to_thread(self.identity, job_id, input_keys, analyses, trace))
+
+    async def generate(
+        self,
+        job_id: str,
+        params: VideoParams,
+        input_keys: Mapping[str, str],
+        analyses: list[SubjectAnalysis],
+        conditioning: Any,
+        trace: dict[str, str],
+    ) -> JobResult:
+        resolved = await conditioning
+        return await asyncio.to_thread(self.generation, job_id, params, input_keys, analyses, resolved, trace)

@@ -1,0 +1,223 @@
+"""Durable jobs: the manifest in object storage is the single source of truth of a job's state.
+
+The key layout (manifest, inputs, outputs, per-tenant markers) is kiss_core.keys'.
+Markers are written before the manifest and removed with the job (or when it ends); a marker
+whose manifest is gone (a crash in between, an S3 lifecycle expiry) is skipped and pruned on read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from kiss_core.errors import JobNotFound
+from kiss_core.keys import (
+    TENANTS_PREFIX,
+    decode_cursor,
+    encode_cursor,
+    input_key,
+    job_prefixes,
+    new_job_id,
+    tenant_active_key,
+    tenant_index_key,
+)
+from kiss_core.schemas import (
+    SUBJECTS,
+    TERMINAL_STATUSES,
+    JobManifest,
+    JobResult,
+    JobStatus,
+    Lease,
+    Problem,
+    SubjectAnalysis,
+    VideoParams,
+    utcnow,
+)
+from kiss_core.storage import ObjectNotFound, ObjectStore
+
+# Allowed status transitions; a terminal status never changes again.
+_TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"in_progress", "failed", "canceled"}),
+    "in_progress": frozenset({"queued", "in_progress", "completed", "failed", "canceled"}),
+    "completed": frozenset(),
+    "failed": frozenset(),
+    "canceled": frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class JobStore:
+    """Creates, reads and moves jobs through their states on any ObjectStore."""
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+
+    def _manifest_key(self, job_id: str) -> str:
+        return f"jobs/{job_id}/manifest.json"
+
+    def create(
+        self,
+        params: VideoParams,
+        photos: Mapping[str, bytes],
+        analyses: Mapping[str, SubjectAnalysis],
+        trace_context: dict[str, str] | None = None,
+        job_id: str | None = None,
+        tenant: str = "public",
+        webhook_url: str | None = None,
+    ) -> JobManifest:
+        """Store the inputs and the tenant's markers, then the manifest: once this returns the job
+        survives any crash."""
+        job_id = job_id or new_job_id()
+        input_keys = {}
+        for subject in SUBJECTS:
+            key = input_key(job_id, subject)
+            self.store.put(key, photos[subject], "application/octet-stream")
+            input_keys[subject] = key
+        now = utcnow()
+        manifest = JobManifest(
+            id=job_id,
+            created_at=now,
+            updated_at=now,
+            params=params,
+            subjects=[analyses[s] for s in SUBJECTS],
+            input_keys=input_keys,
+            trace_context=trace_context or {},
+            tenant=tenant,
+            webhook_url=webhook_url,
+            index_key=tenant_index_key(tenant, now, job_id),
+        )
+        self.store.put(manifest.index_key, b"", "application/octet-stream")
+        self.store.put(tenant_active_key(tenant, job_id), b"", "application/octet-stream")
+        self.save(manifest)
+        return manifest
+
+    def save(self, manifest: JobManifest) -> None:
+        data = manifest.model_dump_json().encode()
+        self.store.put(self._manifest_key(manifest.id), data, "application/json")
+
+    def get(self, job_id: str, tenant: str | None = None) -> JobManifest:
+        """The job's manifest; with `tenant`, another tenant's job is not found (exactly as a missing one)."""
+        if not job_id.startswith("video_") or not job_id[6:].isalnum():
+            raise JobNotFound(f"There is no video with id {job_id!r}.")
+        try:
+            data = self.store.get(self._manifest_key(job_id))
+        except ObjectNotFound:
+            raise JobNotFound(f"There is no video with id {job_id!r}.") from None
+        manifest = JobManifest.model_validate_json(data)
+        if tenant is not None and manifest.tenant != tenant:
+            raise JobNotFound(f"There is no video with id {job_id!r}.")
+        return manifest
+
+    def update(self, job_id: str, *, status: JobStatus | None = None, **changes: Any) -> JobManifest:
+        """Read-modify-write of the manifest, refusing transitions out of a terminal state."""
+        manifest = self.get(job_id)
+        if status is not None and status != manifest.status:
+            if status not in _TRANSITIONS[manifest.status]:
+                raise InvalidTransition(f"job {job_id} cannot go from {manifest.status} to {status}")
+            changes["status"] = status
+            if status in TERMINAL_STATUSES:
+                changes["completed_at"] = utcnow()
+        changes["updated_at"] = utcnow()
+        updated = manifest.model_copy(update=changes)
+        self.save(updated)
+        if updated.status in TERMINAL_STATUSES and manifest.status not in TERMINAL_STATUSES:
+            self.store.delete(tenant_active_key(updated.tenant, job_id))
+        return updated
+
+    def complete(self, job_id: str, result: JobResult) -> JobManifest:
+        return self.update(job_id, status="completed", stage="done", progress=100, result=result)
+
+    def fail(self, job_id: str, problem: dict[str, Any]) -> JobManifest:
+        return self.update(job_id, status="failed", error=Problem.model_validate(problem))
+
+    def _lease_key(self, job_id: str) -> str:
+        return f"jobs/{job_id}/lease.json"
+
+    def write_lease(self, job_id: str, owner: str, until: datetime) -> Lease:
+        lease = Lease(owner=owner, until=until)
+        self.store.put(self._lease_key(job_id), lease.model_dump_json().encode(), "application/json")
+        return lease
+
+    def read_lease(self, job_id: str) -> Lease | None:
+        try:
+            return Lease.model_validate_json(self.store.get(self._lease_key(job_id)))
+        except (ObjectNotFound, ValueError):
+            return None
+
+    def release_lease(self, job_id: str) -> None:
+        self.store.delete(self._lease_key(job_id))
+
+    def delete(self, job_id: str) -> int:
+        """Erase everything the job owns (inputs, outputs, the manifest, then its tenant markers);
+        the audit record stays."""
+        manifest = self.get(job_id)
+        erased = sum(self.store.delete_prefix(prefix) for prefix in reversed(job_prefixes(job_id)))
+        self.store.delete(tenant_active_key(manifest.tenant, job_id))
+        self.store.delete(
+            manifest.index_key or tenant_index_key(manifest.tenant, manifest.created_at, job_id)
+        )
+        return erased
+
+    def list_tenant(
+        self, tenant: str, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[JobManifest], str | None]:
+        """One page of the tenant's jobs, newest first, and the cursor of the next page (None at the end)."""
+        prefix = f"{TENANTS_PREFIX}{tenant}/videos/"
+        after = decode_cursor(cursor) if cursor else None
+        page: list[JobManifest] = []
+        last_name: str | None = None
+        for key in self.store.list(prefix):
+            name = key[len(prefix) :]
+            if after is not None and name <= after:
+                continue
+            if len(page) == limit:
+                return page, encode_cursor(last_name) if last_name else None
+            job_id = name.partition("-")[2]
+            try:
+                page.append(self.get(job_id, tenant))
+            except JobNotFound:  # erased (or expired by a lifecycle rule) without its marker
+                self.store.delete(key)
+                continue
+            last_name = name
+        return page, None
+
+    def active(self, tenant: str, verify: bool = False) -> list[str]:
+        """Ids of the tenant's queued and running jobs, from the markers; `verify` reads each manifest
+        and prunes markers of jobs that ended or are gone."""
+        prefix = f"{TENANTS_PREFIX}{tenant}/active/"
+        ids = [key[len(prefix) :] for key in self.store.list(prefix)]
+        if not verify:
+            return ids
+        alive = []
+        for job_id in ids:
+            try:
+                if self.get(job_id, tenant).status not in TERMINAL_STATUSES:
+                    alive.append(job_id)
+                    continue
+            except (JobNotFound, ValueError):
+                pass
+            self.store.delete(tenant_active_key(tenant, job_id))
+        return alive
+
+    def erase_inputs(self, job_id: str) -> int:
+        return self.store.delete_prefix(f"inputs/{job_id}/")
+
+    def manifests(self) -> list[JobManifest]:
+        """Every job's manifest (a scan of jobs/: for sweeps and recovery, not for hot paths)."""
+        found = []
+        for key in self.store.list("jobs/"):
+            if key.endswith("/manifest.json"):
+                try:
+                    found.append(JobManifest.model_validate(json.loads(self.store.get(key))))
+                except (ObjectNotFound, ValueError):
+                    continue
+        return found
+
+    def unfinished(self) -> list[JobManifest]:
+        """Jobs that were accepted but not finished: candidates for recovery after a restart."""
+        return [m for m in self.manifests() if m.status not in TERMINAL_STATUSES]

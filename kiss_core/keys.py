@@ -1,0 +1,82 @@
+"""Where everything lives in object storage: one function per key, so the layout is written once.
+
+One top-level prefix per kind of data, so each kind can carry its own bucket lifecycle rule (inputs
+expire after a day, outputs after a week; see kiss_core.jobs.retention):
+    jobs/{id}/manifest.json   the JobManifest
+    inputs/{id}/{a,b}         the photos as uploaded
+    outputs/{id}/...          video.mp4, thumbnail.jpg, image.jpg (deterministic keys: reruns overwrite)
+The audit trail (kiss_core.jobs.audit) lives apart under audit/ and outlives the job.
+
+Per tenant, two small index objects (empty markers) make tenant-scoped questions cheap:
+    tenants/{tenant}/videos/{inverted created_at}-{id}   every job, newest first in key order (listing)
+    tenants/{tenant}/active/{id}                          while the job is queued or running (job cap)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import datetime
+
+from kiss_core.errors import InvalidRequest
+
+OUTPUT_NAMES: Mapping[str, tuple[str, str]] = {
+    "video": ("video.mp4", "video/mp4"),
+    "thumbnail": ("thumbnail.jpg", "image/jpeg"),
+    "image": ("image.jpg", "image/jpeg"),
+}
+
+
+def new_job_id() -> str:
+    return "video_" + secrets.token_hex(12)
+
+
+JOB_PREFIXES = ("jobs/", "inputs/", "outputs/")
+
+
+def job_prefixes(job_id: str) -> list[str]:
+    """Every prefix under which this job owns objects (erasure deletes them all)."""
+    return [f"{root}{job_id}/" for root in JOB_PREFIXES]
+
+
+def input_key(job_id: str, subject: str) -> str:
+    return f"inputs/{job_id}/{subject}"
+
+
+def output_key(job_id: str, variant: str) -> str:
+    return f"outputs/{job_id}/{OUTPUT_NAMES[variant][0]}"
+
+
+TENANTS_PREFIX = "tenants/"
+_MAX_MICROS = 10**16 - 1  # inverted timestamps (µs) sort newest first until the year 2286
+_INDEX_NAME = re.compile(r"^\d{16}-video_[0-9a-f]+$")
+
+
+def tenant_index_key(tenant: str, created_at: datetime, job_id: str) -> str:
+    micros = int(created_at.timestamp()) * 1_000_000 + created_at.microsecond
+    return f"{TENANTS_PREFIX}{tenant}/videos/{_MAX_MICROS - micros:016d}-{job_id}"
+
+
+def tenant_active_key(tenant: str, job_id: str) -> str:
+    return f"{TENANTS_PREFIX}{tenant}/active/{job_id}"
+
+
+def encode_cursor(index_name: str) -> str:
+    return base64.urlsafe_b64encode(index_name.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        name = ""
+    if not _INDEX_NAME.match(name):
+        raise InvalidRequest(
+            f"`cursor` {cursor[:40]!r} is not a cursor this API returned",
+            None,
+            [{"field": "cursor", "message": "invalid"}],
+        )
+    return name

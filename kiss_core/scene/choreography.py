@@ -1,0 +1,411 @@
+"""The motion plan: approach, head turn and tilt, eyes closing, contact at the lips, hold, separation.
+
+The plan is data, per frame and per subject: a similarity (head tilt and leaning in, pivoting on
+the subject's own mouth, then a shift) plus three face parameters — `turn` (yaw towards the
+partner, degrees), `eyelid` (0 open .. 1 closed) and `pucker` (0 .. 1). The 68-point landmark
+tracks include all of them, so they are the pose guidance a video model consumes, and the preview
+compositor warps each photo onto them.
+
+The head model is deliberately small. Each subject's landmarks are first put upright by the scene
+layout (eyes level). Eyelids and pucker move points in that frontal frame; the turn then projects
+every point onto a vertical cylinder around the head's axis (radius: half the jaw span) and
+rotates it, with a monotone mapping that keeps the head's silhouette in place, so the inner face
+slides towards the partner and the far cheek is foreshortened, never folded. Nose, lips and chin
+stand off the cylinder a little (`_DEPTH`) and so move further. Finally the similarity puts the
+head in the frame.
+
+Contact is exact by construction: each subject's shift is a share of the remaining gap between
+the two mouths (or a's mouth and b's near cheek), eased to the full gap at the contact frame and
+kept there through the hold, whatever the turn and pucker do meanwhile. All curves are eased
+(smoothstep), so motion starts and stops with zero velocity and no frame jumps. Deterministic and
+seed-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from kiss_core.media.geometry import CHEEK_LEFT, MOUTH, apply_affine, compose_affine
+from kiss_core.scene.layout import SceneLayout, layout_scene
+from kiss_core.schemas import SubjectAnalysis, VideoParams
+
+PHASES = ("approach", "tilt", "contact", "hold", "separation")
+
+
+@dataclass(frozen=True)
+class StyleSpec:
+    """Timing (fractions of the clip, before intensity) and amplitudes of one kiss style."""
+
+    approach: float
+    tilt: float
+    contact: float
+    hold: float  # at intensity 0.5; intensity scales it by 0.8..1.2
+    tilt_deg: float  # at intensity 1; intensity 0 keeps 60 %
+    rock_deg: float  # slow rocking of the heads during the hold, at intensity 1
+    lean: float  # scale gained by leaning in, at intensity 1
+    retreat: float  # share of the approach undone by the separation
+    turn_deg: float  # yaw towards the partner at contact, at intensity 1; intensity 0 keeps 75 %
+    pucker: float  # lips pursed at contact, at intensity 1; intensity 0 keeps 60 %
+    sway_deg: float = 0.0  # turn swaying during the hold (opposite for the two), at intensity 1
+    cheek: bool = False
+
+
+STYLES: dict[str, StyleSpec] = {
+    "peck": StyleSpec(
+        0.40, 0.12, 0.08, 0.10, tilt_deg=6, rock_deg=0, lean=0.02, retreat=0.6, turn_deg=44, pucker=0.7
+    ),
+    "romantic": StyleSpec(
+        0.30, 0.12, 0.08, 0.28, tilt_deg=14, rock_deg=1.5, lean=0.04, retreat=0.45, turn_deg=50, pucker=0.5
+    ),
+    "french": StyleSpec(
+        0.26,
+        0.12,
+        0.08,
+        0.34,
+        tilt_deg=18,
+        rock_deg=3.0,
+        lean=0.05,
+        retreat=0.4,
+        turn_deg=52,
+        pucker=0.35,
+        sway_deg=5.0,
+    ),
+    "cheek": StyleSpec(
+        0.35,
+        0.10,
+        0.08,
+        0.17,
+        tilt_deg=4,
+        rock_deg=0,
+        lean=0.02,
+        retreat=0.6,
+        turn_deg=30,
+        pucker=0.6,
+        cheek=True,
+    ),
+}
+
+# How far points stand off the head cylinder towards the camera, in head radii: nose, lips, chin.
+_DEPTH = np.zeros(68)
+_DEPTH[27:36] = (0.04, 0.10, 0.16, 0.22, 0.08, 0.12, 0.14, 0.12, 0.08)
+_DEPTH[6:11] = (0.02, 0.05, 0.06, 0.05, 0.02)
+_DEPTH[MOUTH] = 0.14
+_DEPTH[[48, 54, 60, 64]] = 0.06
+_PUCKER_DEPTH = 0.08  # extra lip stand-off at pucker 1
+
+_MAX_TURN_RAD = 0.9  # the cylinder mapping stays monotone (no fold) below 1 rad
+
+# Eyelids: upper-lid points and the lower-lid points they close onto.
+_UPPER_LID = np.array([37, 38, 43, 44])
+_LOWER_LID = np.array([41, 40, 47, 46])
+_LID_CLOSED = 1.0  # share of the lid opening that closes at eyelid 1
+
+# Seconds of the eye and lip gestures around contact.
+_EYES_CLOSE = (0.55, 0.08)  # start closing this long before contact, closed this long before it
+_EYES_OPEN = (0.15, 0.6)  # start opening this long after separation starts, open after this long
+_PUCKER_IN = (0.7, 0.05)
+_PUCKER_OUT = (0.0, 0.5)
+
+
+@dataclass(frozen=True)
+class SubjectTrack:
+    """One subject over the clip. Frame pixels; landmarks in iBUG order (index 0 on the image's left).
+
+    `transforms` is the photo->frame similarity (layout, tilt, leaning in, shift) without the face
+    deformations; `landmarks` include turn, eyelid and pucker. `follow` moves any other photo point
+    (forehead, hair, a ring around the head) with the head: similarity and turn.
+    """
+
+    transforms: np.ndarray  # (T, 2, 3) photo -> frame
+    landmarks: np.ndarray  # (T, 68, 2)
+    mirrored: bool
+    turn: np.ndarray  # (T,) degrees of yaw towards the partner (negative: away)
+    eyelid: np.ndarray  # (T,) 0 open .. 1 closed
+    pucker: np.ndarray  # (T,) 0 .. 1
+    toward: int  # +1: the partner is to the right (subject a), -1: to the left (b)
+    layout_transform: np.ndarray  # (2, 3) photo -> upright layout frame (the mirror included)
+    motion: np.ndarray  # (T, 2, 3) layout frame -> frame pixels
+    head_center: np.ndarray  # (2,) the turn axis in the layout frame (x) and the face's middle (y)
+    head_radius: float  # cylinder radius in layout pixels
+
+    def follow(self, photo_points: np.ndarray) -> np.ndarray:
+        """(T, N, 2) frame positions of photo points (N, 2) moving rigidly with the head and its turn."""
+        local = apply_affine(self.layout_transform, np.asarray(photo_points, dtype=np.float64))
+        turned = turn_points(local, self.head_center, self.head_radius, self.turn * self.toward)
+        return apply_affine(self.motion, turned)
+
+
+@dataclass(frozen=True)
+class KissPlan:
+    width: int
+    height: int
+    fps: int
+    frame_count: int
+    contact_frame: int
+    phases: dict[str, tuple[int, int]]  # name -> [start, end) frames, in PHASES order, covering the clip
+    tracks: dict[str, SubjectTrack]
+    front: np.ndarray  # (T,) 0: a drawn on top, 1: b drawn on top
+    layout: SceneLayout
+    style: str = "romantic"
+
+    def mouth_centers(self) -> dict[str, np.ndarray]:
+        """(T, 2) mouth centre (mean of landmarks 48-67) per subject."""
+        return {s: t.landmarks[:, MOUTH].mean(axis=1) for s, t in self.tracks.items()}
+
+
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """Cubic ease in [0, 1] with zero slope at both ends."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _ramp(frames: np.ndarray, start: float, end: float) -> np.ndarray:
+    """0 before `start`, 1 after `end`, eased in between (a step if the span is empty)."""
+    if end <= start:
+        return (frames >= end).astype(np.float64)
+    return smoothstep((frames - start) / (end - start))
+
+
+def phase_bounds(style: str, intensity: float, frame_count: int) -> dict[str, tuple[int, int]]:
+    """Frame spans of the five phases. A longer hold (intensity) takes time from approach and separation."""
+    spec = STYLES[style]
+    hold = spec.hold * (0.8 + 0.4 * intensity)
+    rest = 1.0 - spec.approach - spec.tilt - spec.contact - spec.hold
+    squeeze = (1.0 - spec.tilt - spec.contact - hold) / (spec.approach + rest)
+    fractions = [spec.approach * squeeze, spec.tilt, spec.contact, hold]
+    edges = [0]
+    for f in fractions:
+        edges.append(round(edges[-1] + f * frame_count) if frame_count > 1 else 0)
+    edges.append(frame_count)
+    # Contact needs a frame of approach before it and a frame to show it on.
+    contact = min(max(edges[3], 1), frame_count - 1) if frame_count > 1 else 0
+    edges[3] = contact
+    edges = [min(max(e, 0), frame_count) for e in edges]
+    for i in range(1, len(edges)):
+        edges[i] = max(edges[i], edges[i - 1])
+    edges[1] = min(edges[1], edges[3])
+    edges[2] = min(max(edges[2], edges[1]), edges[3])
+    return {name: (edges[i], edges[i + 1]) for i, name in enumerate(PHASES)}
+
+
+def _rotation_about(pivots: np.ndarray, angles_deg: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """(T, 2, 3) rotation + scale about a point per frame (positive angle = clockwise on screen)."""
+    theta = np.deg2rad(angles_deg)
+    c, s = np.cos(theta) * scales, np.sin(theta) * scales
+    linear = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)  # (T, 2, 2)
+    shift = pivots - (linear @ pivots[..., None])[..., 0]
+    return np.concatenate([linear, shift[..., None]], axis=-1)
+
+
+def turn_points(
+    points: np.ndarray,
+    center: np.ndarray,
+    radius: float,
+    turn_deg: np.ndarray | float,
+    depth: np.ndarray | None = None,
+) -> np.ndarray:
+    """Points (N, 2) of an upright head turned about its vertical axis by `turn_deg` (+: to the right).
+
+    Inside the cylinder (|x - cx| < radius) a point at angle phi goes to sin(phi + turn * cos(phi)):
+    the middle of the face moves as on a rotating cylinder, the silhouette stays where it is, and
+    the map is monotone for |turn| < 1 rad, so a warp over these points never folds. `depth`
+    ((N,) or (T, N), in radii) adds the stand-off of nose and lips. Returns (T, N, 2) for T turns,
+    or (N, 2) for a scalar turn.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    scalar = np.ndim(turn_deg) == 0
+    theta = np.clip(
+        np.deg2rad(np.atleast_1d(np.asarray(turn_deg, dtype=np.float64))), -_MAX_TURN_RAD, _MAX_TURN_RAD
+    )
+    u = (points[:, 0] - center[0]) / radius  # (N,)
+    inside = np.abs(u) < 1.0
+    phi = np.arcsin(np.clip(u, -1.0, 1.0))
+    turned = np.sin(phi[None, :] + theta[:, None] * np.cos(phi)[None, :])  # (T, N)
+    u_new = np.where(inside[None, :], turned, u[None, :])
+    if depth is not None:
+        u_new = u_new + np.asarray(depth, dtype=np.float64) * np.sin(theta)[:, None]
+    out = np.empty((len(theta), *points.shape))
+    out[..., 0] = center[0] + u_new * radius
+    out[..., 1] = points[None, :, 1]
+    return out[0] if scalar else out
+
+
+def close_eyelids(points: np.ndarray, eyelid: np.ndarray) -> np.ndarray:
+    """(T, 68, 2): upper-lid points 37, 38 / 43, 44 moved onto the lower lid (41, 40 / 47, 46) by `eyelid`."""
+    points = np.broadcast_to(points, (len(eyelid), *points.shape[-2:])).copy()
+    closing = (_LID_CLOSED * np.asarray(eyelid))[:, None, None]
+    points[:, _UPPER_LID] += closing * (points[:, _LOWER_LID] - points[:, _UPPER_LID])
+    return points
+
+
+def purse_lips(points: np.ndarray, pucker: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) upright landmarks with the lips pursed: corners in, the lips closed together."""
+    points = np.array(points, dtype=np.float64, copy=True)
+    p = np.asarray(pucker, dtype=np.float64)[:, None]
+    mouth_x = points[:, MOUTH, 0].mean(axis=1, keepdims=True)
+    for index, share in (
+        (48, 0.3),
+        (54, 0.3),
+        (49, 0.2),
+        (53, 0.2),
+        (59, 0.2),
+        (55, 0.2),
+        (60, 0.25),
+        (64, 0.25),
+        (50, 0.1),
+        (52, 0.1),
+        (58, 0.1),
+        (56, 0.1),
+    ):
+        points[:, index, 0] += share * p[:, 0] * (mouth_x[:, 0] - points[:, index, 0])
+    # Close the lips: inner upper and lower lip meet halfway, the outer lip lines follow them.
+    close = np.minimum(1.0, 2.0 * p)[:, :, None] * 0.9
+    upper, lower = np.array([61, 62, 63]), np.array([67, 66, 65])
+    middle = (points[:, upper] + points[:, lower]) / 2
+    down = close * (middle - points[:, upper])
+    up = close * (middle - points[:, lower])
+    points[:, upper] += down
+    points[:, lower] += up
+    points[:, [50, 51, 52]] += down
+    points[:, [58, 57, 56]] += up
+    points[:, [49, 53]] += down[:, [0, 2]] / 2
+    points[:, [59, 55]] += up[:, [0, 2]] / 2
+    return points
+
+
+def _pulse(frames: np.ndarray, fps: int, rise_end: float, fall_start: float, rise, fall) -> np.ndarray:
+    """0 -> 1 eased, ending `rise[1]` s before `rise_end`; 1 -> 0 from `fall[0]` s after `fall_start`."""
+    up = _ramp(frames, rise_end - rise[0] * fps, rise_end - rise[1] * fps)
+    down = _ramp(frames, fall_start + fall[0] * fps, fall_start + fall[1] * fps)
+    return up * (1.0 - down)
+
+
+def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> KissPlan:
+    """A deterministic plan for `params` (style, intensity, length, size, fps); seed-independent."""
+    if params.style not in STYLES:
+        raise ValueError(f"`style` must be one of {sorted(STYLES)} but is {params.style!r}")
+    spec = STYLES[params.style]
+    intensity = float(params.intensity)
+    width, height, count, fps = params.width, params.height, params.frame_count, params.fps
+    layout = layout_scene(analyses, width, height)
+    phases = phase_bounds(params.style, intensity, count)
+    contact = phases["hold"][0]
+    separation = phases["separation"][0]
+    frames = np.arange(count, dtype=np.float64)
+
+    # Shared curves. Approach eases over the whole approach/tilt/contact span and lands on the contact frame.
+    leave = _ramp(frames, separation, count - 1)
+    approach = _ramp(frames, 0, contact) * (1 - leave * spec.retreat)
+    tilt_in = _ramp(frames, phases["tilt"][0], contact)
+    tilt_deg = spec.tilt_deg * (0.6 + 0.4 * intensity) * tilt_in * (1 - 0.6 * leave)
+    hold_start, hold_end = phases["hold"]
+    rock = np.zeros(count)
+    sway = np.zeros(count)
+    if hold_end - hold_start > 2:
+        u = np.clip((frames - hold_start) / (hold_end - hold_start), 0, 1)
+        cycles = max(1, round((hold_end - hold_start) / fps / 1.5))  # one sway per ~1.5 s
+        wave = np.sin(2 * np.pi * cycles * u) * np.sin(np.pi * u)
+        rock = spec.rock_deg * intensity * wave
+        sway = spec.sway_deg * intensity * wave
+    lean = 1 + spec.lean * intensity * approach
+
+    # Face gestures: turn in over the approach, eyes close just before contact and open once apart.
+    turn_in = _ramp(frames, 0.25 * contact, contact) * (1 - 0.7 * leave)
+    turn_c = spec.turn_deg * (0.75 + 0.25 * intensity)
+    eyelid = _pulse(frames, fps, contact, separation, _EYES_CLOSE, _EYES_OPEN)
+    pucker = (
+        spec.pucker
+        * (0.6 + 0.4 * intensity)
+        * _pulse(frames, fps, contact, separation, _PUCKER_IN, _PUCKER_OUT)
+    )
+
+    toward = {"a": 1, "b": -1}
+    angles = {"a": tilt_deg + rock, "b": tilt_deg * 0.8 + rock}
+    if spec.cheek:  # a turns in to kiss; b turns away, offering the near cheek
+        turns = {"a": turn_c * turn_in, "b": -0.5 * turn_c * turn_in}
+        eyelids = {"a": eyelid, "b": 0.6 * eyelid}
+        puckers = {"a": pucker, "b": np.zeros(count)}
+    else:
+        turns = {"a": turn_c * turn_in + sway, "b": turn_c * turn_in - sway}
+        eyelids = {"a": eyelid, "b": eyelid}
+        puckers = {"a": pucker, "b": pucker}
+
+    local: dict[str, np.ndarray] = {}  # (T, 68, 2) deformed upright landmarks, layout frame
+    heads: dict[str, tuple[np.ndarray, float]] = {}
+    for s in ("a", "b"):
+        upright = layout.placements[s].landmarks
+        center = np.array([(upright[0, 0] + upright[16, 0]) / 2, upright[27:36, 1].mean()])
+        radius = 0.5 * float(np.hypot(*(upright[16] - upright[0])))
+        heads[s] = (center, radius)
+        points = purse_lips(close_eyelids(upright, eyelids[s]), puckers[s])
+        depth = (
+            _DEPTH[None, :]
+            + np.where(np.isin(np.arange(68), np.r_[MOUTH]), _PUCKER_DEPTH, 0.0) * puckers[s][:, None]
+        )
+        turned = np.empty_like(points)
+        for t in range(count):  # turn_points is vectorised over turns for one point set
+            turned[t] = turn_points(points[t], center, radius, turns[s][t] * toward[s], depth[t])
+        local[s] = turned
+
+    mouths = {s: local[s][:, MOUTH].mean(axis=1) for s in ("a", "b")}  # (T, 2) pivots
+    rotations = {s: _rotation_about(mouths[s], angles[s], lean) for s in ("a", "b")}
+
+    # Where a's mouth must be at contact: b's mouth, or b's near cheek (the image-left side of b).
+    if spec.cheek:
+        cheek = local["b"][:, CHEEK_LEFT].mean(axis=1)
+        target_b = apply_affine(rotations["b"], cheek[:, None, :])[:, 0]
+        share_a = 0.7  # the one who kisses moves more
+    else:
+        target_b = mouths["b"]
+        share_a = 0.5
+    gap = target_b - mouths["a"]  # (T, 2), before any shift
+    shifts = {"a": approach[:, None] * gap * share_a, "b": -approach[:, None] * gap * (1 - share_a)}
+
+    tracks: dict[str, SubjectTrack] = {}
+    for s in ("a", "b"):
+        placement = layout.placements[s]
+        motion = rotations[s].copy()
+        motion[:, :, 2] += shifts[s]
+        transforms = compose_affine(motion, np.broadcast_to(placement.transform, (count, 2, 3)))
+        center, radius = heads[s]
+        tracks[s] = SubjectTrack(
+            transforms=transforms,
+            landmarks=apply_affine(motion, local[s]),
+            mirrored=placement.mirrored,
+            turn=turns[s],
+            eyelid=eyelids[s],
+            pucker=puckers[s],
+            toward=toward[s],
+            layout_transform=placement.transform,
+            motion=motion,
+            head_center=center,
+            head_radius=radius,
+        )
+
+    # The kisser's face covers the cheek; for the lips the more turned face (less in the way) goes in front.
+    if spec.cheek:
+        on_top = 0
+    else:
+        yaw_a, yaw_b = abs(analyses["a"].pose.yaw), abs(analyses["b"].pose.yaw)
+        on_top = 0 if yaw_a > yaw_b else 1
+    front = np.full(count, on_top, dtype=np.int8)
+    return KissPlan(
+        width=width,
+        height=height,
+        fps=fps,
+        frame_count=count,
+        contact_frame=contact,
+        phases=phases,
+        tracks=tracks,
+        front=front,
+        layout=layout,
+        style=params.style,
+    )
+
+
+def face_centers(plan: KissPlan) -> dict[str, np.ndarray]:
+    """(T, 2) centre of each subject's landmarks per frame (where the quality report looks for faces)."""
+    return {s: track.landmarks.mean(axis=1) for s, track in plan.tracks.items()}
