@@ -273,8 +273,16 @@ class ContentFilterSettings(BaseModel):
 class SafetySettings(BaseModel):
     """Checks that run inside the pipeline, on by default."""
 
-    age_gate: AgeGateSettings = Field(default_factory=AgeGateSettings)
-    content_filter: ContentFilterSettings = Field(default_factory=ContentFilterSettings)
+    age_gate: AgeGateSettings = Field(
+        default_factory=AgeGateSettings,
+        description="Age gate: every subject's age is estimated from the aligned face and possible minors are"
+        " refused (FaceAnalyzer, before the 202).",
+    )
+    content_filter: ContentFilterSettings = Field(
+        default_factory=ContentFilterSettings,
+        description="Content filter: NudeNet's detector on both input photos; explicit photos are refused"
+        " (FaceAnalyzer, before the 202).",
+    )
 
 
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -428,9 +436,19 @@ class C2paSettings(BaseModel):
 class ProvenanceSettings(BaseModel):
     """Labelling of generated media: visible mark, invisible watermark, signed C2PA manifest."""
 
-    label: LabelSettings = Field(default_factory=LabelSettings)
-    watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
-    c2pa: C2paSettings = Field(default_factory=C2paSettings)
+    label: LabelSettings = Field(
+        default_factory=LabelSettings,
+        description='The visible "AI-generated" mark drawn on every frame and still.',
+    )
+    watermark: WatermarkSettings = Field(
+        default_factory=WatermarkSettings,
+        description="The invisible watermark carrying the job id in every frame and still.",
+    )
+    c2pa: C2paSettings = Field(
+        default_factory=C2paSettings,
+        description="Content Credentials: a C2PA manifest signed with the operator's certificate in every MP4"
+        " and still.",
+    )
 
 
 class TracingSettings(BaseModel):
@@ -443,17 +461,57 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KISS_", env_nested_delimiter="__", extra="ignore")
 
-    storage: StorageSettings = Field(default_factory=StorageSettings)
-    limits: LimitSettings = Field(default_factory=LimitSettings)
-    faces: FaceSettings = Field(default_factory=FaceSettings)
-    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
-    tracing: TracingSettings = Field(default_factory=TracingSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
-    jobs: JobSettings = Field(default_factory=JobSettings)
-    safety: SafetySettings = Field(default_factory=SafetySettings)
-    access: AccessSettings = Field(default_factory=AccessSettings)
-    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
-    provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings,
+        description="Object storage for inputs, manifests, outputs and audit records: a local directory or"
+        " any S3 server.",
+    )
+    limits: LimitSettings = Field(
+        default_factory=LimitSettings,
+        description="Input limits (photo and request sizes) and the admission limit of each ingress replica.",
+    )
+    faces: FaceSettings = Field(
+        default_factory=FaceSettings,
+        description="Face detection (dlib HOG), the aligned crop, and identity embeddings and thresholds.",
+    )
+    generator: GeneratorSettings = Field(
+        default_factory=GeneratorSettings,
+        description="Video generation: backend, encoding, quality report, lighting, and the diffusion"
+        " backends' weights, LoRAs and speed levers.",
+    )
+    tracing: TracingSettings = Field(
+        default_factory=TracingSettings,
+        description="OpenTelemetry identity of the service; the exporter is set by the standard OTEL_*"
+        " variables.",
+    )
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings,
+        description="How long photos and outputs are kept: a sweep by every ingress replica plus S3"
+        " lifecycle rules.",
+    )
+    jobs: JobSettings = Field(
+        default_factory=JobSettings,
+        description="Running jobs: attempts, the runner's lease, and recovery of jobs whose runner died.",
+    )
+    safety: SafetySettings = Field(
+        default_factory=SafetySettings,
+        description="Checks on the input photos, on by default; the production profile refuses to start"
+        " with either off.",
+    )
+    access: AccessSettings = Field(
+        default_factory=AccessSettings,
+        description="API keys, tenants and per-key limits. No keys and `required: false` is open mode"
+        " (every request is tenant public).",
+    )
+    webhooks: WebhookSettings = Field(
+        default_factory=WebhookSettings,
+        description="Outgoing webhooks (`webhook_url` on POST /v1/videos), signed per Standard Webhooks.",
+    )
+    provenance: ProvenanceSettings = Field(
+        default_factory=ProvenanceSettings,
+        description="Labelling of every output as AI-generated: visible mark, invisible watermark, signed"
+        " C2PA manifest.",
+    )
 
     @classmethod
     def settings_customise_sources(
