@@ -22,8 +22,11 @@ from kiss_core.settings import Settings
 class AppArgs(BaseModel):
     """Arguments of the application builder, validated by Serve at deploy time."""
 
-    profile: Literal["production", "local"] = Field(
-        "local", description="production: GPU resources per deployment; local: everything on a few CPUs."
+    profile: Literal["production", "single-gpu", "local"] = Field(
+        "local",
+        description="production: GPU nodes with whole GPUs for generators (autoscaled);"
+        " single-gpu: one host with one GPU shared by the generator and the identity encoder, each capped"
+        " to its share of GPU memory; local: everything on a few CPUs.",
     )
     settings: dict[str, Any] = Field(
         default_factory=dict,
@@ -73,6 +76,32 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_queued_requests": 64,
             "graceful_shutdown_timeout_s": 600,
             "autoscaling_config": _autoscaling(1, 16, 1, upscale_delay_s=30, downscale_delay_s=600),
+        },
+    },
+    "single-gpu": {
+        "Ingress": {
+            "ray_actor_options": {"num_cpus": 1},
+            "max_ongoing_requests": 100,
+            "autoscaling_config": _autoscaling(1, 2, 50),
+        },
+        "FaceAnalyzer": {
+            "ray_actor_options": {"num_cpus": 2},
+            "max_ongoing_requests": 4,
+            "autoscaling_config": _autoscaling(1, 4, 2, upscale_delay_s=10, downscale_delay_s=120),
+        },
+        # The one GPU split by Ray's logical shares (placement) and by the memory caps of
+        # SINGLE_GPU_MEMORY (allocation): one replica each, there is one GPU.
+        "IdentityEncoder": {
+            "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.25},
+            "max_ongoing_requests": 8,
+            "num_replicas": 1,
+        },
+        "VideoGenerator": {
+            "ray_actor_options": {"num_cpus": 2, "num_gpus": 0.75},
+            "max_ongoing_requests": 1,
+            "max_queued_requests": 64,
+            "graceful_shutdown_timeout_s": 600,
+            "num_replicas": 1,
         },
     },
     "local": {
@@ -135,18 +164,44 @@ def deployment_options(
             options[name].pop("num_replicas", None)
         if "num_replicas" in extra:
             options[name].pop("autoscaling_config", None)
+        actor = {**options[name].get("ray_actor_options", {}), **extra.get("ray_actor_options", {})}
         options[name].update(extra)
+        options[name]["ray_actor_options"] = actor  # merged key by key: num_cpus alone keeps num_gpus
     return options
+
+
+# GPU memory each process of the single-gpu profile may allocate (torch's per-process fraction). They
+# add up to less than 1: each process also holds a CUDA context (~0.5-1 GiB) outside torch's allocator.
+SINGLE_GPU_MEMORY = {"generator.gpu_memory_fraction": 0.72, "generator.encoder_memory_fraction": 0.22}
+
+
+def apply_memory_caps(settings: Settings, profile: str) -> None:
+    """The single-gpu profile caps both GPU processes unless the operator set the caps; they must fit."""
+    if profile != "single-gpu":
+        return
+    generator = settings.generator
+    if generator.gpu_memory_fraction is None:
+        generator.gpu_memory_fraction = SINGLE_GPU_MEMORY["generator.gpu_memory_fraction"]
+    if generator.encoder_memory_fraction is None:
+        generator.encoder_memory_fraction = SINGLE_GPU_MEMORY["generator.encoder_memory_fraction"]
+    total = generator.gpu_memory_fraction + generator.encoder_memory_fraction
+    if total > 1.0:
+        raise ValueError(
+            "the single-gpu profile shares one GPU: generator.gpu_memory_fraction"
+            f" ({generator.gpu_memory_fraction}) + generator.encoder_memory_fraction"
+            f" ({generator.encoder_memory_fraction}) = {total:.2f} must not exceed 1"
+        )
 
 
 def build_app(args: AppArgs) -> Application:
     """Bind the four deployments into one application; every replica gets the same Settings object."""
     settings = Settings(**args.settings)
-    if args.profile == "production":
+    if args.profile in ("production", "single-gpu"):
         require_safety(settings)
         require_access(settings)
         settings.access.required = True  # so a replica whose keys file is empty refuses to start
         require_signing(settings)  # every output carries signed Content Credentials
+    apply_memory_caps(settings, args.profile)
     options = deployment_options(args.profile, args.deployment_options)
 
     def deployment(cls: type, name: str) -> serve.Deployment:

@@ -166,6 +166,13 @@ class GeneratorSettings(BaseModel):
         description="Cap on the GPU memory an IdentityEncoder replica may take (it shares the GPU); None:"
         " no cap.",
     )
+    gpu_memory_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Cap on the GPU memory a VideoGenerator replica may take (torch's per-process memory"
+        " fraction); None: no cap. The single-gpu profile sets 0.72, next to encoder_memory_fraction 0.22.",
+    )
     # Speed levers of the VideoGenerator (bench/gpu_denoise.py measures them side by side on a GPU).
     attention_backend: (
         Literal[

@@ -5,11 +5,12 @@
 # RAY_AUTH_MODE/RAY_AUTH_TOKEN (from the environment) are read by `ray start` and `serve deploy` alike.
 set -euo pipefail
 
-SERVE_CONFIG="${SERVE_CONFIG:-/app/serve_config.yaml}"
-# One GPU on the host: the generator and the identity encoder share it (see single_gpu_config.py).
+# One GPU on the host: the generator and the identity encoder share it, each capped to its share of
+# GPU memory (graph.py's single-gpu profile, serve_config.single_gpu.yaml).
 if [ "${KISSGEN_SINGLE_GPU:-0}" = "1" ]; then
-  python /usr/local/bin/single_gpu_config.py "$SERVE_CONFIG" > /tmp/serve_config.single-gpu.yaml
-  SERVE_CONFIG=/tmp/serve_config.single-gpu.yaml
+  SERVE_CONFIG="${SERVE_CONFIG:-/app/serve_config.single_gpu.yaml}"
+else
+  SERVE_CONFIG="${SERVE_CONFIG:-/app/serve_config.yaml}"
 fi
 
 ray start --head \

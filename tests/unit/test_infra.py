@@ -47,7 +47,9 @@ def _compose() -> dict[str, Any]:
 # --- Serve configs -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config.local.yaml"])
+@pytest.mark.parametrize(
+    "name", ["serve_config.yaml", "serve_config.single_gpu.yaml", "serve_config.local.yaml"]
+)
 def test_serve_config_validates_against_rays_schema_and_imports(name: str) -> None:
     from ray._common.utils import import_attr
 
@@ -97,23 +99,46 @@ def test_deployment_options_merge_over_the_profile() -> None:
         deployment_options("local", {"FaceAnalyser": {}})
 
 
-def test_single_gpu_variant_fits_one_gpu() -> None:
-    """The compose host has one GPU: the variant the head deploys there must fit it at max replicas."""
-    import importlib.util
+def test_single_gpu_profile_fits_one_gpu_in_placement_and_memory() -> None:
+    """One host, one GPU: at max replicas the GPU shares add up to one GPU, and the memory caps each
+    process gets (torch's per-process fraction) add up to less than the whole card and stay within the
+    process's placement share."""
+    from graph import SINGLE_GPU_MEMORY, apply_memory_caps
+    from kiss_core.settings import Settings
 
-    path = INFRA / "docker" / "single_gpu_config.py"
-    spec = importlib.util.spec_from_file_location("single_gpu_config", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = ServeDeploySchema.model_validate(module.single_gpu(_serve_config()))
-    (app,) = config.applications
-    gpus = sum(
-        (d.ray_actor_options.num_gpus or 0) * d.autoscaling_config["max_replicas"] for d in app.deployments
-    )
-    assert gpus <= 1
-    generator = next(d for d in app.deployments if d.name == "VideoGenerator")
-    assert generator.max_ongoing_requests == 1 and generator.ray_actor_options.num_gpus > 0.5
+    (app,) = ServeDeploySchema.model_validate(_yaml(ROOT / "serve_config.single_gpu.yaml")).applications
+    assert app.args["profile"] == "single-gpu" and not app.deployments, "the profile carries the resources"
+    options = deployment_options("single-gpu")
+    gpus = {
+        name: o["ray_actor_options"].get("num_gpus", 0)
+        * o.get("autoscaling_config", {}).get("max_replicas", o.get("num_replicas", 1))
+        for name, o in options.items()
+    }
+    assert sum(gpus.values()) <= 1 and gpus["VideoGenerator"] > 0.5 and gpus["IdentityEncoder"] > 0
+    assert options["VideoGenerator"]["max_ongoing_requests"] == 1
+    settings = Settings()
+    apply_memory_caps(settings, "single-gpu")
+    generator, encoder = settings.generator.gpu_memory_fraction, settings.generator.encoder_memory_fraction
+    assert (generator, encoder) == tuple(SINGLE_GPU_MEMORY.values())
+    assert generator + encoder < 1
+    assert generator <= gpus["VideoGenerator"] and encoder <= gpus["IdentityEncoder"]
+
+
+def test_single_gpu_profile_refuses_memory_caps_that_do_not_fit() -> None:
+    from graph import apply_memory_caps
+    from kiss_core.settings import Settings
+
+    settings = Settings(generator={"gpu_memory_fraction": 0.9, "encoder_memory_fraction": 0.3})
+    with pytest.raises(ValueError, match=r"0\.9.*0\.3.*1\.20 must not exceed 1"):
+        apply_memory_caps(settings, "single-gpu")
+    untouched = Settings()
+    apply_memory_caps(untouched, "production")  # whole GPUs: no caps unless the operator sets them
+    assert untouched.generator.gpu_memory_fraction is None
+
+
+def test_deployment_options_merge_actor_options_key_by_key() -> None:
+    options = deployment_options("single-gpu", {"VideoGenerator": {"ray_actor_options": {"num_cpus": 0}}})
+    assert options["VideoGenerator"]["ray_actor_options"] == {"num_cpus": 0, "num_gpus": 0.75}
 
 
 # --- KubeRay ---------------------------------------------------------------------------------------
