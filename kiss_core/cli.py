@@ -5,6 +5,7 @@ kissgen create demo/a.png demo/b.png --style romantic -o kiss.mp4
 kissgen quality kiss.mp4 --ref-a demo/a.png --ref-b demo/b.png [--json]   # quality report of any MP4
 kissgen keys new --tenant acme [--rate 120] [--max-jobs 4]   # a new API key and its keys-file entry
 kissgen verify kiss.mp4 [--trust-anchors ca.pem]   # C2PA manifest + watermark job id, as JSON (local)
+kissgen config-docs [--check]   # write docs/configuration.md from the settings (--check: exit 1 if stale)
 """
 
 from __future__ import annotations
@@ -289,6 +290,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.found else 1
 
 
+def _cmd_config_docs(args: argparse.Namespace) -> int:
+    """Write docs/configuration.md from the settings classes, or with --check fail when it is stale."""
+    from kiss_core.config_docs import DOCS_PATH, REGENERATE, render_config_docs
+
+    path = Path(args.path) if args.path else DOCS_PATH
+    text = render_config_docs()
+    if args.check:
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        if current != text:
+            print(f"{path} is stale: run `{REGENERATE}` to regenerate it", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -368,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--frames", type=int, default=48, help="video frames the watermark is read from")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("config-docs", help="write docs/configuration.md from the settings' descriptions")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file is stale")
+    p.add_argument("--path", help="page to write or check (default: this checkout's docs/configuration.md)")
+    p.set_defaults(func=_cmd_config_docs)
 
     args = parser.parse_args(argv)
     try:

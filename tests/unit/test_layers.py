@@ -12,7 +12,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = {"settings", "errors", "schemas", "storage", "keys", "tracing"}
-RANK = {"media": 1, "faces": 2, "safety": 2, "scene": 3, "generation": 4, "jobs": 5, "cli": 6}
+# config_docs is a top-level tool like cli, one rank under it: cli runs it as `kissgen config-docs`.
+RANK = {
+    "media": 1,
+    "faces": 2,
+    "safety": 2,
+    "scene": 3,
+    "generation": 4,
+    "jobs": 5,
+    "config_docs": 6,
+    "cli": 7,
+}
 # The request schema applies the prompt policy while parsing: the one shared → layer edge, to a leaf
 # module that imports nothing of kiss_core.
 ALLOWED_UPWARD = {("kiss_core.schemas", "kiss_core.safety.prompt")}
