@@ -212,6 +212,22 @@ class TooManyJobs(Overloaded):
     title = "Too many unfinished jobs for this tenant"
 
 
+class ClipTooLong(ClientError):
+    """The clip needs more frames than the diffusion backend generates in one window."""
+
+    code = "clip_too_long"
+    status = 422
+    title = "The clip is longer than the video backend can generate"
+
+
+class TokenBudgetExceeded(ClientError):
+    """Size x length needs more transformer tokens than the service allows per request (memory, time)."""
+
+    code = "token_budget_exceeded"
+    status = 422
+    title = "The video is too large (size x length) for the video backend"
+
+
 class WebhookUrlRefused(ClientError):
     code = "webhook_url_refused"
     status = 422

@@ -159,6 +159,28 @@ class GeneratorSettings(BaseModel):
     vace_conditioning_scale: float = Field(
         1.0, ge=0.0, le=2.0, description="Weight of the pose control video in wan-vace."
     )
+    # Frame rate and length of the diffusion backends (kiss_core.generation.budget checks them before 202).
+    native_fps: int = Field(
+        16,
+        ge=4,
+        le=60,
+        description="Frame rate the diffusion backends generate at (Wan 2.1/2.2 are trained at 16 fps); the"
+        " requested fps is delivered by optical-flow frame interpolation (kiss_core.media.interpolate).",
+    )
+    max_frames: int = Field(
+        81,
+        ge=5,
+        le=241,
+        description="Frames a diffusion backend generates in one window (4k+1; Wan 2.1/2.2: 81, i.e. 5 s at"
+        " 16 fps). A clip needing more is refused before acceptance with `clip_too_long`.",
+    )
+    max_tokens: int = Field(
+        75_600,
+        ge=1,
+        description="Transformer tokens one request may take: latent frames ((frames-1)/4+1) x (height/16) x"
+        " (width/16). 75,600 is 1280x720 at 81 frames; 832x480 at 81 frames is 32,760. Beyond it a request is"
+        " refused before acceptance with `token_budget_exceeded` (memory and time grow with it).",
+    )
     encoder_memory_fraction: float | None = Field(
         None,
         gt=0.0,
@@ -225,6 +247,14 @@ class GeneratorSettings(BaseModel):
     def _fused_lora_is_named(self) -> GeneratorSettings:
         if self.fuse_lora and self.lora is None:
             raise ValueError("`fuse_lora` needs `lora`: the LoRA to fuse into the weights")
+        return self
+
+    @model_validator(mode="after")
+    def _max_frames_is_4k_plus_1(self) -> GeneratorSettings:
+        if (self.max_frames - 1) % 4:
+            raise ValueError(
+                f"`max_frames` must be 4k+1 (the Wan VAE compresses time by 4) but is {self.max_frames}"
+            )
         return self
 
 

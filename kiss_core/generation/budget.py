@@ -1,0 +1,98 @@
+"""What a request costs a diffusion backend, checked before the job is accepted (no torch here).
+
+A diffusion backend generates at its native rate (`GeneratorSettings.native_fps`), in one window of
+at most `max_frames` frames (4k+1), and the requested fps is interpolated afterwards. The
+transformer's work and activation memory grow with its sequence length, the latent tokens:
+
+    latent frames = (generated frames - 1) / 4 + 1        (the Wan VAE compresses time by 4)
+    tokens        = latent frames x (height / 16) x (width / 16)
+
+(the VAE compresses space by 8 and the transformer patches 2x2 latents: `patch_size` (1, 2, 2) in
+every Wan 2.1/2.2 transformer config). 832x480 at 81 frames is 21 x 30 x 52 = 32,760 tokens.
+The ingress calls `check_request_budget` before it answers 202, so no accepted job can be too
+long for the window or too large for the GPU; the Wan frame source checks again before it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiss_core.errors import ClipTooLong, TokenBudgetExceeded
+from kiss_core.generation.backends.weights import DIFFUSION_BACKENDS, VAE_TEMPORAL_FACTOR, frames_to_generate
+from kiss_core.schemas import VideoParams
+from kiss_core.settings import GeneratorSettings
+
+SPATIAL_TOKEN_FACTOR = 16  # VAE 8x, then 2x2 patches
+
+
+@dataclass(frozen=True)
+class RequestBudget:
+    """The diffusion work of one request, at the backend's native rate."""
+
+    backend: str
+    native_fps: int
+    planned_frames: int  # the plan's frames at the native rate
+    generated_frames: int  # the 4k+1 frames the model is asked for
+    latent_frames: int
+    tokens: int
+
+
+def native_params(params: VideoParams, settings: GeneratorSettings) -> VideoParams:
+    """The request as the diffusion backend plans it: same clip, at the native frame rate."""
+    return params.model_copy(update={"fps": settings.native_fps})
+
+
+def latent_tokens(frames: int, width: int, height: int) -> int:
+    """Transformer tokens of a `frames`-frame (4k+1) video of width x height."""
+    latent = (frames - 1) // VAE_TEMPORAL_FACTOR + 1
+    return latent * (height // SPATIAL_TOKEN_FACTOR) * (width // SPATIAL_TOKEN_FACTOR)
+
+
+def request_budget(
+    params: VideoParams, settings: GeneratorSettings, backend: str | None = None
+) -> RequestBudget | None:
+    """The work `params` asks of `backend` (default: the request's, else the service's); None for preview."""
+    name = backend or params.backend or settings.backend
+    if name not in DIFFUSION_BACKENDS:
+        return None
+    planned = native_params(params, settings).frame_count
+    generated = frames_to_generate(planned)
+    return RequestBudget(
+        backend=name,
+        native_fps=settings.native_fps,
+        planned_frames=planned,
+        generated_frames=generated,
+        latent_frames=(generated - 1) // VAE_TEMPORAL_FACTOR + 1,
+        tokens=latent_tokens(generated, params.width, params.height),
+    )
+
+
+def max_seconds(settings: GeneratorSettings) -> float:
+    """The longest clip one window holds: max_frames frames span (max_frames - 1) / native_fps seconds."""
+    return (settings.max_frames - 1) / settings.native_fps
+
+
+def check_request_budget(
+    params: VideoParams, settings: GeneratorSettings, backend: str | None = None
+) -> RequestBudget | None:
+    """Refuse (422) a request a diffusion backend cannot generate in one window or within `max_tokens`.
+
+    Raises ClipTooLong or TokenBudgetExceeded naming the numbers; returns the budget (None for preview).
+    """
+    budget = request_budget(params, settings, backend)
+    if budget is None:
+        return None
+    if budget.generated_frames > settings.max_frames:
+        raise ClipTooLong(
+            f"`seconds` {params.seconds:g} needs {budget.generated_frames} frames at the {budget.backend}"
+            f" backend's native {budget.native_fps} fps, but one window holds {settings.max_frames}"
+            f" ({max_seconds(settings):g} s); ask for at most {max_seconds(settings):g} seconds"
+        )
+    if budget.tokens > settings.max_tokens:
+        raise TokenBudgetExceeded(
+            f"{params.size} for {params.seconds:g} s is {budget.tokens} transformer tokens"
+            f" ({budget.latent_frames} latent frames x {params.height // SPATIAL_TOKEN_FACTOR}"
+            f" x {params.width // SPATIAL_TOKEN_FACTOR}) on {budget.backend}, over the limit of"
+            f" {settings.max_tokens}; ask for a smaller size or a shorter clip"
+        )
+    return budget
