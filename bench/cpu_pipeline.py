@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from kiss_core.faces.analysis import DlibFaceAnalyzer  # noqa: E402
 from kiss_core.faces.synthetic import source_photos, synthetic_subject_png  # noqa: E402
-from kiss_core.jobs.orchestrator import JobOrchestrator  # noqa: E402
+from kiss_core.jobs.admission import JobAdmission  # noqa: E402
+from kiss_core.jobs.runner import JobRunner  # noqa: E402
 from kiss_core.jobs.stages import InProcessStages  # noqa: E402
 from kiss_core.jobs.store import JobStore  # noqa: E402
 from kiss_core.media.images import decode_image  # noqa: E402
@@ -86,7 +87,7 @@ def stage_timings(settings: Settings, params: VideoParams, repeats: int) -> dict
 
 
 def job_latencies(settings: Settings, params: VideoParams, repeats: int) -> dict[str, list[float]]:
-    """End-to-end preview jobs: HTTP through the Serve graph vs the orchestrator with in-process stages."""
+    """End-to-end preview jobs: through the Serve graph vs admission and runner in one process."""
     import httpx
     import ray
     from ray import serve
@@ -96,12 +97,14 @@ def job_latencies(settings: Settings, params: VideoParams, repeats: int) -> dict
     photos = {"a": synthetic_subject_png(0), "b": synthetic_subject_png(1)}
     store_root = Path(tempfile.mkdtemp(prefix="kissbench-"))
     store = LocalDirStore(store_root / "direct")
-    orchestrator = JobOrchestrator(JobStore(store), InProcessStages(settings, store), settings.limits)
+    stages = InProcessStages(settings, store)
+    admission = JobAdmission(JobStore(store), stages, settings.limits)
+    runner = JobRunner(JobStore(store), stages, settings.jobs)
     attestation = Attestation(a=SubjectConsent(consented=True), b=SubjectConsent(consented=True))
 
     async def direct() -> None:
-        manifest = await orchestrator.submit(params, photos, attestation)
-        done = await orchestrator.run(manifest.id)
+        manifest = await admission.submit(params, photos, attestation)
+        done = await runner.run(manifest.id)
         assert done.status == "completed", done.error
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

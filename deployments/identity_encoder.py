@@ -5,12 +5,10 @@ Its return value (aligned crops, embeddings) goes to the generator through the R
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from deployments import metrics
 from kiss_core.generation.conditioning import Conditioning
 from kiss_core.jobs.stages import IdentityStage
-from kiss_core.schemas import SubjectAnalysis
+from kiss_core.schemas import StageRequest
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 from kiss_core.tracing import setup_tracing
@@ -22,17 +20,11 @@ class IdentityEncoderDeployment:
         self.stage = IdentityStage(settings, open_store(settings.storage))
         metrics.record_gpu_memory()  # the weights just loaded
 
-    def condition(
-        self,
-        job_id: str,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        trace: dict[str, str],
-    ) -> Conditioning:
+    def condition(self, request: StageRequest) -> Conditioning:
         before = self._cache_counts()
         try:
             with metrics.timed_stage("identity"):
-                return self.stage(job_id, input_keys, analyses, trace)
+                return self.stage(request)
         finally:
             metrics.record_gpu_memory()
             after = self._cache_counts()

@@ -35,8 +35,9 @@ from kiss_core.errors import (
 )
 from kiss_core.generation.provenance.verify import sniff_mime, verify_media
 from kiss_core.jobs.access import AccessControl, Principal
-from kiss_core.jobs.orchestrator import JobOrchestrator
+from kiss_core.jobs.admission import JobAdmission
 from kiss_core.jobs.retention import install_lifecycle, sweep
+from kiss_core.jobs.runner import JobRunner
 from kiss_core.jobs.store import JobStore
 from kiss_core.jobs.webhooks import WebhookSender
 from kiss_core.keys import OUTPUT_NAMES
@@ -45,7 +46,7 @@ from kiss_core.schemas import (
     TERMINAL_STATUSES,
     Attestation,
     JobResult,
-    SubjectAnalysis,
+    StageRequest,
     VideoParams,
     utcnow,
 )
@@ -196,7 +197,7 @@ def _page_params(request: Request) -> tuple[int, str | None]:
 
 
 class ServeStages:
-    """The orchestrator's stages as deployment handles; responses are returned unresolved."""
+    """The job's stages as deployment handles; responses are returned unresolved."""
 
     def __init__(self, analyzer: DeploymentHandle, identity: DeploymentHandle, generator: DeploymentHandle):
         self.analyzer = analyzer
@@ -206,25 +207,11 @@ class ServeStages:
     def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> DeploymentResponse:
         return self.analyzer.analyze.remote(image, subject, trace)
 
-    def condition(
-        self,
-        job_id: str,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        trace: dict[str, str],
-    ) -> DeploymentResponse:
-        return self.identity.condition.remote(job_id, dict(input_keys), analyses, trace)
+    def condition(self, request: StageRequest) -> DeploymentResponse:
+        return self.identity.condition.remote(request)
 
-    def generate(
-        self,
-        job_id: str,
-        params: VideoParams,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        conditioning: DeploymentResponse,
-        trace: dict[str, str],
-    ) -> DeploymentResponse:
-        return self.generator.generate.remote(job_id, params, dict(input_keys), analyses, conditioning, trace)
+    def generate(self, request: StageRequest, conditioning: DeploymentResponse) -> DeploymentResponse:
+        return self.generator.generate.remote(request, conditioning)
 
 
 # serve.ingress pickles `app` (and with it these endpoints' globals) right here, while this module is
@@ -245,15 +232,10 @@ class VideoAPI:
         # Reads access.keys_file; with access.required and no keys the replica refuses to start.
         self.access = AccessControl(settings.access)
         self.webhooks = WebhookSender(settings.webhooks, self.access.webhook_secret_for)
-        self.orchestrator = JobOrchestrator(
-            self.jobs,
-            ServeStages(analyzer, identity, generator),
-            settings.limits,
-            max_attempts=settings.jobs.max_attempts,
-            lease_s=settings.jobs.lease_s,
-            max_active=settings.limits.max_active_jobs,
-            retry_after_s=settings.limits.retry_after_s,
-            webhooks=self.webhooks,
+        stages = ServeStages(analyzer, identity, generator)
+        self.runner = JobRunner(self.jobs, stages, settings.jobs, webhooks=self.webhooks)
+        self.admission = JobAdmission(
+            self.jobs, stages, settings.limits, running=self.runner.running, webhooks=self.webhooks
         )
         install_lifecycle(self.store, settings.retention)
         self._maintenance: asyncio.Task[None] | None = None
@@ -271,7 +253,7 @@ class VideoAPI:
         process and wait for their lease to lapse; instead they are handed back at once."""
         if self._maintenance is not None:
             self._maintenance.cancel()  # must not pick the handed-back jobs up again
-        handed = await self.orchestrator.hand_back()
+        handed = await self.runner.hand_back()
         if handed:
             log.info("graceful shutdown: handed back jobs %s", handed)
 
@@ -280,8 +262,8 @@ class VideoAPI:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                for job_id in await self.orchestrator.recover():
-                    metrics.track_job(self.orchestrator.start(job_id))  # the task recover() started
+                for job_id in await self.runner.recover():
+                    metrics.track_job(self.runner.start(job_id))  # the task recover() started
                 if loop.time() - last_sweep >= self.settings.retention.sweep_interval_s:
                     last_sweep = loop.time()
                     report = await asyncio.to_thread(sweep, self.jobs, self.settings.retention, utcnow())
@@ -311,15 +293,15 @@ class VideoAPI:
         }
         key = request.headers.get("idempotency-key")
         if key is None:
-            manifest = await self.orchestrator.submit(params, photos, attestation, incoming, **scope)
-            metrics.track_job(self.orchestrator.start(manifest.id))
+            manifest = await self.admission.submit(params, photos, attestation, incoming, **scope)
+            metrics.track_job(self.runner.start(manifest.id))
         else:
-            submit = self.orchestrator.submit_once
+            submit = self.admission.submit_once
             manifest, replayed = await submit(key, params, photos, attestation, incoming, **scope)
             if replayed:
                 headers["Idempotent-Replayed"] = "true"
             else:
-                metrics.track_job(self.orchestrator.start(manifest.id))
+                metrics.track_job(self.runner.start(manifest.id))
         headers["Location"] = f"/v1/videos/{manifest.id}"
         return JSONResponse(manifest.public(), status_code=202, headers=headers)
 
@@ -362,7 +344,7 @@ class VideoAPI:
     async def delete_video(self, video_id: str, request: Request) -> JSONResponse:
         principal = self._admit(request)
         manifest = await asyncio.to_thread(self.jobs.get, video_id, principal.tenant)
-        await self.orchestrator.cancel(video_id)
+        await self.runner.cancel(video_id)
         await asyncio.to_thread(self.jobs.delete, video_id)
         if manifest.status not in TERMINAL_STATUSES:
             metrics.record_job_status("canceled")

@@ -5,12 +5,10 @@ Adapter over GenerationStage: renders, encodes, checks, stores; returns object k
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from deployments import metrics
 from kiss_core.generation.conditioning import Conditioning
 from kiss_core.jobs.stages import GenerationStage
-from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.schemas import JobResult, StageRequest
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 from kiss_core.tracing import setup_tracing
@@ -22,18 +20,10 @@ class VideoGeneratorDeployment:
         self.stage = GenerationStage(settings, open_store(settings.storage))
         metrics.record_gpu_memory()  # the weights just loaded
 
-    def generate(
-        self,
-        job_id: str,
-        params: VideoParams,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        conditioning: Conditioning,
-        trace: dict[str, str],
-    ) -> JobResult:
+    def generate(self, request: StageRequest, conditioning: Conditioning) -> JobResult:
         try:
             with metrics.timed_stage("generation"):
-                result = self.stage(job_id, params, input_keys, analyses, conditioning, trace)
+                result = self.stage(request, conditioning)
         finally:
             metrics.record_gpu_memory()
         metrics.observe_stages(result.timings)

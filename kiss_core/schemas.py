@@ -305,3 +305,33 @@ class JobManifest(VideoJob):
     def public(self) -> dict[str, Any]:
         private = set(JobManifest.model_fields) - set(VideoJob.model_fields)
         return VideoJob.model_validate(self.model_dump(exclude=private)).model_dump(mode="json")
+
+
+class StageRequest(BaseModel):
+    """One attempt of a job as the identity and generation stages see it: everything they need to find
+    the stored inputs and make the outputs, in one frozen object that crosses Ray's process boundaries.
+
+    Only keys travel: the photos stay in object storage, the conditioning travels on its own.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    params: VideoParams
+    input_keys: dict[str, str] = Field(description="Object keys of the stored input photos per subject.")
+    analyses: list[SubjectAnalysis] = Field(description="Face analysis of each subject, a then b.")
+    trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context of this attempt.")
+
+    @classmethod
+    def for_job(cls, manifest: JobManifest, trace: dict[str, str]) -> StageRequest:
+        """The request for one attempt at `manifest`'s job, under the attempt's trace context."""
+        return cls(
+            job_id=manifest.id,
+            params=manifest.params,
+            input_keys=manifest.input_keys,
+            analyses=manifest.subjects,
+            trace=trace,
+        )
+
+    def by_subject(self) -> dict[str, SubjectAnalysis]:
+        return {a.subject: a for a in self.analyses}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,7 +36,16 @@ from kiss_core.media.images import decode_image
 from kiss_core.media.video import encode_jpeg, encode_mp4, make_thumbnail
 from kiss_core.scene.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.scene.lighting import harmonize_photos
-from kiss_core.schemas import JobResult, LightingQuality, Provenance, SubjectAnalysis, VideoParams
+from kiss_core.schemas import (
+    FlickerQuality,
+    JobResult,
+    LightingQuality,
+    Provenance,
+    QualityReport,
+    StageRequest,
+    SubjectAnalysis,
+    VideoParams,
+)
 from kiss_core.settings import Settings
 from kiss_core.storage import ObjectStore
 from kiss_core.tracing import stage_span
@@ -82,46 +92,83 @@ class VideoProducer:
                 )
 
     def produce(
-        self,
-        job_id: str,
-        params: VideoParams,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        conditioning: Conditioning,
-        progress: ProgressCallback | None = None,
+        self, request: StageRequest, conditioning: Conditioning, progress: ProgressCallback | None = None
     ) -> JobResult:
+        """Prepare the scene, render and encode, sign, measure, store: each step timed under its name."""
         timings: dict[str, float] = {}
         report = progress or (lambda _stage, _pct: None)
-        by_subject = {a.subject: a for a in analyses}
         self._check_identity(conditioning)
+        scene = self._prepare(request, timings)
+        rendered = self._render_encode(request, scene, conditioning, report, timings)
+        report("quality", 85)
+        signed = signing_configured(self.settings.provenance)
+        if signed:  # last: nothing may change the bytes after signing
+            with _timed(timings, "sign"):
+                self._sign(request.job_id, rendered.outputs)
+        with stage_span("quality", None, frames=len(rendered.sampled)), _timed(timings, "quality"):
+            quality = self._measure(request.params, scene, rendered, conditioning)
+        report("storing", 95)
+        with stage_span("store", None), _timed(timings, "store"):
+            keys = self._store(request.job_id, rendered.outputs)
 
+        plan, params = scene.plan, request.params
+        return JobResult(
+            output=params.output,
+            width=plan.width,
+            height=plan.height,
+            fps=params.fps,
+            frames=plan.frame_count,
+            seconds=plan.frame_count / params.fps,
+            contact_frame=plan.contact_frame,
+            keys=keys,
+            quality=quality,
+            timings=timings,
+            provenance=Provenance(
+                label=rendered.marks.labeler is not None,
+                watermark=rendered.marks.watermark is not None,
+                c2pa=signed,
+            ),
+        )
+
+    def _prepare(self, request: StageRequest, timings: dict[str, float]) -> _Scene:
+        """Load the photos, plan the motion, give both people the same light (timed: load, plan, lighting)."""
+        by_subject = request.by_subject()
         with _timed(timings, "load"):
             photos = {
-                s: decode_image(self.store.get(key), self.settings.limits, s) for s, key in input_keys.items()
+                s: decode_image(self.store.get(key), self.settings.limits, s)
+                for s, key in request.input_keys.items()
             }
         with _timed(timings, "plan"):
-            plan = plan_kiss(by_subject, params)
+            plan = plan_kiss(by_subject, request.params)
         with _timed(timings, "lighting"):
             landmarks = {s: np.asarray(by_subject[s].landmarks, dtype=np.float64) for s in ("a", "b")}
             delta_e_input = photos_delta_e(photos["a"], landmarks["a"], photos["b"], landmarks["b"])
             photos = harmonize_photos(photos, landmarks, self.settings.generator.lighting_strength)
+        return _Scene(photos, by_subject, plan, delta_e_input)
 
+    def _render_encode(
+        self,
+        request: StageRequest,
+        scene: _Scene,
+        conditioning: Conditioning,
+        report: ProgressCallback,
+        timings: dict[str, float],
+    ) -> _Rendered:
+        """Frames from the backend, marked, sampled for the report and streamed into the encoder."""
+        plan, params = scene.plan, request.params
         checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
         sampled: dict[int, np.ndarray] = {}
         contact: list[np.ndarray] = []
         shape = (plan.height, plan.width)
         flicker = FlickerMeter(static_mask_from_plan({s: t.landmarks for s, t in plan.tracks.items()}, shape))
-
         source = self.backend_for(conditioning)
+        marks = FrameMarks(self.settings.provenance, request.job_id, plan.width, plan.height)
 
         def share_done(share: float) -> None:
             report("generation", 10 + int(70 * share))
 
-        provenance = self.settings.provenance
-        marks = FrameMarks(provenance, job_id, plan.width, plan.height)
-
         def frames() -> Iterator[np.ndarray]:
-            rendered = source.frames(plan, photos, by_subject, conditioning, params, share_done)
+            rendered = source.frames(plan, scene.photos, scene.by_subject, conditioning, params, share_done)
             for index, raw in enumerate(rendered):
                 # Marked before anything looks at it: the report measures what the viewer gets.
                 frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
@@ -135,78 +182,87 @@ class VideoProducer:
 
         outputs: dict[str, bytes] = {}
         with stage_span("render_encode", None, frames=plan.frame_count), _timed(timings, "render_encode"):
+            generator = self.settings.generator
             if params.output == "video":
-                outputs["video"] = encode_mp4(
-                    frames(), params.fps, self.settings.generator.crf, self.settings.generator.preset
-                )
+                outputs["video"] = encode_mp4(frames(), params.fps, generator.crf, generator.preset)
             else:
                 _drain(frames())
-        report("quality", 85)
         outputs["image"] = encode_jpeg(contact[0])
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
-        signed = signing_configured(provenance)
-        if signed:  # last: nothing may change the bytes after signing
-            with _timed(timings, "sign"):
-                for variant, data in outputs.items():
-                    outputs[variant] = sign_media(data, OUTPUT_NAMES[variant][1], job_id, provenance)
+        return _Rendered(outputs, sampled, contact[0], flicker.result(), marks)
 
-        with stage_span("quality", None, frames=len(sampled)), _timed(timings, "quality"):
-            indices = sorted(sampled)
-            centers = face_centers(plan)
-            upsample = 0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1
-            identity = identity_report(
-                [sampled[i] for i in indices],
-                {s: c[indices] for s, c in centers.items()},
-                {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
-                self.analyzer,
-                self.identity.threshold,
-                upsample=upsample,
-                embedder=self.identity.embedder,
-            )
-            tracks = plan.tracks
-            quality = identity.model_copy(
-                update={
-                    "contact": contact_quality(
-                        contact[0],
-                        plan.contact_frame,
-                        {s: t.landmarks[plan.contact_frame] for s, t in tracks.items()},
-                        self.analyzer,
-                        upsample,
-                        target="cheek" if params.style == "cheek" else "lips",
-                    ),
-                    "flicker": flicker.result(),
-                    "lighting": LightingQuality(
-                        delta_e_input=delta_e_input,
-                        delta_e_output=lighting_delta_e(
-                            sampled[0], tracks["a"].landmarks[0], tracks["b"].landmarks[0]
-                        ),
-                    ),
-                }
-            )
-        report("storing", 95)
+    def _sign(self, job_id: str, outputs: dict[str, bytes]) -> None:
+        """Content Credentials into every output, in place."""
+        for variant, data in outputs.items():
+            outputs[variant] = sign_media(data, OUTPUT_NAMES[variant][1], job_id, self.settings.provenance)
 
-        keys: dict[str, str] = {}
-        with stage_span("store", None), _timed(timings, "store"):
-            for variant, data in outputs.items():
-                key = output_key(job_id, variant)
-                self.store.put(key, data, OUTPUT_NAMES[variant][1])
-                keys[variant] = key
-
-        return JobResult(
-            output=params.output,
-            width=plan.width,
-            height=plan.height,
-            fps=params.fps,
-            frames=plan.frame_count,
-            seconds=plan.frame_count / params.fps,
-            contact_frame=plan.contact_frame,
-            keys=keys,
-            quality=quality,
-            timings=timings,
-            provenance=Provenance(
-                label=marks.labeler is not None, watermark=marks.watermark is not None, c2pa=signed
-            ),
+    def _measure(
+        self, params: VideoParams, scene: _Scene, rendered: _Rendered, conditioning: Conditioning
+    ) -> QualityReport:
+        """The quality report: identity on the sampled frames, contact, flicker and lighting."""
+        plan, sampled = scene.plan, rendered.sampled
+        indices = sorted(sampled)
+        centers = face_centers(plan)
+        upsample = 0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1
+        identity = identity_report(
+            [sampled[i] for i in indices],
+            {s: c[indices] for s, c in centers.items()},
+            {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
+            self.analyzer,
+            self.identity.threshold,
+            upsample=upsample,
+            embedder=self.identity.embedder,
         )
+        tracks = plan.tracks
+        return identity.model_copy(
+            update={
+                "contact": contact_quality(
+                    rendered.contact,
+                    plan.contact_frame,
+                    {s: t.landmarks[plan.contact_frame] for s, t in tracks.items()},
+                    self.analyzer,
+                    upsample,
+                    target="cheek" if params.style == "cheek" else "lips",
+                ),
+                "flicker": rendered.flicker,
+                "lighting": LightingQuality(
+                    delta_e_input=scene.delta_e_input,
+                    delta_e_output=lighting_delta_e(
+                        sampled[0], tracks["a"].landmarks[0], tracks["b"].landmarks[0]
+                    ),
+                ),
+            }
+        )
+
+    def _store(self, job_id: str, outputs: Mapping[str, bytes]) -> dict[str, str]:
+        """Each output under its idempotent key: a second attempt overwrites the first one's."""
+        keys: dict[str, str] = {}
+        for variant, data in outputs.items():
+            key = output_key(job_id, variant)
+            self.store.put(key, data, OUTPUT_NAMES[variant][1])
+            keys[variant] = key
+        return keys
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """The inputs ready to render: harmonised photos, their analyses and the motion plan."""
+
+    photos: dict[str, np.ndarray]
+    by_subject: dict[str, SubjectAnalysis]
+    plan: KissPlan
+    delta_e_input: float | None
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """What rendering leaves behind: the encoded outputs and the frames the report measures."""
+
+    outputs: dict[str, bytes]
+    sampled: dict[int, np.ndarray]
+    contact: np.ndarray
+    flicker: FlickerQuality
+    marks: FrameMarks
 
 
 _NO_UPSAMPLE_FACE_PX = 100  # HOG finds faces this wide without its (slow) upsampling pass

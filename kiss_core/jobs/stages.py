@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from kiss_core.jobs.store import JobStore
 from kiss_core.media.images import decode_image
 from kiss_core.safety.age import AgeEstimator, AgeGate
 from kiss_core.safety.content import ContentFilter
-from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.schemas import JobResult, StageRequest, SubjectAnalysis
 from kiss_core.settings import Settings
 from kiss_core.storage import ObjectStore
 from kiss_core.tracing import stage_span
@@ -93,29 +93,20 @@ class IdentityStage:
     """Stored photos and their analyses in, the generator's conditioning out.
 
     For a diffusion backend that is the identity plus the prompt and start-image embeddings; the
-    backend, quality and LoRA are decided here from the job's parameters (read from its manifest when
-    the caller does not pass them).
+    backend, quality and LoRA are decided here from the job's parameters.
     """
 
     def __init__(self, settings: Settings, store: ObjectStore):
         self.limits = settings.limits
         self.store = store
-        self.jobs = JobStore(store)
         self.encoder = IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
 
-    def __call__(
-        self,
-        job_id: str,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        trace: dict[str, str],
-        params: VideoParams | None = None,
-    ) -> Conditioning:
-        with stage_span("identity", trace, job_id=job_id) as span:
-            if params is None:
-                params = self.jobs.get(job_id).params
-            photos = {s: decode_image(self.store.get(key), self.limits, s) for s, key in input_keys.items()}
-            conditioning = self.encoder.encode(photos, {a.subject: a for a in analyses}, params)
+    def __call__(self, request: StageRequest) -> Conditioning:
+        with stage_span("identity", request.trace, job_id=request.job_id) as span:
+            photos = {
+                s: decode_image(self.store.get(key), self.limits, s) for s, key in request.input_keys.items()
+            }
+            conditioning = self.encoder.encode(photos, request.by_subject(), request.params)
             span.set_attribute("backend", conditioning.backend)
             return conditioning
 
@@ -128,15 +119,7 @@ class GenerationStage:
         self.producer = VideoProducer(settings, store, backends=load_backends(settings))
         self.backend = settings.generator.backend
 
-    def __call__(
-        self,
-        job_id: str,
-        params: VideoParams,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        conditioning: Conditioning,
-        trace: dict[str, str],
-    ) -> JobResult:
+    def __call__(self, request: StageRequest, conditioning: Conditioning) -> JobResult:
         last = (0.0, "")
 
         def progress(stage: str, percent: int) -> None:
@@ -148,15 +131,15 @@ class GenerationStage:
             now = time.monotonic()
             if stage != last[1] or now - last[0] >= _PROGRESS_INTERVAL_S:
                 last = (now, stage)
-                self.jobs.update(job_id, stage=stage, progress=percent)
+                self.jobs.update(request.job_id, stage=stage, progress=percent)
 
-        with stage_span("generation", trace, job_id=job_id, backend=conditioning.backend):
+        with stage_span("generation", request.trace, job_id=request.job_id, backend=conditioning.backend):
             progress("generation", 10)
-            return self.producer.produce(job_id, params, input_keys, analyses, conditioning, progress)
+            return self.producer.produce(request, conditioning, progress)
 
 
 class InProcessStages:
-    """The orchestrator's stages as direct calls in this process (threads keep the event loop free)."""
+    """The job's stages as direct calls in this process (threads keep the event loop free)."""
 
     def __init__(self, settings: Settings, store: ObjectStore):
         self.analysis = AnalysisStage(settings)
@@ -166,23 +149,9 @@ class InProcessStages:
     def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> Awaitable[SubjectAnalysis]:
         return asyncio.to_thread(self.analysis, image, subject, trace)
 
-    def condition(
-        self,
-        job_id: str,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        trace: dict[str, str],
-    ) -> Any:
-        return asyncio.ensure_future(asyncio.to_thread(self.identity, job_id, input_keys, analyses, trace))
+    def condition(self, request: StageRequest) -> Any:
+        return asyncio.ensure_future(asyncio.to_thread(self.identity, request))
 
-    async def generate(
-        self,
-        job_id: str,
-        params: VideoParams,
-        input_keys: Mapping[str, str],
-        analyses: list[SubjectAnalysis],
-        conditioning: Any,
-        trace: dict[str, str],
-    ) -> JobResult:
+    async def generate(self, request: StageRequest, conditioning: Any) -> JobResult:
         resolved = await conditioning
-        return await asyncio.to_thread(self.generation, job_id, params, input_keys, analyses, resolved, trace)
+        return await asyncio.to_thread(self.generation, request, resolved)

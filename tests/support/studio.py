@@ -17,7 +17,7 @@ from kiss_core.generation.conditioning import Conditioning, IdentityEncoder
 from kiss_core.generation.producer import VideoProducer
 from kiss_core.keys import new_job_id
 from kiss_core.media.images import decode_image
-from kiss_core.schemas import JobResult, SubjectAnalysis, VideoParams
+from kiss_core.schemas import JobResult, StageRequest, SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from kiss_core.storage import LocalDirStore
 
@@ -64,5 +64,7 @@ class SyntheticStudio:
         keys = {s: f"inputs/{job_id}/{s}.png" for s in pair.pngs}
         for subject, key in keys.items():
             self.store.put(key, pair.pngs[subject], "image/png")
-        analyses = [pair.analyses["a"], pair.analyses["b"]]
-        return self.producer.produce(job_id, params, keys, analyses, pair.conditioning)
+        request = StageRequest(
+            job_id=job_id, params=params, input_keys=keys, analyses=[pair.analyses["a"], pair.analyses["b"]]
+        )
+        return self.producer.produce(request, pair.conditioning)

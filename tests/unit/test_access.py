@@ -214,16 +214,17 @@ def test_jobs_are_scoped_listed_newest_first_and_capped_per_tenant(tmp_path: Pat
 
 
 def test_tenant_job_cap_is_refused_with_retry_after(tmp_path: Path) -> None:
-    from kiss_core.jobs.orchestrator import JobOrchestrator
+    from kiss_core.jobs.admission import JobAdmission
     from kiss_core.schemas import Attestation, SubjectConsent, VideoParams
+    from kiss_core.settings import LimitSettings
 
     jobs = JobStore(LocalDirStore(tmp_path))
     _manifest(jobs, "acme", {"a": b"A", "b": b"B"})
-    orchestrator = JobOrchestrator(jobs, stages=None, limits=Settings().limits, retry_after_s=7)  # type: ignore[arg-type]
+    admission = JobAdmission(jobs, stages=None, limits=LimitSettings(retry_after_s=7))  # type: ignore[arg-type]
     consent = Attestation(a=SubjectConsent(consented=True), b=SubjectConsent(consented=True))
     with pytest.raises(TooManyJobs) as refused:
         asyncio.run(
-            orchestrator.submit(
+            admission.submit(
                 VideoParams(), {"a": b"A", "b": b"B"}, consent, tenant="acme", max_tenant_jobs=1
             )
         )

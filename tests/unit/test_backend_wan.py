@@ -19,18 +19,19 @@ import numpy as np
 import pytest
 import torch
 
-from kiss_core.errors import BackendUnavailable, JobNotFound, ModelDirectoryError
+from kiss_core.errors import BackendUnavailable, ClipTooLong, JobNotFound, ModelDirectoryError
 from kiss_core.generation.backends.loras import discover_loras
 from kiss_core.generation.backends.wan import WanI2VFrames
 from kiss_core.generation.backends.weights import frames_to_generate, validate_model_directory
 from kiss_core.generation.conditioning import IdentityEncoder
 from kiss_core.generation.producer import VideoProducer
-from kiss_core.jobs.orchestrator import JobOrchestrator
+from kiss_core.jobs.admission import JobAdmission
+from kiss_core.jobs.runner import JobRunner
 from kiss_core.jobs.stages import InProcessStages, load_backends, load_conditioners
 from kiss_core.jobs.store import JobStore
 from kiss_core.keys import new_job_id
 from kiss_core.scene.choreography import plan_kiss
-from kiss_core.schemas import Attestation, SubjectConsent, VideoParams
+from kiss_core.schemas import Attestation, StageRequest, SubjectConsent, VideoParams
 from kiss_core.settings import GeneratorSettings, Settings
 from tests.support.studio import SyntheticPair, SyntheticStudio
 from tests.support.tiny_wan import (
@@ -141,14 +142,10 @@ def test_a_job_through_the_producer_gives_an_mp4_of_the_requested_frames_and_siz
         studio.store.put(key, pair.pngs[subject], "image/png")
     reported: list[int] = []
     steps_before = producer.backends[backend].steps_done
-    result = producer.produce(
-        new_job_id(),
-        params,
-        keys,
-        [pair.analyses["a"], pair.analyses["b"]],
-        conditioning,
-        lambda _stage, percent: reported.append(percent),
+    request = StageRequest(
+        job_id=new_job_id(), params=params, input_keys=keys, analyses=[pair.analyses["a"], pair.analyses["b"]]
     )
+    result = producer.produce(request, conditioning, lambda _stage, percent: reported.append(percent))
     assert producer.backends[backend].steps_done - steps_before == STEPS
     assert (result.frames, result.width, result.height) == (12, 160, 128)
     assert _decode(studio.store.get(result.keys["video"])) == (12, 160, 128)
@@ -247,22 +244,23 @@ def test_a_backend_that_is_not_loaded_is_refused_as_a_client_error(pair: Synthet
 def test_a_job_runs_on_the_requested_backend_through_the_in_process_stages(
     settings: Settings, studio: SyntheticStudio, pair: SyntheticPair
 ) -> None:
-    """The IdentityStage reads the job's parameters from its manifest (the orchestrator passes none)."""
+    """The IdentityStage conditions for the backend the job's parameters name."""
     local = settings.model_copy(
         update={"generator": settings.generator.model_copy(update={"enabled": ["wan-vace"]})}
     )
     stages = InProcessStages(local, studio.store)
-    orchestrator = JobOrchestrator(JobStore(studio.store), stages, local.limits, max_attempts=1)
+    admission = JobAdmission(JobStore(studio.store), stages, local.limits)
+    runner = JobRunner(JobStore(studio.store), stages, local.jobs.model_copy(update={"max_attempts": 1}))
     attested = Attestation(a=SubjectConsent(consented=True), b=SubjectConsent(consented=True))
     params = VideoParams(backend="wan-vace", **{**BASE, "seconds": 1.0})
-    manifest = asyncio.run(orchestrator.submit(params, pair.pngs, attested))
-    done = asyncio.run(orchestrator.run(manifest.id))
+    manifest = asyncio.run(admission.submit(params, pair.pngs, attested))
+    done = asyncio.run(runner.run(manifest.id))
     assert done.status == "completed", done.error
     assert done.result is not None and (done.result.frames, done.result.width) == (8, 160)
     refused = asyncio.run(
-        orchestrator.submit(params.model_copy(update={"backend": "wan-i2v"}), pair.pngs, attested)
+        admission.submit(params.model_copy(update={"backend": "wan-i2v"}), pair.pngs, attested)
     )
-    failed = asyncio.run(orchestrator.run(refused.id))
+    failed = asyncio.run(runner.run(refused.id))
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.code == "backend_unavailable" and "wan-i2v" in failed.error.detail
 
@@ -350,3 +348,29 @@ def test_speed_settings_reach_the_pipeline_and_keep_the_output(
     conditioning = encoder.encode(pair.photos, pair.analyses, params)
     reference = video_frames(backends["wan-i2v"], pair, conditioning, params).astype(np.int16)
     assert np.abs(video_frames(fast, pair, conditioning, params).astype(np.int16) - reference).max() <= 2
+
+
+def test_wan_generates_at_its_native_rate_and_interpolates_to_the_requested_fps(
+    encoder: IdentityEncoder, backends: dict[str, Any], pair: SyntheticPair
+) -> None:
+    """1 s at 24 fps: 17 frames generated at 16 fps (5 latent frames), 24 delivered; where an output time
+    falls on a generated frame it is that frame, the same one a 16 fps request gets."""
+    backend = backends["wan-vace"]
+    at_24 = VideoParams(backend="wan-vace", **{**BASE, "seconds": 1.0, "fps": 24})
+    at_16 = at_24.model_copy(update={"fps": 16})
+    conditioning = encoder.encode(pair.photos, pair.analyses, at_24)
+    latent_frames: list[int] = []
+    hook = backend.pipe.transformer.register_forward_pre_hook(
+        lambda _m, _a, kw: latent_frames.append(kw["hidden_states"].shape[2]), with_kwargs=True
+    )
+    try:
+        delivered = video_frames(backend, pair, conditioning, at_24)
+        native = video_frames(backend, pair, conditioning, at_16)
+    finally:
+        hook.remove()
+    assert set(latent_frames) == {5}, "17 frames at 16 fps, whatever fps is asked"
+    assert delivered.shape == (plan_kiss(pair.analyses, at_24).frame_count, 128, 160, 3) == (24, 128, 160, 3)
+    assert native.shape[0] == 16
+    np.testing.assert_array_equal(delivered[::3], native[::2])  # t = 0, 1/8, 2/8 ... s
+    with pytest.raises(ClipTooLong, match="one window holds 81"):
+        video_frames(backend, pair, conditioning, at_24.model_copy(update={"seconds": 6.0}))

@@ -1,4 +1,4 @@
-"""Jobs and the orchestrator with the real stages run in-process (no Ray), on a local store."""
+"""Job admission and the job runner with the real stages run in-process (no Ray), on a local store."""
 
 from __future__ import annotations
 
@@ -12,12 +12,21 @@ import pytest
 
 from kiss_core.errors import ConsentRequired, FaceNotFound, GenerationError, ImageTooLarge, JobNotFound
 from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.jobs.admission import JobAdmission
 from kiss_core.jobs.audit import AuditLog
-from kiss_core.jobs.orchestrator import JobOrchestrator
+from kiss_core.jobs.runner import JobRunner
 from kiss_core.jobs.stages import InProcessStages
 from kiss_core.jobs.store import InvalidTransition, JobStore
-from kiss_core.schemas import Attestation, JobManifest, SubjectConsent, VideoParams, utcnow
-from kiss_core.settings import Settings
+from kiss_core.schemas import (
+    Attestation,
+    JobManifest,
+    JobResult,
+    StageRequest,
+    SubjectConsent,
+    VideoParams,
+    utcnow,
+)
+from kiss_core.settings import JobSettings, Settings
 from kiss_core.storage import LocalDirStore
 
 PARAMS = VideoParams(style="peck", seconds=1, fps=8, size="256x144")
@@ -48,12 +57,12 @@ class FlakyStages(InProcessStages):
         self.error = error
         self.calls = 0
 
-    async def generate(self, *args: Any, **kwargs: Any) -> Any:
+    async def generate(self, request: StageRequest, conditioning: Any) -> JobResult:
         self.calls += 1
         if self.calls <= self.failures:
-            await args[4]  # consume the conditioning like a real generator would
+            await conditioning  # consume the conditioning like a real generator would
             raise self.error
-        return await super().generate(*args, **kwargs)
+        return await super().generate(request, conditioning)
 
 
 def _gradient_png() -> bytes:
@@ -67,21 +76,25 @@ def _gradient_png() -> bytes:
     return buffer.getvalue()
 
 
-def _orchestrator(settings: Settings, store: LocalDirStore, stages: Any) -> JobOrchestrator:
-    return JobOrchestrator(JobStore(store), stages, settings.limits, max_attempts=3)
+def _admission(settings: Settings, store: LocalDirStore, stages: Any) -> JobAdmission:
+    return JobAdmission(JobStore(store), stages, settings.limits)
+
+
+def _runner(store: LocalDirStore, stages: Any, owner: str | None = None, lease_s: float = 30.0) -> JobRunner:
+    return JobRunner(JobStore(store), stages, JobSettings(max_attempts=3, lease_s=lease_s), owner=owner)
 
 
 def test_submit_persists_inputs_and_manifest_then_run_completes(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
-    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
+    stages = InProcessStages(settings, store)
+    manifest = asyncio.run(_admission(settings, store, stages).submit(PARAMS, photos, ATTESTED))
     assert manifest.status == "queued"
     assert store.get(manifest.input_keys["a"]) == photos["a"]
     assert JobStore(store).get(manifest.id).status == "queued"
     assert [s.subject for s in manifest.subjects] == ["a", "b"]
 
-    done = asyncio.run(orchestrator.run(manifest.id))
+    done = asyncio.run(_runner(store, stages).run(manifest.id))
     assert done.status == "completed" and done.attempts == 1 and done.progress == 100
     assert done.result is not None and set(done.result.keys) == {"video", "thumbnail", "image"}
     assert all(store.exists(key) for key in done.result.keys.values())
@@ -91,9 +104,9 @@ def test_submit_persists_inputs_and_manifest_then_run_completes(
 def test_submit_refuses_a_photo_without_face(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
-    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    admission = _admission(settings, store, InProcessStages(settings, store))
     with pytest.raises(FaceNotFound) as caught:
-        asyncio.run(orchestrator.submit(PARAMS, {"a": photos["a"], "b": _gradient_png()}, ATTESTED))
+        asyncio.run(admission.submit(PARAMS, {"a": photos["a"], "b": _gradient_png()}, ATTESTED))
     assert caught.value.subject == "b"
     assert store.list("jobs/") == [] and store.list("audit/") == [], "a refused request leaves nothing behind"
 
@@ -101,19 +114,18 @@ def test_submit_refuses_a_photo_without_face(
 def test_submit_refuses_oversized_upload(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
-    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    admission = _admission(settings, store, InProcessStages(settings, store))
     huge = b"\xff" * (settings.limits.max_upload_bytes + 1)
     with pytest.raises(ImageTooLarge):
-        asyncio.run(orchestrator.submit(PARAMS, {"a": huge, "b": photos["b"]}, ATTESTED))
+        asyncio.run(admission.submit(PARAMS, {"a": huge, "b": photos["b"]}, ATTESTED))
 
 
 def test_transient_failure_is_retried(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
     stages = FlakyStages(settings, store, failures=1, error=ConnectionError("replica died"))
-    orchestrator = _orchestrator(settings, store, stages)
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
-    done = asyncio.run(orchestrator.run(manifest.id))
+    manifest = asyncio.run(_admission(settings, store, stages).submit(PARAMS, photos, ATTESTED))
+    done = asyncio.run(_runner(store, stages).run(manifest.id))
     assert done.status == "completed" and done.attempts == 2 and stages.calls == 2
 
 
@@ -121,9 +133,8 @@ def test_deterministic_failure_fails_without_retry(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
     stages = FlakyStages(settings, store, failures=5, error=GenerationError("model produced NaNs"))
-    orchestrator = _orchestrator(settings, store, stages)
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
-    done = asyncio.run(orchestrator.run(manifest.id))
+    manifest = asyncio.run(_admission(settings, store, stages).submit(PARAMS, photos, ATTESTED))
+    done = asyncio.run(_runner(store, stages).run(manifest.id))
     assert done.status == "failed" and stages.calls == 1
     assert done.error is not None and done.error.code == "generation_error"
 
@@ -132,8 +143,8 @@ def test_terminal_states_are_final_and_delete_erases(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
     jobs = JobStore(store)
-    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
+    admission = _admission(settings, store, InProcessStages(settings, store))
+    manifest = asyncio.run(admission.submit(PARAMS, photos, ATTESTED))
     jobs.update(manifest.id, status="canceled")
     with pytest.raises(InvalidTransition):
         jobs.update(manifest.id, status="in_progress")
@@ -157,9 +168,9 @@ def test_terminal_states_are_final_and_delete_erases(
 def test_submit_requires_consent_for_each_person(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes], attestation: Any, subject: str
 ) -> None:
-    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
+    admission = _admission(settings, store, InProcessStages(settings, store))
     with pytest.raises(ConsentRequired) as caught:
-        asyncio.run(orchestrator.submit(PARAMS, photos, attestation))
+        asyncio.run(admission.submit(PARAMS, photos, attestation))
     assert caught.value.subject == subject
     assert store.list("") == [], "nothing is analysed or stored without consent"
 
@@ -167,8 +178,8 @@ def test_submit_requires_consent_for_each_person(
 def test_accepted_attestation_is_audited_and_outlives_the_job(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
-    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
-    manifest = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
+    admission = _admission(settings, store, InProcessStages(settings, store))
+    manifest = asyncio.run(admission.submit(PARAMS, photos, ATTESTED))
     JobStore(store).delete(manifest.id)
     (record,) = AuditLog(store).for_job(manifest.id)
     assert record.photo_sha256 == {s: hashlib.sha256(photos[s]).hexdigest() for s in "ab"}
@@ -181,14 +192,14 @@ def test_accepted_attestation_is_audited_and_outlives_the_job(
 def test_recover_resumes_a_job_whose_runner_died(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
-    first = _orchestrator(settings, store, InProcessStages(settings, store))
+    first = _admission(settings, store, InProcessStages(settings, store))
     manifest = asyncio.run(first.submit(PARAMS, photos, ATTESTED))
     jobs = JobStore(store)
     jobs.update(manifest.id, status="in_progress", attempts=1)
     jobs.write_lease(manifest.id, "a-replica-that-died", utcnow() - timedelta(seconds=1))
 
     async def recover_and_wait() -> tuple[list[str], JobManifest]:
-        survivor = JobOrchestrator(jobs, InProcessStages(settings, store), settings.limits, owner="survivor")
+        survivor = _runner(store, InProcessStages(settings, store), owner="survivor")
         started = await survivor.recover()
         return started, await survivor.start(manifest.id)
 
@@ -201,14 +212,12 @@ def test_recover_resumes_a_job_whose_runner_died(
 def test_recover_leaves_jobs_with_a_live_lease_or_just_accepted(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
-    orchestrator = _orchestrator(settings, store, InProcessStages(settings, store))
-    leased = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
-    fresh = asyncio.run(orchestrator.submit(PARAMS, photos, ATTESTED))
+    admission = _admission(settings, store, InProcessStages(settings, store))
+    leased = asyncio.run(admission.submit(PARAMS, photos, ATTESTED))
+    fresh = asyncio.run(admission.submit(PARAMS, photos, ATTESTED))
     jobs = JobStore(store)
     jobs.write_lease(leased.id, "a-live-replica", utcnow() + timedelta(seconds=30))
-    other = JobOrchestrator(
-        jobs, InProcessStages(settings, store), settings.limits, lease_s=30, owner="other"
-    )
+    other = _runner(store, InProcessStages(settings, store), owner="other", lease_s=30)
     assert asyncio.run(other.recover()) == []
     assert jobs.get(leased.id).status == jobs.get(fresh.id).status == "queued"
 
@@ -221,18 +230,15 @@ def test_hand_back_gives_a_running_job_to_another_replica_at_once(
     jobs = JobStore(store)
 
     async def scenario() -> tuple[list[str], JobManifest, list[str], JobManifest]:
-        leaving = JobOrchestrator(
-            jobs, InProcessStages(settings, store), settings.limits, lease_s=60, owner="leaving"
-        )
-        manifest = await leaving.submit(PARAMS, photos, ATTESTED)
+        stages = InProcessStages(settings, store)
+        leaving = _runner(store, stages, owner="leaving", lease_s=60)
+        manifest = await _admission(settings, store, stages).submit(PARAMS, photos, ATTESTED)
         leaving.start(manifest.id)
         while (await asyncio.to_thread(jobs.get, manifest.id)).status != "in_progress":
             await asyncio.sleep(0.01)
         handed = await leaving.hand_back()
         back = await asyncio.to_thread(jobs.get, manifest.id)
-        staying = JobOrchestrator(
-            jobs, InProcessStages(settings, store), settings.limits, lease_s=60, owner="staying"
-        )
+        staying = _runner(store, InProcessStages(settings, store), owner="staying", lease_s=60)
         started = await staying.recover()
         return handed, back, started, await staying.start(manifest.id)
 

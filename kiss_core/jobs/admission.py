@@ -1,0 +1,189 @@
+"""What happens to a request before its 202: every refusal a client can cause, then the durable job.
+
+Consent, the webhook URL, this replica's capacity and the tenant's cap are checked first; both photos
+are analysed (face found, adult, not explicit); the audit record, the inputs and the manifest are
+written. A job exists only once all of that succeeded, so the runner (kiss_core.jobs.runner) never
+meets a request it has to refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+from kiss_core.errors import ImageTooLarge, Overloaded, TooManyJobs, WebhookUrlRefused
+from kiss_core.jobs.audit import AuditLog, require_consent
+from kiss_core.jobs.idempotency import IdempotencyInFlight, IdempotencyStore, fingerprint
+from kiss_core.jobs.idempotency import check_key as check_idempotency_key
+from kiss_core.jobs.protocol import Stages
+from kiss_core.jobs.store import JobStore
+from kiss_core.jobs.webhooks import WebhookSender
+from kiss_core.keys import new_job_id
+from kiss_core.schemas import SUBJECTS, Attestation, JobManifest, SubjectAnalysis, VideoParams, utcnow
+from kiss_core.settings import LimitSettings
+from kiss_core.tracing import inject_context, stage_span
+
+
+class JobAdmission:
+    """Turns a validated request into a stored, queued job, or refuses it with a client error.
+
+    `running` says how many jobs this replica runs now (the runner's count): running and in-admission
+    requests together may not exceed `limits.max_active_jobs`.
+    """
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        stages: Stages,
+        limits: LimitSettings,
+        *,
+        running: Callable[[], int] = lambda: 0,
+        audit: AuditLog | None = None,
+        webhooks: WebhookSender | None = None,
+    ):
+        self.jobs = jobs
+        self.stages = stages
+        self.limits = limits
+        self.running = running
+        self.audit = audit or AuditLog(jobs.store)
+        self.webhooks = webhooks
+        self.idempotency = IdempotencyStore(jobs.store)
+        self._in_admission = 0  # requests between their first check and their stored job
+        self._in_admission_by_tenant: dict[str, int] = {}
+        self._keys_in_flight: set[tuple[str, str]] = set()
+
+    async def submit(
+        self,
+        params: VideoParams,
+        photos: Mapping[str, bytes],
+        attestation: Attestation | None,
+        incoming_trace: dict[str, str] | None = None,
+        *,
+        tenant: str = "public",
+        max_tenant_jobs: int | None = None,
+        webhook_url: str | None = None,
+    ) -> JobManifest:
+        """Check consent, the webhook URL and the limits, analyse both photos, audit, persist the job:
+        client errors come before the 202. `max_tenant_jobs` caps the tenant's queued + running jobs."""
+        attestation = require_consent(attestation)
+        if webhook_url is not None:
+            if self.webhooks is None:
+                raise WebhookUrlRefused("webhooks are not enabled on this service")
+            await asyncio.to_thread(self.webhooks.check, webhook_url, tenant)
+        active = self.running() + self._in_admission
+        if active >= self.limits.max_active_jobs:
+            raise Overloaded(f"this replica already has {active} jobs", self.limits.retry_after_s)
+        if max_tenant_jobs is not None:
+            await self._check_tenant_jobs(tenant, max_tenant_jobs)
+        self._in_admission += 1  # holds a slot while the photos are analysed; the runner takes it over
+        self._in_admission_by_tenant[tenant] = self._in_admission_by_tenant.get(tenant, 0) + 1
+        try:
+            self._check_upload_sizes(photos)
+            with stage_span(
+                "video.submit", incoming_trace or None, style=params.style, frames=params.frame_count
+            ):
+                trace = inject_context()
+                analyses = await self._analyse_photos(photos, trace)
+                job = (params, photos, attestation, analyses, trace)
+                return await self._store_job(*job, tenant, webhook_url)
+        finally:
+            self._in_admission -= 1
+            self._in_admission_by_tenant[tenant] -= 1
+            if not self._in_admission_by_tenant[tenant]:
+                del self._in_admission_by_tenant[tenant]
+
+    async def submit_once(
+        self,
+        key: str,
+        params: VideoParams,
+        photos: Mapping[str, bytes],
+        attestation: Attestation | None,
+        incoming_trace: dict[str, str] | None = None,
+        *,
+        tenant: str = "public",
+        max_tenant_jobs: int | None = None,
+        webhook_url: str | None = None,
+    ) -> tuple[JobManifest, bool]:
+        """`submit` under an Idempotency-Key: (the job, whether it is a replay of an earlier request).
+        Keys are per tenant: two tenants sending the same key get two jobs."""
+        check_idempotency_key(key)
+        if (tenant, key) in self._keys_in_flight:
+            raise IdempotencyInFlight("the first request with this Idempotency-Key is still running")
+        self._keys_in_flight.add((tenant, key))
+        records = self.idempotency.for_tenant(tenant)
+        try:
+            digest = fingerprint(params, attestation, photos, webhook_url)
+            replay = await asyncio.to_thread(records.begin, key, digest, utcnow())
+            if replay is not None:
+                return await asyncio.to_thread(self.jobs.get, replay, tenant), True
+            try:
+                manifest = await self.submit(
+                    params,
+                    photos,
+                    attestation,
+                    incoming_trace,
+                    tenant=tenant,
+                    max_tenant_jobs=max_tenant_jobs,
+                    webhook_url=webhook_url,
+                )
+            except BaseException:
+                await asyncio.to_thread(records.abandon, key)
+                raise
+            await asyncio.to_thread(records.complete, key, digest, manifest.id, utcnow())
+            return manifest, False
+        finally:
+            self._keys_in_flight.discard((tenant, key))
+
+    async def _check_tenant_jobs(self, tenant: str, limit: int) -> None:
+        """Refuse when the tenant's queued + running jobs (all replicas, from the job store's markers)
+        plus those being admitted here reach `limit`. Replicas admitting at the same instant may
+        overshoot by a job each: the cap is a fairness limit, not a security boundary."""
+        in_admission = self._in_admission_by_tenant.get(tenant, 0)
+        active = await asyncio.to_thread(self.jobs.active, tenant)
+        if len(active) + in_admission >= limit:  # markers may be stale: read the manifests before refusing
+            active = await asyncio.to_thread(self.jobs.active, tenant, True)
+        if len(active) + in_admission >= limit:
+            raise TooManyJobs(
+                f"tenant {tenant!r} has {len(active) + in_admission} unfinished jobs; the limit is {limit}",
+                self.limits.retry_after_s,
+            )
+
+    def _check_upload_sizes(self, photos: Mapping[str, bytes]) -> None:
+        for subject in SUBJECTS:
+            size = len(photos[subject])
+            if size > self.limits.max_upload_bytes:
+                raise ImageTooLarge(
+                    f"subject_{subject} is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes",
+                    subject,
+                )
+
+    async def _analyse_photos(
+        self, photos: Mapping[str, bytes], trace: dict[str, str]
+    ) -> dict[str, SubjectAnalysis]:
+        """Both photos at once; when both are refused, subject a is named (the answer must not depend
+        on timing)."""
+        outcomes = await asyncio.gather(
+            *(self.stages.analyze(photos[s], s, trace) for s in SUBJECTS), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return dict(zip(SUBJECTS, outcomes, strict=True))  # type: ignore[arg-type]
+
+    async def _store_job(
+        self,
+        params: VideoParams,
+        photos: Mapping[str, bytes],
+        attestation: Attestation,
+        analyses: dict[str, SubjectAnalysis],
+        trace: dict[str, str],
+        tenant: str,
+        webhook_url: str | None,
+    ) -> JobManifest:
+        """The audit record first (no job exists without the attestation that allowed it), then the
+        inputs and the manifest."""
+        job_id = new_job_id()
+        await asyncio.to_thread(self.audit.record, job_id, attestation, photos, analyses, tenant)
+        return await asyncio.to_thread(
+            self.jobs.create, params, photos, analyses, trace, job_id, tenant, webhook_url
+        )
