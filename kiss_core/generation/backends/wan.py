@@ -43,6 +43,7 @@ from kiss_core.generation.backends.weights import (
     PIPELINE_CLASSES,
     DiffusionBackend,
     frames_to_generate,
+    refuse_unsupported_settings,
     validate_model_directory,
 )
 from kiss_core.generation.conditioning import Conditioning, ModelConditioning
@@ -193,6 +194,7 @@ class WanFrames:
 
         self.settings = settings
         self.compositor = compositor or PreviewCompositor()
+        refuse_unsupported_settings(settings, self.name)
         self.directory = validate_model_directory(settings.model_root / self.name, self.name, GENERATOR_PARTS)
         loras = {n: s for n, s in discover_loras(settings.model_root).items() if s.base == self.name}
         self.fused = fused_lora(settings, self.name, loras)

@@ -179,4 +179,22 @@ def configured_backends(settings: GeneratorSettings) -> list[DiffusionBackend]:
             f"the default backend {settings.backend!r} is not loaded:"
             f" {settings.model_root / settings.backend} does not exist and `enabled` does not list it"
         )
+    for name in names:
+        refuse_unsupported_settings(settings, name)
     return names
+
+
+def refuse_unsupported_settings(settings: GeneratorSettings, backend: DiffusionBackend) -> None:
+    """Settings a backend cannot honour stop the replica at start, before anything loads.
+
+    `step_cache_threshold` on wan-vace: diffusers' first-block cache hooks only `transformer.blocks`, while
+    WanVACETransformer3DModel adds the VACE control hints after those blocks in its own loop. The cached
+    residual of a skipped step already holds the hints of every VACE layer but the last, and the loop adds
+    them again, so each skipped step doubles the control signal.
+    """
+    if backend == "wan-vace" and settings.step_cache_threshold is not None:
+        raise ModelDirectoryError(
+            f"`step_cache_threshold` ({settings.step_cache_threshold}) is not supported by the wan-vace"
+            " backend: diffusers' first-block cache adds the VACE control hints twice on a skipped step."
+            " Unset it, or set `enabled` to the backends that support it (wan-i2v)"
+        )
