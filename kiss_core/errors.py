@@ -267,6 +267,26 @@ class GenerationError(ServerError):
     recoverable = False
 
 
+class StageUnavailable(ServerError):
+    """A stage the job needs has had no running replica for longer than `jobs.placement_timeout_s`.
+
+    Usually a deployment that cannot be placed (no node offers its GPUs); the detail carries what
+    Serve says about it. Not retried: the job fails with the reason instead of waiting for ever.
+    """
+
+    code = "stage_unavailable"
+    recoverable = False
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return problem(
+            code=self.code,
+            status=503,
+            title="A stage of the service has no running replica",
+            detail=str(self),
+            instance=instance,
+        )
+
+
 def unwrap_remote(exc: BaseException) -> BaseException:
     """The original exception behind a Ray `RayTaskError` wrapper (which keeps it in `.cause`), or `exc`."""
     cause = getattr(exc, "cause", None)

@@ -266,6 +266,13 @@ class JobSettings(BaseModel):
     recovery_interval_s: float = Field(
         10.0, gt=0, description="How often each ingress replica looks for jobs whose runner died."
     )
+    placement_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="A job waiting on a stage (FaceAnalyzer, IdentityEncoder, VideoGenerator) that has had no"
+        " running replica this long fails with stage_unavailable and Serve's reason (e.g. no node offers"
+        " its GPUs), instead of waiting for ever. Long enough for the cluster to add a GPU node.",
+    )
 
 
 class RetentionSettings(BaseModel):
