@@ -1,4 +1,4 @@
-"""API keys, tenants and per-key rate limits (no Ray, no FastAPI: the ingress calls `AccessControl.admit`).
+"""API keys, tenants and per-key rate limits, without Ray or FastAPI: see `AccessControl.authorize`.
 
 Keys are long random tokens (`kg_` + 32 random bytes, URL-safe base64), so they are stored as plain
 SHA-256 hashes: a slow password hash (bcrypt, scrypt) exists to make guessing a *low-entropy* secret
@@ -179,8 +179,9 @@ class AccessControl:
             max_concurrent_jobs=found.max_concurrent_jobs or self.settings.max_concurrent_jobs,
         )
 
-    def admit(self, authorization: str | None, api_key: str | None = None) -> Principal:
-        """The request's principal, after its rate limit; raises Unauthorized or RateLimited."""
+    def authorize(self, authorization: str | None, api_key: str | None = None) -> Principal:
+        """Who sends the request (its key's principal) and whether that key may send one now (its rate
+        limit); raises Unauthorized, InvalidApiKey or RateLimited."""
         if self.open:
             return OPEN_PRINCIPAL
         presented = authorization or api_key

@@ -66,21 +66,21 @@ def test_authenticate_bearer_and_bare_key_to_the_right_tenant() -> None:
     principal = access.authenticate(f"Bearer {key_a}")
     assert principal is not None and principal.tenant == "acme" and principal.max_concurrent_jobs == 1
     assert access.authenticate(f"bearer   {key_b}").tenant == "globex"  # type: ignore[union-attr]
-    globex = access.admit(None, key_b)  # X-API-Key
+    globex = access.authorize(None, key_b)  # X-API-Key
     assert globex.tenant == "globex" and globex.max_concurrent_jobs == 3, "defaults fill the record's gaps"
     for bad in (None, "", "Bearer ", f"Bearer {key_a}x", key_a[:-1], f"Basic {key_a}"):
         assert access.authenticate(bad) is None, bad
 
 
-def test_admit_refuses_missing_and_invalid_keys_with_a_bearer_challenge() -> None:
+def test_authorize_refuses_missing_and_invalid_keys_with_a_bearer_challenge() -> None:
     key = new_key()
     access = AccessControl(AccessSettings(), [_record("acme", key)])
     with pytest.raises(Unauthorized) as missing:
-        access.admit(None, None)
+        access.authorize(None, None)
     assert not isinstance(missing.value, InvalidApiKey)
     assert missing.value.headers() == {"WWW-Authenticate": 'Bearer realm="kissgen"'}
     with pytest.raises(InvalidApiKey) as invalid:
-        access.admit(f"Bearer {new_key()}")
+        access.authorize(f"Bearer {new_key()}")
     problem = invalid.value.to_problem()
     assert problem["status"] == 401 and problem["code"] == "unauthorized"
     assert 'error="invalid_token"' in invalid.value.headers()["WWW-Authenticate"]
@@ -89,7 +89,7 @@ def test_admit_refuses_missing_and_invalid_keys_with_a_bearer_challenge() -> Non
 
 
 def test_open_mode_only_without_keys_and_not_required(tmp_path: Path) -> None:
-    assert AccessControl(AccessSettings()).admit(None) is OPEN_PRINCIPAL
+    assert AccessControl(AccessSettings()).authorize(None) is OPEN_PRINCIPAL
     assert OPEN_PRINCIPAL.tenant == "public" and OPEN_PRINCIPAL.max_concurrent_jobs is None
     with pytest.raises(ValueError, match="no API keys"):
         AccessControl(AccessSettings(required=True))
@@ -112,12 +112,12 @@ def test_keys_file_yaml_and_json_and_settings_from_env(
     settings = AccessSettings(keys=[_record("initech", key_c)], keys_file=yaml_file)
     assert [r.tenant for r in configured_keys(settings)] == ["initech", "acme"]
     access = AccessControl(AccessSettings(keys_file=json_file))
-    assert access.admit(f"Bearer {key_b}").tenant == "globex"
+    assert access.authorize(f"Bearer {key_b}").tenant == "globex"
 
     monkeypatch.setenv("KISS_ACCESS__REQUIRED", "true")
     monkeypatch.setenv("KISS_ACCESS__KEYS_FILE", str(yaml_file))
     from_env = Settings().access
-    assert from_env.required and AccessControl(from_env).admit(None, key_a).rate_per_minute == 6
+    assert from_env.required and AccessControl(from_env).authorize(None, key_a).rate_per_minute == 6
 
     duplicate = AccessSettings(keys=[_record("acme", key_a)], keys_file=yaml_file)
     with pytest.raises(ValueError, match="configured twice"):
@@ -140,27 +140,27 @@ def test_rate_limit_per_key_with_retry_after_and_replica_division() -> None:
     key_a, key_b = new_key(), new_key()
     records = [_record("acme", key_a, rate_per_minute=6, burst=2), _record("globex", key_b, burst=1)]
     access = AccessControl(AccessSettings(rate_per_minute=60), records, clock=clock)
-    access.admit(f"Bearer {key_a}")
-    access.admit(f"Bearer {key_a}")
+    access.authorize(f"Bearer {key_a}")
+    access.authorize(f"Bearer {key_a}")
     with pytest.raises(RateLimited) as limited:
-        access.admit(f"Bearer {key_a}")
+        access.authorize(f"Bearer {key_a}")
     assert (
         limited.value.to_problem()["status"] == 429 and limited.value.to_problem()["code"] == "rate_limited"
     )
     assert limited.value.headers() == {"Retry-After": "10"}  # 6/min: a token every 10 s
-    access.admit(f"Bearer {key_b}")  # another key has its own bucket
+    access.authorize(f"Bearer {key_b}")  # another key has its own bucket
     clock.now += 9.5
     with pytest.raises(RateLimited) as almost:
-        access.admit(f"Bearer {key_a}")
+        access.authorize(f"Bearer {key_a}")
     assert almost.value.retry_after_s == 1, "rounded up, never 0"
     clock.now += 0.5
-    access.admit(f"Bearer {key_a}")
+    access.authorize(f"Bearer {key_a}")
 
     halved = AccessControl(AccessSettings(ingress_replicas=2), records, clock=clock)
-    halved.admit(f"Bearer {key_a}")
-    halved.admit(f"Bearer {key_a}")
+    halved.authorize(f"Bearer {key_a}")
+    halved.authorize(f"Bearer {key_a}")
     with pytest.raises(RateLimited) as divided:
-        halved.admit(f"Bearer {key_a}")
+        halved.authorize(f"Bearer {key_a}")
     assert divided.value.retry_after_s == 20, "two replicas share the key's 6/min: 3/min each"
 
 
@@ -224,9 +224,7 @@ def test_tenant_job_cap_is_refused_with_retry_after(tmp_path: Path) -> None:
     consent = Attestation(a=SubjectConsent(consented=True), b=SubjectConsent(consented=True))
     with pytest.raises(TooManyJobs) as refused:
         asyncio.run(
-            admission.submit(
-                VideoParams(), {"a": b"A", "b": b"B"}, consent, tenant="acme", max_tenant_jobs=1
-            )
+            admission.submit(VideoParams(), {"a": b"A", "b": b"B"}, consent, tenant="acme", max_tenant_jobs=1)
         )
     assert refused.value.to_problem()["code"] == "too_many_jobs" and refused.value.headers() == {
         "Retry-After": "7"

@@ -1,0 +1,161 @@
+"""Request parsing: the multipart form of POST /v1/videos into VideoParams, an attestation and two photos;
+the paging query of GET /v1/videos; a size-limited raw body. Every bad field is named in one
+invalid_request problem, under the form field the client sent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from kiss_core.errors import InvalidRequest, PayloadTooLarge
+from kiss_core.schemas import SUBJECTS, Attestation, VideoParams
+from kiss_core.settings import LimitSettings
+
+PARAM_FIELDS = tuple(VideoParams.model_fields)
+FILE_FIELDS = tuple(f"subject_{s}" for s in SUBJECTS)
+CONSENT_FIELDS = {f"consent_{s}": s for s in SUBJECTS}
+CONSENT_REF_FIELDS = {f"consent_ref_{s}": s for s in SUBJECTS}
+WEBHOOK_FIELD = "webhook_url"
+TEXT_FIELDS = (*PARAM_FIELDS, *CONSENT_FIELDS, *CONSENT_REF_FIELDS, WEBHOOK_FIELD)
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+# Attestation validation errors are reported under the form field the client sent.
+_CONSENT_FIELD_OF = {
+    **{f"{s}.consented": f"consent_{s}" for s in SUBJECTS},
+    **{f"{s}.reference": f"consent_ref_{s}" for s in SUBJECTS},
+}
+
+
+@dataclass(frozen=True)
+class VideoForm:
+    """A parsed POST /v1/videos. `attestation` None or not consented is refused later, naming the person."""
+
+    params: VideoParams
+    attestation: Attestation | None
+    photos: dict[str, bytes]
+    webhook_url: str | None
+
+
+def create_request_schema() -> dict[str, Any]:
+    """OpenAPI for the multipart body, which the handler parses itself to control limits and errors."""
+    photo = {"type": "string", "format": "binary"}
+    consent = {
+        f"consent_{s}": {
+            "type": "boolean",
+            "description": f"Attests that the person in subject_{s} is an adult and consented. Must be true.",
+        }
+        for s in SUBJECTS
+    }
+    references = {
+        f"consent_ref_{s}": {"type": "string", "maxLength": 200, "description": "Your consent record id."}
+        for s in SUBJECTS
+    }
+    properties = {
+        "subject_a": {**photo, "description": "Photo of person A (JPEG, PNG, WebP, BMP, TIFF)."},
+        "subject_b": {**photo, "description": "Photo of person B."},
+        **consent,
+        **references,
+        **VideoParams.model_json_schema()["properties"],
+        WEBHOOK_FIELD: {
+            "type": "string",
+            "format": "uri",
+            "description": "https URL that receives video.completed / video.failed, signed per Standard"
+            " Webhooks. Must resolve to public addresses only.",
+        },
+    }
+    schema = {"type": "object", "required": [*FILE_FIELDS, *CONSENT_FIELDS], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+async def parse_video_form(request: Request, limits: LimitSettings) -> VideoForm:
+    """The create request's form, checked against the request and upload limits."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limits.max_request_bytes:
+        raise PayloadTooLarge(f"the request body is {length} bytes; the limit is {limits.max_request_bytes}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("the request body must be multipart/form-data with subject_a and subject_b")
+    try:
+        form = await request.form(max_files=2, max_fields=len(TEXT_FIELDS) + 2)
+    except Exception as exc:  # malformed multipart, too many parts
+        raise InvalidRequest(f"the multipart body could not be parsed: {exc}") from None
+    errors: list[dict[str, Any]] = []
+    for name in form:
+        if name not in TEXT_FIELDS and name not in FILE_FIELDS:
+            errors.append({"field": name, "message": "unknown field"})
+        elif len(form.getlist(name)) > 1:
+            errors.append({"field": name, "message": "given more than once"})
+    photos: dict[str, bytes] = {}
+    for subject, name in zip(SUBJECTS, FILE_FIELDS, strict=True):
+        upload = form.get(name)
+        if not isinstance(upload, UploadFile):
+            errors.append({"field": name, "message": "a photo file is required"})
+            continue
+        photos[subject] = await upload.read(limits.max_upload_bytes + 1)
+    text: dict[str, str] = {}
+    for name in TEXT_FIELDS:
+        value = form.get(name)
+        if isinstance(value, str):
+            text[name] = value
+        elif value is not None:
+            errors.append({"field": name, "message": "must be a plain form field, not a file"})
+    params = _validated(VideoParams, {n: text[n] for n in PARAM_FIELDS if n in text}, errors)
+    # A missing consent field counts as "not consented" (refused as consent_required, naming the
+    # person); a malformed one is invalid_request.
+    consent = {
+        s: {"consented": text.get(name, "false"), "reference": text.get(f"consent_ref_{s}")}
+        for name, s in CONSENT_FIELDS.items()
+    }
+    attestation = _validated(Attestation, consent, errors, rename=_CONSENT_FIELD_OF)
+    if errors or params is None:
+        fields = ", ".join(sorted({e["field"] for e in errors}))
+        raise InvalidRequest(f"invalid fields: {fields}", None, errors)
+    return VideoForm(params, attestation, photos, text.get(WEBHOOK_FIELD) or None)
+
+
+def page_params(query: Mapping[str, str]) -> tuple[int, str | None]:
+    """`limit` (1..100) and the opaque `cursor` (alias `page_token`) of GET /v1/videos."""
+    raw = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise InvalidRequest(
+            f"`limit` must be an integer in 1..{MAX_PAGE_SIZE} but is {raw[:20]!r}",
+            None,
+            [{"field": "limit", "message": "invalid"}],
+        )
+    return int(raw), query.get("cursor") or query.get("page_token") or None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it grows past `limit` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the file is larger than {limit} bytes")
+    return bytes(body)
+
+
+def trace_headers(request: Request) -> dict[str, str]:
+    """The caller's W3C trace context, if it sent one."""
+    return {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
+
+
+def _validated(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    errors: list[dict[str, Any]],
+    rename: Mapping[str, str] | None = None,
+) -> Any:
+    """`model` built from form values, or None with each problem appended to `errors` by form field."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "body"
+            errors.append({"field": (rename or {}).get(loc, loc), "message": e["msg"]})
+        return None

@@ -1,0 +1,90 @@
+"""The HTTP endpoints: each parses its request (deployments.http.forms), asks who the caller is, calls
+the VideoService and shapes the answer. Errors become problem+json (deployments.http.problems).
+
+The routes are methods so that Serve can bind them to the Ingress replica (`serve.ingress(app)` in
+deployments.ingress); the replica sets `service`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from deployments.http.forms import (
+    create_request_schema,
+    page_params,
+    parse_video_form,
+    read_body,
+    trace_headers,
+)
+from deployments.http.problems import install_problem_handlers
+from deployments.http.service import VideoService
+from kiss_core.jobs.access import Principal
+
+app = FastAPI(
+    title="kissgen",
+    version="0.1.0",
+    description=(
+        "Photos of two consenting adults in, a short kiss video out. Errors are RFC 9457 problem+json."
+    ),
+)
+install_problem_handlers(app)
+
+
+class VideoRoutes:
+    """The API of /v1/videos and /v1/verify over a VideoService."""
+
+    service: VideoService
+
+    @app.post(
+        "/v1/videos",
+        status_code=202,
+        openapi_extra=create_request_schema(),
+        summary="Create a kiss video from two photos",
+        responses={202: {"description": "Accepted; poll the Location."}},
+    )
+    async def create_video(self, request: Request) -> JSONResponse:
+        self.service.start_maintenance()
+        caller = self._caller(request)
+        form = await parse_video_form(request, self.service.limits)
+        key = request.headers.get("idempotency-key")
+        manifest, replayed = await self.service.create(caller, form, trace_headers(request), key)
+        headers = {"Location": f"/v1/videos/{manifest.id}"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(manifest.public(), status_code=202, headers=headers)
+
+    @app.get("/v1/videos", summary="Your video jobs, newest first (paginated)")
+    async def list_videos(self, request: Request) -> JSONResponse:
+        caller = self._caller(request)
+        limit, cursor = page_params(request.query_params)
+        return JSONResponse(await self.service.list_jobs(caller, limit, cursor))
+
+    @app.get("/v1/videos/{video_id}", summary="The state of a video job")
+    async def get_video(self, video_id: str, request: Request) -> JSONResponse:
+        manifest = await self.service.job(self._caller(request), video_id)
+        return JSONResponse(manifest.public())
+
+    @app.get("/v1/videos/{video_id}/content", summary="Download the video, its thumbnail or the still")
+    async def get_content(self, video_id: str, request: Request, variant: str = "video") -> Response:
+        content = await self.service.content(self._caller(request), video_id, variant)
+        if content.url is not None:
+            return RedirectResponse(content.url, status_code=307)
+        return Response(content.data, media_type=content.media_type)
+
+    @app.delete("/v1/videos/{video_id}", summary="Cancel the job and erase its inputs and outputs")
+    async def delete_video(self, video_id: str, request: Request) -> JSONResponse:
+        await self.service.delete(self._caller(request), video_id)
+        return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+    @app.post(
+        "/v1/verify",
+        summary="Read the C2PA manifest and the watermarked job id of an MP4 or JPEG (the raw file as body)",
+    )
+    async def verify(self, request: Request) -> JSONResponse:
+        self._caller(request)
+        body = await read_body(request, self.service.limits.max_request_bytes)
+        return JSONResponse(await self.service.verify(body))
+
+    def _caller(self, request: Request) -> Principal:
+        return self.service.authorize(request.headers.get("authorization"), request.headers.get("x-api-key"))
