@@ -18,6 +18,7 @@ import face_recognition_models
 import numpy as np
 
 from kiss_core.errors import FaceNotFound, FaceTooSmall
+from kiss_core.faces.dlib_models import shape_predictor
 from kiss_core.faces.embedding import DLIB_DIMENSION
 from kiss_core.media.geometry import MOUTH, apply_affine, eye_centers, similarity_from_points
 from kiss_core.media.images import decode_image
@@ -159,7 +160,7 @@ class DlibFaceAnalyzer:
     def __init__(self, settings: FaceSettings | None = None):
         self.settings = settings or FaceSettings()
         self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+        self.predictor = shape_predictor()  # the process's one copy, shared with the quality report
         # dlib's detector and ResNet keep scratch buffers in the object: calls from several threads
         # (asyncio.to_thread, @serve.batch) on one analyzer crash the process, so they are serialised.
         self._lock = threading.Lock()
@@ -190,9 +191,8 @@ class DlibFaceAnalyzer:
             for rect, score in zip(rects, scores, strict=True):
                 x0, y0 = rect.left() / scale, rect.top() / scale
                 x1, y1 = (rect.right() + 1) / scale, (rect.bottom() + 1) / scale
-                full = dlib.rectangle(round(x0), round(y0), round(x1) - 1, round(y1) - 1)
-                shape = self._predictor(image, full)
-                landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+                full = (round(x0), round(y0), round(x1) - 1, round(y1) - 1)
+                landmarks = self.predictor.landmarks(image, full).astype(np.float32)
                 faces.append(DetectedFace(box=(x0, y0, x1, y1), landmarks=landmarks, score=float(score)))
         return faces
 
