@@ -11,19 +11,21 @@ import numpy as np
 import pytest
 
 from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.dlib_models import shape_predictor
 from kiss_core.faces.synthetic import synthetic_subject
 from kiss_core.generation.quality import (
     contact_quality,
     detector_box,
-    face_width,
     flicker_quality,
     identity_report,
     lighting_delta_e,
     mouth_center,
+    predict_landmarks,
     static_mask_from_boxes,
     static_mask_from_plan,
     video_quality_report,
 )
+from kiss_core.media.geometry import face_width
 from kiss_core.settings import FaceSettings
 
 THRESHOLD = FaceSettings().same_person_threshold
@@ -227,6 +229,19 @@ def test_contact_is_not_measurable_without_both_faces(
     assert lonely.mouth_distance is None
     with pytest.raises(ValueError, match="expected"):
         contact_quality(frame, 0, {"a": np.zeros(3), "b": planned["b"]})
+
+
+def test_the_face_analyzer_and_the_quality_report_share_one_shape_predictor(
+    analyzer: DlibFaceAnalyzer, portraits: dict[int, np.ndarray], landmarks: dict[int, np.ndarray]
+) -> None:
+    predictor = shape_predictor()
+    assert analyzer.predictor is predictor
+    assert DlibFaceAnalyzer(FaceSettings()).predictor is predictor  # a second analyzer loads no copy
+    frame, planned = _two_faces(portraits, landmarks, 1.0)
+    before = predictor.runs
+    found = predict_landmarks(frame, detector_box(planned["a"]), refine=1)
+    assert predictor.runs == before + 2  # the report's landmarks ran on that same object, twice
+    assert np.abs(found - planned["a"]).mean() < 3.0
 
 
 # --- flicker ------------------------------------------------------------------------------------

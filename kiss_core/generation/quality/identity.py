@@ -1,0 +1,62 @@
+"""Identity: is each person in the video still the person in their photo, frame by frame."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.embedding import FaceEmbedder, cosine_similarity
+from kiss_core.generation.quality.faces import MATCH_RADIUS, assign_faces
+from kiss_core.schemas import QualityReport, SubjectQuality
+
+
+def identity_report(
+    frames: Sequence[np.ndarray],
+    expected_centers: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    analyzer: DlibFaceAnalyzer,
+    threshold: float,
+    upsample: int | None = None,
+    embedder: FaceEmbedder | None = None,
+) -> QualityReport:
+    """Per-subject similarity of the faces found where the plan expects each person, over `frames`.
+
+    `expected_centers[subject]` is (len(frames), 2): the planned face centre (x, y) in each frame.
+    Each detection is given to at most one subject (closest pairs first), so two people whose faces
+    meet at the contact cannot both claim the same face. Faces are found by `analyzer`; similarities
+    are cosines (-1..1) of `embedder`'s embeddings (None: the analyzer's dlib descriptors), so the
+    `references` must come from the same embedder; `visible_share` = frames_found / frames_checked (0..1).
+    """
+    subjects = sorted(references)
+    for subject in subjects:
+        centres = np.asarray(expected_centers.get(subject, np.empty((0, 2))), dtype=np.float64)
+        if centres.shape != (len(frames), 2):
+            raise ValueError(
+                f"`expected_centers[{subject!r}]` has to be ({len(frames)}, 2) but is {centres.shape}"
+            )
+    embedder = embedder or analyzer
+    similarities: dict[str, list[float]] = {s: [] for s in subjects}
+    for index, frame in enumerate(frames):
+        found = analyzer.find_faces(frame, upsample, embedder)
+        centres = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
+        for subject, face_index in assign_faces(found, centres, {}, MATCH_RADIUS).items():
+            similarities[subject].append(cosine_similarity(found[face_index][1], references[subject]))
+    return QualityReport(
+        similarity=embedder.description,
+        threshold=threshold,
+        subjects=[subject_quality(s, similarities[s], len(frames)) for s in subjects],
+    )
+
+
+def subject_quality(subject: str, values: list[float], checked: int) -> SubjectQuality:
+    """One subject's identity numbers from the similarities of the frames where it was found."""
+    return SubjectQuality(
+        subject=subject,  # type: ignore[arg-type]
+        similarity_min=min(values) if values else None,
+        similarity_mean=float(np.mean(values)) if values else None,
+        frames_found=len(values),
+        frames_checked=checked,
+        visible_share=len(values) / checked if checked else 0.0,
+    )
