@@ -21,7 +21,7 @@ from kiss_core.errors import FaceNotFound, FaceTooSmall
 from kiss_core.faces.dlib_models import shape_predictor
 from kiss_core.faces.embedding import DLIB_DIMENSION
 from kiss_core.media.geometry import MOUTH, apply_affine, eye_centers, similarity_from_points
-from kiss_core.media.images import decode_image
+from kiss_core.media.images import decode_image, require_rgb
 from kiss_core.schemas import FaceQuality, Pose, SubjectAnalysis
 from kiss_core.settings import FaceSettings, LimitSettings
 
@@ -174,7 +174,7 @@ class DlibFaceAnalyzer:
         `upsample` overrides the setting: callers that know the faces are large (>= ~90 px, HOG's
         window is 80) skip the upsampling pass, which costs most of the detection time.
         """
-        image = _check_rgb(image)
+        image = require_rgb(image)
         height, width = image.shape[:2]
         scale = min(1.0, self.settings.detect_max_side / max(height, width))
         small = image
@@ -198,7 +198,7 @@ class DlibFaceAnalyzer:
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The L2-normalised 128-D dlib descriptor of the face with these 68 landmarks."""
-        image = _check_rgb(image)
+        image = require_rgb(image)
         points = np.asarray(landmarks, dtype=np.float64)
         if points.shape != (68, 2):
             raise ValueError(f"`landmarks` has to be (68, 2) but is {points.shape}")
@@ -218,13 +218,13 @@ class DlibFaceAnalyzer:
 
         `embedder` None: dlib's descriptor; else e.g. ArcFace (kiss_core.faces.arcface) on dlib's landmarks.
         """
-        image = _check_rgb(image)
+        image = require_rgb(image)
         embed = (embedder or self).embed
         return [(face, embed(image, face.landmarks)) for face in self.detect(image, upsample)]
 
     def analyze(self, image: np.ndarray, subject: str) -> SubjectAnalysis:
         """Analyse the largest face of one subject's photo, refusing photos without a usable face."""
-        image = _check_rgb(image)
+        image = require_rgb(image)
         height, width = image.shape[:2]
         faces = self.detect(image)
         if not faces:
@@ -291,9 +291,3 @@ def face_quality(image: np.ndarray, face: DetectedFace, pose: Pose, crop_size: i
         clipped=float(np.mean((face_pixels <= 2) | (face_pixels >= 253))),
         frontalness=frontalness,
     )
-
-
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"`image` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)

@@ -23,6 +23,7 @@ import numpy as np
 
 from kiss_core.errors import ModelDirectoryError
 from kiss_core.media.geometry import LEFT_EYE, RIGHT_EYE
+from kiss_core.media.images import require_rgb
 
 RECOGNITION_INPUT = (3, 112, 112)  # channels, height, width of every ArcFace model insightface ships
 NOSE_TIP = 30
@@ -103,7 +104,7 @@ class ArcFaceEmbedder:
 
     def align(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The 112x112 RGB crop ArcFace sees: five points onto insightface's `arcface_dst` template."""
-        return self._norm_crop(_check_rgb(image), five_points(landmarks), image_size=RECOGNITION_INPUT[1])
+        return self._norm_crop(require_rgb(image), five_points(landmarks), image_size=RECOGNITION_INPUT[1])
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The unit-length float32 embedding of the face with these 68 landmarks in an RGB uint8 photo."""
@@ -137,9 +138,3 @@ def _format_shape(shape: tuple[int | str, ...]) -> str:
 
 def _fail(pack: Path, what: str) -> ModelDirectoryError:
     return ModelDirectoryError(f"model directory {pack}: {what}")
-
-
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"`image` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)

@@ -124,10 +124,23 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         raise UnsupportedImage(f"colour mode {mode} cannot be converted to RGB", None) from exc
 
 
+def require_rgb(image: np.ndarray, name: str = "image", allow_empty: bool = True) -> np.ndarray:
+    """The array as contiguous RGB uint8 (H, W, 3), what every model and codec here takes; refused up front
+    with its dtype and shape otherwise (`allow_empty` False also refuses a zero-sized side)."""
+    image = np.asarray(image)
+    if (
+        image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or (not allow_empty and 0 in image.shape)
+    ):
+        raise ValueError(f"`{name}` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an RGB uint8 array (lossless; used for synthetic subjects and crops)."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"`image` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
+    image = require_rgb(image)
     buffer = io.BytesIO()
     Image.fromarray(image, "RGB").save(buffer, format="PNG")
     return buffer.getvalue()

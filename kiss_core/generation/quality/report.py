@@ -14,7 +14,6 @@ from kiss_core.generation.quality.faces import (
     Box,
     assign_faces,
     boxes_per_frame,
-    check_rgb,
     predict_landmarks,
     track_faces,
 )
@@ -26,6 +25,7 @@ from kiss_core.generation.quality.flicker import (
 )
 from kiss_core.generation.quality.identity import subject_quality
 from kiss_core.generation.quality.lighting import lighting_delta_e
+from kiss_core.media.images import require_rgb
 from kiss_core.schemas import ContactQuality, LightingQuality, QualityReport
 
 MAX_CHECKED = 32  # frames checked for faces by video_quality_report unless told otherwise
@@ -132,7 +132,7 @@ def video_quality_report(
     contact = None
     if len(subjects) == 2 and all(boxes[s] is not None for s in subjects):
         if contact_index is None:
-            distances = {i: mouth_distance(check_rgb(frames[i]), located(i)) for i in checked}
+            distances = {i: mouth_distance(require_rgb(frames[i]), located(i)) for i in checked}
             measured = {i: d for i, d in distances.items() if d is not None}
             if measured:
                 best = min(measured, key=lambda i: measured[i])
@@ -142,7 +142,7 @@ def video_quality_report(
                 lo, hi = checked[max(0, at - 1)], checked[min(len(checked) - 1, at + 1)]
                 for index in range(lo + 1, hi):
                     if index not in measured:
-                        distance = mouth_distance(check_rgb(frames[index]), located(index))
+                        distance = mouth_distance(require_rgb(frames[index]), located(index))
                         if distance is not None:
                             measured[index] = distance
                 best = min(measured, key=lambda i: measured[i])
