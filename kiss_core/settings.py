@@ -118,6 +118,29 @@ class GeneratorSettings(BaseModel):
         le=20.0,
         description="Classifier-free guidance scale of the standard quality (1: no CFG).",
     )
+    guidance_scale_2: float | None = Field(
+        None,
+        ge=1.0,
+        le=20.0,
+        description="Classifier-free guidance scale of the low-noise expert (transformer_2) of a two-expert"
+        " model (Wan2.2 A14B; diffusers' `guidance_scale_2`), standard quality; None: `guidance_scale`."
+        " Models with one transformer have no second expert and ignore it.",
+    )
+    flow_shift: float | None = Field(
+        None,
+        gt=0.0,
+        le=20.0,
+        description="Shift of the flow-matching noise schedule (the scheduler's `shift`/`flow_shift`) of the"
+        " standard quality; None: what the model directory's scheduler_config.json sets. diffusers' Wan"
+        " examples use 3.0 at 480p and 5.0 at 720p.",
+    )
+    fast_flow_shift: float | None = Field(
+        None,
+        gt=0.0,
+        le=20.0,
+        description="Flow shift of the fast (step-distilled) quality, which distillation LoRAs state with"
+        " their weights; None: `flow_shift`.",
+    )
     quality: Literal["standard", "fast"] = Field(
         "standard",
         description="Default quality when a request names none: standard, or fast (step-distilled).",
@@ -143,8 +166,9 @@ class GeneratorSettings(BaseModel):
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="Weights dtype of transformers and text/image encoders; auto: bfloat16 on a GPU, float32"
-        " on CPU. The VAE always runs in float32.",
+        description="Weights dtype of the transformers and the UMT5 text encoder; auto: bfloat16 on a GPU,"
+        " float32 on CPU. The VAE and the CLIP image encoder always run in float32, and UMT5 never in float16"
+        " (it overflows): float16 gives it bfloat16 (float32 on GPUs without bfloat16).",
     )
     device: str | None = Field(
         None, description="torch device of the models; None: cuda when available, else cpu."

@@ -24,13 +24,19 @@ _SHARED_BATCHED = ("hidden_states", "timestep", "encoder_hidden_states_image", "
 
 @contextmanager
 def batched_guidance(
-    transformers: Sequence[torch.nn.Module], negative_prompt_embeds: torch.Tensor, scale: float
+    transformers: Sequence[torch.nn.Module],
+    negative_prompt_embeds: torch.Tensor,
+    scale: float | Sequence[float],
 ) -> Iterator[None]:
     """While open, each call of a transformer runs conditional and unconditional as one batch.
 
     The caller passes the conditional inputs only (keywords, as the Wan pipelines do); the output
-    is the guided noise prediction with the caller's batch size.
+    is the guided noise prediction with the caller's batch size. `scale` is one for all transformers
+    or one per transformer (Wan2.2 A14B guides its low-noise expert with `guidance_scale_2`).
     """
+    scales = [float(scale)] * len(transformers) if isinstance(scale, int | float) else list(scale)
+    if len(scales) != len(transformers):
+        raise ValueError(f"`scale` needs one value per transformer ({len(transformers)}) but is {scale}")
 
     def expand(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         if args:
@@ -45,20 +51,23 @@ def batched_guidance(
         kwargs["encoder_hidden_states"] = torch.cat([positive, negative.expand_as(positive)])
         return args, kwargs
 
-    def combine(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
-        predicted = output[0] if isinstance(output, tuple) else output.sample
-        conditional, unconditional = predicted.chunk(2)
-        guided = unconditional + scale * (conditional - unconditional)
-        if isinstance(output, tuple):
-            return (guided, *output[1:])
-        output.sample = guided
-        return output
+    def combiner(weight: float) -> Any:
+        def combine(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+            predicted = output[0] if isinstance(output, tuple) else output.sample
+            conditional, unconditional = predicted.chunk(2)
+            guided = unconditional + weight * (conditional - unconditional)
+            if isinstance(output, tuple):
+                return (guided, *output[1:])
+            output.sample = guided
+            return output
+
+        return combine
 
     handles = []
     try:
-        for transformer in transformers:
+        for transformer, weight in zip(transformers, scales, strict=True):
             handles.append(transformer.register_forward_pre_hook(expand, with_kwargs=True))
-            handles.append(transformer.register_forward_hook(combine, with_kwargs=True))
+            handles.append(transformer.register_forward_hook(combiner(weight), with_kwargs=True))
         yield
     finally:
         for handle in handles:

@@ -24,6 +24,7 @@ import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -43,6 +44,7 @@ from kiss_core.generation.backends.weights import (
     PIPELINE_CLASSES,
     DiffusionBackend,
     frames_to_generate,
+    model_directory_error,
     refuse_unsupported_settings,
     validate_model_directory,
 )
@@ -69,6 +71,57 @@ def torch_dtype(settings: GeneratorSettings, device: torch.device) -> torch.dtyp
     if settings.dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, settings.dtype)
+
+
+def text_encoder_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """UMT5's dtype: never float16 (T5's feed-forward activations overflow it); bfloat16 where supported."""
+    if dtype != torch.float16:
+        return dtype
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float32
+    return torch.bfloat16
+
+
+def component_dtypes(settings: GeneratorSettings, device: torch.device) -> dict[str, torch.dtype]:
+    """from_pretrained's per-component dtypes: `dtype` for the transformers, float32 for the VAE and the CLIP
+    image encoder (as diffusers' Wan I2V example loads them), UMT5 never in float16."""
+    dtype = torch_dtype(settings, device)
+    return {
+        "default": dtype,
+        "vae": torch.float32,
+        "image_encoder": torch.float32,
+        "text_encoder": text_encoder_dtype(dtype, device),
+    }
+
+
+def device_placement(device: torch.device) -> dict[str, str]:
+    """from_pretrained's `device_map`, so each component's weights load straight onto `device` (accelerate's
+    meta-device loading) instead of being built in host memory first and copied over.
+
+    diffusers 0.42 takes a device type ("cuda", "cpu") for a pipeline; a CUDA index other than the current one
+    loads on the host and is moved by the caller's `.to(device)`.
+    """
+    if device.type == "cpu":
+        return {"device_map": "cpu"}
+    if device.type == "cuda" and device.index in (None, torch.cuda.current_device()):
+        return {"device_map": "cuda"}
+    return {}
+
+
+def shifted_scheduler(scheduler: Any, shift: float | None, directory: Path) -> Any:
+    """`scheduler` with its flow-matching shift set to `shift` (None: as the model directory configures it).
+
+    Wan checkpoints ship FlowMatchEulerDiscreteScheduler (`shift`) or UniPCMultistepScheduler (`flow_shift`);
+    diffusers' Wan examples set 3.0 at 480p and 5.0 at 720p.
+    """
+    if shift is None:
+        return scheduler
+    key = next((k for k in ("flow_shift", "shift") if k in scheduler.config), None)
+    if key is None:
+        raise model_directory_error(
+            directory, f"`flow_shift` is set but its {type(scheduler).__name__} has no flow shift to set"
+        )
+    return type(scheduler).from_config(scheduler.config, **{key: shift})
 
 
 def _pipeline_class(backend: DiffusionBackend) -> Any:
@@ -118,7 +171,10 @@ class WanConditioner:
         keep = set(CONDITIONER_PARTS) | (set(IMAGE_PARTS) if self.directory.image_conditioned else set())
         skipped = {name: None for name in self.directory.components if name not in keep}
         self.pipe = _pipeline_class(backend).from_pretrained(
-            self.directory.path, **skipped, dtype=torch_dtype(settings, self.device)
+            self.directory.path,
+            **skipped,
+            dtype=component_dtypes(settings, self.device),
+            **device_placement(self.device),
         )
         self.pipe.to(self.device)
         self._cache: OrderedDict[tuple[str, str | None], tuple[torch.Tensor, torch.Tensor | None]] = (
@@ -190,8 +246,6 @@ class WanFrames:
     name: DiffusionBackend
 
     def __init__(self, settings: GeneratorSettings, compositor: PreviewCompositor | None = None):
-        from diffusers import AutoencoderKLWan
-
         self.settings = settings
         self.compositor = compositor or PreviewCompositor()
         refuse_unsupported_settings(settings, self.name)
@@ -204,15 +258,24 @@ class WanFrames:
         self.device = torch_device(settings)
         keep = {*GENERATOR_PARTS, "transformer_2"}
         skipped = {name: None for name in self.directory.components if name not in keep}
-        # The Wan VAE is run in float32 whatever the transformer's dtype (as diffusers' Wan examples do).
-        vae = AutoencoderKLWan.from_pretrained(self.directory.path, subfolder="vae", dtype=torch.float32)
+        # The Wan VAE runs in float32 whatever the transformer's dtype (as diffusers' Wan examples do).
         self.pipe = _pipeline_class(self.name).from_pretrained(
-            self.directory.path, vae=vae, **skipped, dtype=torch_dtype(settings, self.device)
+            self.directory.path,
+            **skipped,
+            dtype=component_dtypes(settings, self.device),
+            **device_placement(self.device),
         )
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._load_loras()
         self._apply_speed_settings()
+        # The scheduler per quality: the directory's, with `flow_shift` / `fast_flow_shift` when set.
+        self.schedulers = {
+            False: shifted_scheduler(self.pipe.scheduler, settings.flow_shift, self.directory.path),
+            True: shifted_scheduler(
+                self.pipe.scheduler, settings.fast_flow_shift or settings.flow_shift, self.directory.path
+            ),
+        }
         self._lock = threading.Lock()
         self.steps_done = 0  # denoising steps completed since start (health and tests)
 
@@ -235,6 +298,7 @@ class WanFrames:
         fast = model.fast
         steps = self.settings.fast_steps if fast else self.settings.steps
         guidance = 1.0 if fast or model.negative_prompt_embeds is None else self.settings.guidance_scale
+        guidance_2 = guidance if guidance == 1.0 else (self.settings.guidance_scale_2 or guidance)
 
         def on_step(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             """After each step: count it and report; an exception here (job deleted) ends the loop."""
@@ -246,10 +310,12 @@ class WanFrames:
         negative = model.negative_prompt_embeds if guidance > 1.0 else None
         guiding: Any = contextlib.nullcontext()
         if negative is not None and self.settings.cfg_batched:
-            guiding = batched_guidance(self.transformers(), negative.to(self.device), guidance)
-            negative, guidance = None, 1.0  # the pipeline runs unguided; the hooks guide
+            scales = [guidance, guidance_2][: len(self.transformers())]
+            guiding = batched_guidance(self.transformers(), negative.to(self.device), scales)
+            negative, guidance, guidance_2 = None, 1.0, 1.0  # the pipeline runs unguided; the hooks guide
         with self._lock, torch.inference_mode(), guiding:
             self._activate_loras(model)
+            self.pipe.scheduler = self.schedulers[fast]
             if self.settings.step_cache_threshold is not None:  # a cancelled video leaves stale state
                 for transformer in self.transformers():
                     transformer._reset_stateful_cache()
@@ -262,6 +328,7 @@ class WanFrames:
                 num_frames=count,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
+                **self._expert_guidance(guidance_2),
                 generator=torch.Generator("cpu").manual_seed(params.seed),
                 output_type="np",
                 callback_on_step_end=on_step,
@@ -280,6 +347,10 @@ class WanFrames:
     ) -> dict[str, Any]:
         """The pipeline's backend-specific inputs (start image, control video, references)."""
         raise NotImplementedError
+
+    def _expert_guidance(self, scale: float) -> dict[str, float]:
+        """`guidance_scale_2` for a pipeline with a low-noise expert (Wan2.2 A14B); the others refuse it."""
+        return {} if self.pipe.config.boundary_ratio is None else {"guidance_scale_2": scale}
 
     def transformers(self) -> list[Any]:
         """The denoiser(s): Wan2.2 A14B has a second transformer for the low-noise steps."""
