@@ -31,6 +31,10 @@ class IdentityEncoderDeployment:
             metrics.record_prompt_cache(True, after[0] - before[0])
             metrics.record_prompt_cache(False, after[1] - before[1])
 
+    def check_health(self) -> None:
+        """Serve calls this every health_check_period_s; raising makes it replace the replica."""
+        self.stage.check_health()
+
     def _cache_counts(self) -> tuple[int, int]:
         """(hits, misses) of the prompt-embedding caches of the loaded diffusion conditioners."""
         conditioners = self.stage.encoder.conditioners.values()

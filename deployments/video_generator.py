@@ -28,3 +28,7 @@ class VideoGeneratorDeployment:
             metrics.record_gpu_memory()
         metrics.observe_stages(result.timings)
         return result
+
+    def check_health(self) -> None:
+        """Serve calls this every health_check_period_s; raising makes it replace the replica."""
+        self.stage.check_health()

@@ -72,6 +72,10 @@ class ModelConditioner(Protocol):
         choice: GenerationChoice,
     ) -> ModelConditioning: ...
 
+    def check_health(self) -> None:
+        """Raise if the encoders can no longer run (a dead device, a broken model)."""
+        ...
+
 
 class IdentityEncoder:
     """Builds the conditioning from the photos and their analyses (no second detection pass).

@@ -18,6 +18,7 @@ from kiss_core.generation.backends.base import FrameSource
 from kiss_core.generation.backends.preview import PreviewFrames
 from kiss_core.generation.backends.weights import configured_backends
 from kiss_core.generation.conditioning import Conditioning, IdentityEncoder, ModelConditioner
+from kiss_core.generation.gpu import cap_gpu_memory
 from kiss_core.generation.producer import VideoProducer
 from kiss_core.jobs.store import JobStore
 from kiss_core.media.images import decode_image
@@ -110,14 +111,25 @@ class IdentityStage:
             span.set_attribute("backend", conditioning.backend)
             return conditioning
 
+    def check_health(self) -> None:
+        """Each loaded text/image encoder runs for real: a dead device fails the replica's health check."""
+        for conditioner in self.encoder.conditioners.values():
+            conditioner.check_health()
+
 
 class GenerationStage:
     """Conditioning in, stored outputs out; progress goes into the job's manifest."""
 
     def __init__(self, settings: Settings, store: ObjectStore):
         self.jobs = JobStore(store)
+        cap_gpu_memory(settings.generator.gpu_memory_fraction, settings.generator.device)
         self.producer = VideoProducer(settings, store, backends=load_backends(settings))
         self.backend = settings.generator.backend
+
+    def check_health(self) -> None:
+        """Each loaded backend runs for real (a one-token forward); Serve replaces a replica that fails."""
+        for backend in self.producer.backends.values():
+            backend.check_health()
 
     def __call__(self, request: StageRequest, conditioning: Conditioning) -> JobResult:
         last = (0.0, "")

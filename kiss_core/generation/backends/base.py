@@ -26,3 +26,7 @@ class FrameSource(Protocol):
         params: VideoParams,
         progress: ShareDone,
     ) -> Iterator[np.ndarray]: ...
+
+    def check_health(self) -> None:
+        """Raise if this backend can no longer make frames (a dead device, a broken model)."""
+        ...

@@ -35,3 +35,6 @@ class PreviewFrames:
             if index % step == 0:
                 progress(index / plan.frame_count)
             yield frame
+
+    def check_health(self) -> None:
+        """Nothing to lose: CPU code without weights (the compositor's inputs are checked per job)."""
