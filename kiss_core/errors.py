@@ -309,3 +309,13 @@ class ModelDirectoryError(ServerError):
 
     code = "model_directory_error"
     recoverable = False
+
+
+class GpuMemoryInsufficient(ServerError):
+    """The weights a replica is configured to load cannot fit its GPU memory: it must not start.
+
+    The message gives each weight's size, the reserve and the memory available.
+    """
+
+    code = "gpu_memory_insufficient"
+    recoverable = False
