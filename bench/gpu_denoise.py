@@ -49,24 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kiss_core.generation.backends.guidance import batched_guidance  # noqa: E402  (after the path)
+from tests.support.wan_configs import WAN21_I2V_14B_480P_TRANSFORMER  # noqa: E402  (plain dicts)
 
 # diffusers' Wan2.1-I2V-14B transformer (scripts/convert_wan_to_diffusers.py, "Wan-I2V-14B-480p").
-WAN21_I2V_14B: dict[str, Any] = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 40,
-    "attention_head_dim": 128,
-    "in_channels": 36,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 13824,
-    "num_layers": 40,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "image_dim": 1280,
-    "added_kv_proj_dim": 5120,
-}
+WAN21_I2V_14B: dict[str, Any] = WAN21_I2V_14B_480P_TRANSFORMER
 TINY: dict[str, Any] = {
     **WAN21_I2V_14B,
     "num_attention_heads": 2,
@@ -129,14 +115,15 @@ def timed(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
 
 def build_transformer(config: dict[str, Any], device: torch.device, dtype: torch.dtype) -> Any:
     """The architecture with random weights, created in place on the device in its dtype (no fp32 copy)."""
-    from diffusers import WanTransformer3DModel
+    from diffusers import WanTransformer3DModel, WanVACETransformer3DModel
 
+    cls = WanVACETransformer3DModel if config.get("vace_layers") else WanTransformer3DModel
     default = torch.get_default_dtype()
     torch.manual_seed(0)
     try:
         torch.set_default_dtype(dtype)
         with torch.device(device):
-            model = WanTransformer3DModel(**config)
+            model = cls(**config)
     finally:
         torch.set_default_dtype(default)
     return model.eval().requires_grad_(False)
