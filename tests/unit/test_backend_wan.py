@@ -368,7 +368,8 @@ def test_wan_generates_at_its_native_rate_and_interpolates_to_the_requested_fps(
         native = video_frames(backend, pair, conditioning, at_16)
     finally:
         hook.remove()
-    assert set(latent_frames) == {5}, "17 frames at 16 fps, whatever fps is asked"
+    # VACE puts the two reference images' latents before the video's: 2 + 5 (17 frames at 16 fps).
+    assert set(latent_frames) == {2 + 5}, "17 frames at 16 fps, whatever fps is asked"
     assert delivered.shape == (plan_kiss(pair.analyses, at_24).frame_count, 128, 160, 3) == (24, 128, 160, 3)
     assert native.shape[0] == 16
     np.testing.assert_array_equal(delivered[::3], native[::2])  # t = 0, 1/8, 2/8 ... s

@@ -48,7 +48,9 @@ from kiss_core.generation.backends.weights import (
     refuse_unsupported_settings,
     validate_model_directory,
 )
+from kiss_core.generation.budget import check_request_budget, native_params
 from kiss_core.generation.conditioning import Conditioning, ModelConditioning
+from kiss_core.media.interpolate import resample_frames
 from kiss_core.scene.choreography import KissPlan, plan_kiss
 from kiss_core.scene.lighting import harmonize_photos
 from kiss_core.scene.pose_video import render_pose_frames
@@ -294,7 +296,10 @@ class WanFrames:
                 f"the {self.name} backend needs the conditioning made for it, got {conditioning.backend!r}"
                 f" {'with' if model is not None else 'without'} model embeddings"
             )
-        count = frames_to_generate(plan.frame_count, self.pipe.vae_scale_factor_temporal)
+        # Generated at the model's native rate and length; the requested fps is interpolated after decode.
+        check_request_budget(params, self.settings, self.name)
+        native = plan_kiss(analyses, native_params(params, self.settings))
+        count = frames_to_generate(native.frame_count, self.pipe.vae_scale_factor_temporal)
         fast = model.fast
         steps = self.settings.fast_steps if fast else self.settings.steps
         guidance = 1.0 if fast or model.negative_prompt_embeds is None else self.settings.guidance_scale
@@ -306,7 +311,7 @@ class WanFrames:
             progress(_DECODE_SHARE * (index + 1) / steps)
             return tensors
 
-        inputs = self.inputs(plan, photos, analyses, conditioning, count)
+        inputs = self.inputs(native, photos, analyses, conditioning, count)
         negative = model.negative_prompt_embeds if guidance > 1.0 else None
         guiding: Any = contextlib.nullcontext()
         if negative is not None and self.settings.cfg_batched:
@@ -334,8 +339,8 @@ class WanFrames:
                 callback_on_step_end=on_step,
             ).frames[0]
         progress(1.0)
-        for frame in video[: plan.frame_count]:
-            yield to_uint8_rgb(frame, plan.width, plan.height)
+        generated = [to_uint8_rgb(frame, plan.width, plan.height) for frame in video]
+        yield from resample_frames(generated, self.settings.native_fps, plan.fps, plan.frame_count)
 
     def inputs(
         self,
