@@ -152,8 +152,7 @@ def _cell(text: str) -> str:
 
 def _type(info: FieldInfo) -> str:
     text = _type_name(info.annotation)
-    bounds = [_bound(m) for m in info.metadata]
-    bounds = [b for b in bounds if b]
+    bounds = [b for m in info.metadata if (b := _bound(m))]
     return text + (f" ({', '.join(bounds)})" if bounds else "")
 
 

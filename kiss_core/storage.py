@@ -8,20 +8,24 @@ no `..`, no empty segments — a key valid on one is valid on the other.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote, urlsplit
 
 from kiss_core.errors import StorageError
 from kiss_core.settings import StorageSettings
+
+if TYPE_CHECKING:
+    from minio.deleteobjects import DeleteError, DeleteObject
 
 T = TypeVar("T")
 
@@ -396,15 +400,17 @@ class S3Store:
             batch = keys[start : start + 1000]
             errors = self._call(
                 f"delete under {prefix!r}",
-                lambda batch=batch: list(
-                    self._client.remove_objects(self.bucket, [DeleteObject(k) for k in batch])
-                ),
+                functools.partial(self._remove_objects, [DeleteObject(k) for k in batch]),
             )
             if errors:
                 raise StorageError(
                     f"S3 delete under {prefix!r} failed for {len(errors)} of {len(batch)} keys: {errors[0]}"
                 )
         return len(keys)
+
+    def _remove_objects(self, objects: Sequence[DeleteObject]) -> Sequence[DeleteError]:
+        """One multi-object delete; the errors of the keys it could not delete."""
+        return list(self._client.remove_objects(self.bucket, objects))
 
     def presigned_url(self, key: str, expires_s: int, filename: str | None = None) -> str | None:
         check_key(key)
@@ -440,7 +446,10 @@ class S3Store:
         if config is None:
             return {}
         return {
-            r.rule_filter.prefix: r.expiration.days for r in config.rules if r.rule_filter and r.expiration
+            r.rule_filter.prefix: r.expiration.days
+            for r in config.rules
+            if r.rule_filter and r.rule_filter.prefix is not None
+            if r.expiration and r.expiration.days is not None
         }
 
 

@@ -146,7 +146,7 @@ def _triangulate(points: np.ndarray, width: int, height: int) -> np.ndarray:
     for x, y in clipped:
         subdiv.insert((float(x), float(y)))
     triangles = []
-    for tri in subdiv.getTriangleList().reshape(-1, 3, 2):
+    for tri in np.asarray(subdiv.getTriangleList()).reshape(-1, 3, 2):
         distances = np.linalg.norm(clipped[None, :, :] - tri[:, None, :], axis=2)
         index = distances.argmin(axis=1)
         if distances[np.arange(3), index].max() < 0.5 and len(set(index)) == 3:

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -60,7 +61,7 @@ def fingerprint(
     webhook_url: str | None = None,
 ) -> str:
     """A digest of everything the request asks for, photos included."""
-    body = {
+    body: dict[str, Any] = {
         "params": params.model_dump(mode="json"),
         "consent": attestation.model_dump(mode="json") if attestation else None,
         "photos": {s: hashlib.sha256(photos[s]).hexdigest() for s in SUBJECTS if s in photos},

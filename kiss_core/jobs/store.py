@@ -73,12 +73,13 @@ class JobStore:
         """Store the inputs and the tenant's markers, then the manifest: once this returns the job
         survives any crash."""
         job_id = job_id or new_job_id()
-        input_keys = {}
+        input_keys: dict[str, str] = {}
         for subject in SUBJECTS:
             key = input_key(job_id, subject)
             self.store.put(key, photos[subject], "application/octet-stream")
             input_keys[subject] = key
         now = utcnow()
+        index_key = tenant_index_key(tenant, now, job_id)
         manifest = JobManifest(
             id=job_id,
             created_at=now,
@@ -89,9 +90,9 @@ class JobStore:
             trace_context=trace_context or {},
             tenant=tenant,
             webhook_url=webhook_url,
-            index_key=tenant_index_key(tenant, now, job_id),
+            index_key=index_key,
         )
-        self.store.put(manifest.index_key, b"", "application/octet-stream")
+        self.store.put(index_key, b"", "application/octet-stream")
         self.store.put(tenant_active_key(tenant, job_id), b"", "application/octet-stream")
         self.save(manifest)
         return manifest

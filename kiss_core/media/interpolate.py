@@ -42,7 +42,10 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 def _warp(frame: np.ndarray, flow: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """`frame` sampled at grid + flow (backward warping), as float32."""
     maps = np.ascontiguousarray(grid + flow, dtype=np.float32)
-    return cv2.remap(frame.astype(np.float32), maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # cv2's stub requires map2, but OpenCV takes None when map1 holds the (x, y) pairs.
+    return cv2.remap(  # type: ignore[call-overload]
+        frame.astype(np.float32), maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 class _PairFlows:
@@ -51,7 +54,7 @@ class _PairFlows:
     def __init__(self, preset: str):
         if preset not in _PRESETS:
             raise ValueError(f"`preset` must be one of {sorted(_PRESETS)} but is {preset!r}")
-        self.dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
+        self.dis = cv2.DISOpticalFlow.create(_PRESETS[preset])
         self.index = -1
         self.forward = self.backward = np.empty(0)
 
@@ -62,8 +65,9 @@ class _PairFlows:
                 self.forward = self.backward = np.zeros((*first.shape[:2], 2), np.float32)
                 self.index = index
                 return self.forward, self.backward
-            self.forward = self.dis.calc(first, second, None)
-            self.backward = self.dis.calc(second, first, None)
+            # cv2's stub requires the output flow, but OpenCV takes None and allocates it.
+            self.forward = self.dis.calc(first, second, None)  # type: ignore[call-overload]
+            self.backward = self.dis.calc(second, first, None)  # type: ignore[call-overload]
             self.index = index
         return self.forward, self.backward
 

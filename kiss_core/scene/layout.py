@@ -223,10 +223,10 @@ def shared_background(
         weights.append(valid)
     ramp = np.clip(np.linspace(-0.5, 1.5, small_w, dtype=np.float32), 0, 1)[None, :]
     side = [1.0 - ramp, ramp]
-    num = sum(layer * (w * s)[..., None] for layer, w, s in zip(layers, weights, side, strict=True))
-    den = sum(w * s for w, s in zip(weights, side, strict=True))
-    num = cv2.GaussianBlur(num, (0, 0), sigma)
-    den = cv2.GaussianBlur(np.asarray(den, dtype=np.float32), (0, 0), sigma)
+    num_sum = sum(layer * (w * s)[..., None] for layer, w, s in zip(layers, weights, side, strict=True))
+    den_sum = sum(w * s for w, s in zip(weights, side, strict=True))
+    num = cv2.GaussianBlur(np.asarray(num_sum), (0, 0), sigma)
+    den = cv2.GaussianBlur(np.asarray(den_sum, dtype=np.float32), (0, 0), sigma)
     colour = num / np.maximum(den, 1e-3)[..., None]
     grey = colour.mean(axis=2, keepdims=True)
     colour = 0.55 * colour + 0.25 * grey + 0.2 * 128.0  # muted: one lighting, no busy backdrop

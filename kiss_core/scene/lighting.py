@@ -62,11 +62,11 @@ def skin_mask(shape: Sequence[int], landmarks: np.ndarray) -> np.ndarray:
     up = points[27] - points[8]
     up /= max(float(np.linalg.norm(up)), 1e-9)
     forehead = points[17:27] + up * 0.25 * span
-    mask = np.zeros((height, width), dtype=np.uint8)
+    mask: np.ndarray = np.zeros((height, width), dtype=np.uint8)
     cv2.fillConvexPoly(mask, _hull(np.vstack([points[0:17], forehead])), 255)
     shrink = max(1, round(0.05 * span))
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * shrink + 1,) * 2))
-    holes = np.zeros_like(mask)
+    holes: np.ndarray = np.zeros_like(mask)
     for part in (LEFT_EYE, RIGHT_EYE, slice(17, 22), slice(22, 27), slice(48, 60)):
         cv2.fillConvexPoly(holes, _hull(points[part]), 255)
     grow = max(1, round(0.06 * span))

@@ -61,9 +61,8 @@ class FrameLabeler:
         text_a = coverage.astype(np.float32) / 255 * s.opacity
         box_a = _BOX_SHARE * s.opacity
         alpha = text_a + box_a * (1 - text_a)  # text over box
-        color = text_a[..., None] * np.float32(_TEXT_RGB) + (box_a * (1 - text_a))[..., None] * np.float32(
-            _BOX_RGB
-        )
+        text_rgb, box_rgb = np.asarray(_TEXT_RGB, np.float32), np.asarray(_BOX_RGB, np.float32)
+        color = text_a[..., None] * text_rgb + (box_a * (1 - text_a))[..., None] * box_rgb
         self._alpha = np.round(alpha * 256)[..., None].astype(np.uint32)
         self._color = np.round(color * 256).astype(np.uint32)
         margin = round(s.margin * self.height)
