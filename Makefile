@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PORT := 8000  # set in serve_config.local.yaml
+# The port serve_config.local.yaml listens on (only printed here).
+PORT := 8000
 
-.PHONY: run test bench lint format demo clean
+.PHONY: run test test-fast bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,23 +26,32 @@ run: $(STAMP)
 	@echo "try:     $(BIN)/kissgen demo-subjects demo && $(BIN)/kissgen create demo/a.png demo/b.png -o kiss.mp4"
 	$(BIN)/serve run serve_config.local.yaml
 
-## test: the whole suite (unit, real Serve, real S3 server)
+## test: the whole suite (unit, real Serve, real S3 server), `slow` tests included: what CI runs
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## bench: CPU pipeline, one-core preview render, contact sheet (tables; bench/results/*.json)
+## test-fast: the inner loop, every test not marked `slow`
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## bench: CPU pipeline, one-core preview render and component budgets, contact sheet (tables; bench/results/*.json)
 bench: $(STAMP)
 	$(BIN)/python bench/cpu_pipeline.py
 	$(BIN)/python bench/preview_render.py
+	$(BIN)/python bench/component_costs.py
 	$(BIN)/python bench/contact_sheet.py
 
+## lint: ruff (lint and format check) and mypy with the pydantic plugin ([tool.mypy] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
+## format: apply ruff's fixes and formatting
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## clean: remove the virtualenv, local data and tool caches
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
