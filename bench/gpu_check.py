@@ -185,7 +185,7 @@ def part_production(report: Report, args: argparse.Namespace, device: torch.devi
         from kiss_core.schemas import VideoParams
         from kiss_core.settings import Settings
         from tests.support.studio import SyntheticStudio
-        from tests.support.tiny_wan import build_model_root, video_frames
+        from tests.support.tiny_wan import LORA_NAME, build_model_root, video_frames
     except ImportError as exc:
         message = f"skipped: the service's stack is not installed here ({exc})"
         print(f"part 2 (production classes) {message}", file=sys.stderr)
@@ -200,6 +200,8 @@ def part_production(report: Report, args: argparse.Namespace, device: torch.devi
                 "attention_backend": attention,
                 "vae_tiling": True,
                 "compile_blocks": args.compile,
+                # Compiling needs a fixed LoRA set: the default LoRA fused (the tiny one is for wan-i2v).
+                "fuse_lora": backend == "wan-i2v",
                 # No first-block cache for VACE: its hints are added outside the cached blocks.
                 "step_cache_threshold": CACHE_THRESHOLD if backend == "wan-i2v" else None,
             }
@@ -210,6 +212,7 @@ def part_production(report: Report, args: argparse.Namespace, device: torch.devi
                 "device": device.type,
                 "dtype": "bfloat16",
                 "steps": 3,
+                "lora": LORA_NAME if backend == "wan-i2v" else None,
                 **levers,
             }
             settings = Settings(storage={"backend": "local", "local_root": tmp}, generator=generator)
