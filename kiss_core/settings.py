@@ -240,7 +240,14 @@ class GeneratorSettings(BaseModel):
     compile_blocks: bool = Field(
         False,
         description="torch.compile the transformer's repeated blocks (compile_repeated_blocks) at start;"
-        " the first video pays the compile time. Changing LoRAs per request may recompile.",
+        " the first video pays the compile time. Only where the LoRA set is fixed (no LoRAs for the"
+        " backend, or `fuse_lora`): LoRAs switched per request would recompile for every adapter set, so"
+        " there the backend runs uncompiled and logs why.",
+    )
+    compile_backend: Literal["inductor", "cudagraphs", "aot_eager", "eager"] = Field(
+        "inductor",
+        description="torch.compile backend of `compile_blocks`: inductor (fused kernels: the fast one),"
+        " cudagraphs, or aot_eager/eager, which only trace (to find graph breaks and recompilations).",
     )
     vae_tiling: bool = Field(
         False,

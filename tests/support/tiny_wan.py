@@ -99,7 +99,16 @@ def _i2v_transformer(seed: int, image_dim: int | None) -> object:
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    return WanTransformer3DModel(**TINY_TRANSFORMER, in_channels=36, num_layers=2, image_dim=image_dim)
+    # With image embeddings, cross-attention gets its image key/value projections (`add_k_proj`, `add_v_proj`)
+    # at the inner width, as Wan2.1 I2V 14B's config (added_kv_proj_dim 5120) has them.
+    inner = TINY_TRANSFORMER["num_attention_heads"] * TINY_TRANSFORMER["attention_head_dim"]
+    return WanTransformer3DModel(
+        **TINY_TRANSFORMER,
+        in_channels=36,
+        num_layers=2,
+        image_dim=image_dim,
+        added_kv_proj_dim=None if image_dim is None else inner,
+    )
 
 
 def build_i2v(path: Path) -> object:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -57,6 +58,8 @@ from kiss_core.scene.pose_video import render_pose_frames
 from kiss_core.scene.render import PreviewCompositor
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from kiss_core.settings import GeneratorSettings
+
+logger = logging.getLogger(__name__)
 
 _DECODE_SHARE = 0.9  # share of the progress the denoising steps cover; the VAE decode takes the rest
 _POSE_BACKGROUND = 32  # VACE pose videos work better on dark grey than on pure black
@@ -371,10 +374,9 @@ class WanFrames:
         """
         for spec in self.loras.values():
             name = adapter_name(spec.name)
-            self.pipe.load_lora_weights(str(spec.path), adapter_name=name)
+            self._load_lora_file(spec.path, name, "transformer")
             if self.directory.has_transformer_2:
-                low_noise = spec.low_noise_path or spec.path
-                self.pipe.load_lora_weights(str(low_noise), adapter_name=name, load_into_transformer_2=True)
+                self._load_lora_file(spec.low_noise_path or spec.path, name, "transformer_2")
         if self.fused:
             spec = self.loras[self.fused]
             components = (
@@ -385,6 +387,27 @@ class WanFrames:
             )
             self.pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers and their cost go
 
+    def _load_lora_file(self, path: Path, name: str, component: str) -> None:
+        """One LoRA file into one transformer, in any layout diffusers' Wan loader converts (diffusers/peft,
+        ComfyUI `diffusion_model.`, kohya/musubi `lora_unet_`, with `.alpha`, `diff_b` and image-attention
+        keys). A file it cannot read, or whose keys reach no module of the transformer (diffusers only logs
+        that), stops the replica naming the file: a silently ignored LoRA would serve unstyled videos.
+        """
+        try:
+            self.pipe.load_lora_weights(
+                str(path), adapter_name=name, load_into_transformer_2=component == "transformer_2"
+            )
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise model_directory_error(
+                path.parent, f"`{path.name}` does not load into {component}: {exc}"
+            ) from exc
+        if name not in self.pipe.get_list_adapters().get(component, []):
+            raise model_directory_error(
+                path.parent,
+                f"`{path.name}` matches no module of {component}: none of its keys name a layer of this"
+                f" {self.name} transformer (a LoRA for another model?)",
+            )
+
     def _apply_speed_settings(self) -> None:
         """The generator settings' speed levers, after the LoRAs are in (compiling first would recompile).
 
@@ -392,6 +415,16 @@ class WanFrames:
         are not one full graph.
         """
         threshold = self.settings.step_cache_threshold
+        self.compiled = self.settings.compile_blocks and (self.settings.fuse_lora or not self.loras)
+        if self.settings.compile_blocks and not self.compiled:
+            # peft's active adapters and scales are Python state that dynamo guards on: every adapter set a
+            # request switches to would recompile the blocks, and past dynamo's limit they run eagerly.
+            logger.warning(
+                "compile_blocks is off for %s: its LoRAs %s are switched per request, which recompiles the"
+                " blocks for every adapter set; fuse the default one (fuse_lora) to compile",
+                self.name,
+                sorted(self.loras),
+            )
         for transformer in self.transformers():
             if self.settings.attention_backend is not None:
                 transformer.set_attention_backend(self.settings.attention_backend)
@@ -399,8 +432,10 @@ class WanFrames:
                 from diffusers import FirstBlockCacheConfig
 
                 transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
-            if self.settings.compile_blocks:
-                transformer.compile_repeated_blocks(fullgraph=threshold is None)
+            if self.compiled:
+                transformer.compile_repeated_blocks(
+                    fullgraph=threshold is None, backend=self.settings.compile_backend
+                )
         if self.settings.vae_tiling:
             self.pipe.vae.enable_tiling()
 
