@@ -222,6 +222,15 @@ class WanConditioner:
         with self._lock, torch.inference_mode():
             return self.pipe.encode_image(Image.fromarray(image), self.device).cpu()
 
+    def check_health(self) -> None:
+        """One UMT5 forward on one token, so a broken device or encoder fails the check (a request in
+        flight holds the lock briefly: the check waits for it)."""
+        input_ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+        with self._lock, torch.inference_mode():
+            hidden = self.pipe.text_encoder(input_ids=input_ids).last_hidden_state
+            if not bool(torch.isfinite(hidden).all()):
+                raise RuntimeError(f"{self.backend}: the text encoder returns non-finite values")
+
     def condition(
         self,
         photos: Mapping[str, np.ndarray],
@@ -465,7 +474,20 @@ class WanFrames:
         self.pipe.set_adapters([adapter_name(n) for n in wanted], [self.loras[n].scale for n in wanted])
 
     def check_health(self) -> None:
-        """One transformer forward on a one-token latent, so a broken device or model fails the check."""
+        """One transformer forward on a one-token latent, so a broken device or model fails the check.
+
+        While a video is being denoised the check does not wait for it (minutes, far past Serve's health
+        check timeout, which would kill a working replica): the running video is the proof of life, and
+        a dead device fails it.
+        """
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._forward_one_token()
+        finally:
+            self._lock.release()
+
+    def _forward_one_token(self) -> None:
         transformer = self.pipe.transformer
         config, dtype = transformer.config, transformer.dtype
         _, height, width = config.patch_size
@@ -479,7 +501,7 @@ class WanFrames:
         if getattr(config, "vace_layers", None):
             extra["control_hidden_states"] = zeros(1, config.vace_in_channels, 1, height, width)
             extra["control_hidden_states_scale"] = torch.ones(len(config.vace_layers), device=self.device)
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             transformer(
                 hidden_states=zeros(1, config.in_channels, 1, height, width),
                 timestep=torch.tensor([500], device=self.device),
