@@ -5,6 +5,7 @@ profile live below; a serve config's `deployments:` section overrides them per d
 (No `from __future__ import annotations`: Serve reads the builder's annotation to validate `args`.)
 """
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,7 @@ from deployments.face_analyzer import FaceAnalyzerDeployment
 from deployments.identity_encoder import IdentityEncoderDeployment
 from deployments.ingress import VideoAPI
 from deployments.video_generator import VideoGeneratorDeployment
+from kiss_core.generation.backends.weights import DIFFUSION_BACKENDS
 from kiss_core.generation.provenance.credentials import require_signing
 from kiss_core.settings import Settings
 
@@ -150,11 +152,16 @@ def require_access(settings: Settings) -> None:
 
 
 def deployment_options(
-    profile: str, overrides: dict[str, dict[str, Any]] | None = None
+    profile: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    extra_generators: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The profile's options with per-deployment overrides merged in. An autoscaling_config replaces a
-    fixed num_replicas and the other way round, since Serve refuses both at once."""
+    fixed num_replicas and the other way round, since Serve refuses both at once. `extra_generators`
+    (VideoGenerator-<backend>) start from the VideoGenerator's options."""
     options = {name: dict(values) for name, values in PROFILES[profile].items()}
+    for name in extra_generators or []:
+        options[name] = dict(options["VideoGenerator"])
     unknown = sorted(set(overrides or {}) - set(options))
     if unknown:
         known = ", ".join(sorted(options))
@@ -193,6 +200,41 @@ def apply_memory_caps(settings: Settings, profile: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class GeneratorDeployment:
+    """One VideoGenerator deployment: its name, the diffusion backend it holds, the settings it loads."""
+
+    name: str
+    backend: str | None  # None: whatever the settings enable (no split)
+    settings: Settings
+
+
+def generator_deployments(settings: Settings) -> list[GeneratorDeployment]:
+    """One diffusion backend per VideoGenerator deployment, so two 14B models never share a GPU.
+
+    The default backend (or, with the preview as default, the first one) is `VideoGenerator`, which also
+    runs the preview; each other backend gets `VideoGenerator-<backend>`. With one backend or fewer, or
+    `backends_per_replica: all`, there is one `VideoGenerator` with the settings unchanged.
+    """
+    generator = settings.generator
+    if generator.enabled is not None:
+        backends = list(dict.fromkeys(generator.enabled))
+    else:
+        backends = [b for b in DIFFUSION_BACKENDS if (generator.model_root / b).exists()]
+    if generator.backends_per_replica == "all" or len(backends) < 2:
+        return [GeneratorDeployment("VideoGenerator", None, settings)]
+    default = generator.backend if generator.backend in backends else backends[0]
+    split = []
+    for backend in [default, *(b for b in backends if b != default)]:
+        own = settings.model_copy(deep=True)
+        own.generator.enabled = [backend]
+        if backend != default:
+            own.generator.backend = backend
+        name = "VideoGenerator" if backend == default else f"VideoGenerator-{backend}"
+        split.append(GeneratorDeployment(name, backend, own))
+    return split
+
+
 def build_app(args: AppArgs) -> Application:
     """Bind the four deployments into one application; every replica gets the same Settings object."""
     settings = Settings(**args.settings)
@@ -202,12 +244,19 @@ def build_app(args: AppArgs) -> Application:
         settings.access.required = True  # so a replica whose keys file is empty refuses to start
         require_signing(settings)  # every output carries signed Content Credentials
     apply_memory_caps(settings, args.profile)
-    options = deployment_options(args.profile, args.deployment_options)
+    generators = generator_deployments(settings)
+    extra = [g.name for g in generators if g.name != "VideoGenerator"]
+    options = deployment_options(args.profile, args.deployment_options, extra)
 
     def deployment(cls: type, name: str) -> serve.Deployment:
-        return serve.deployment(cls, name=name, **options[name])
+        return serve.deployment(name=name, **options[name])(cls)
 
     analyzer = deployment(FaceAnalyzerDeployment, "FaceAnalyzer").bind(settings)
     identity = deployment(IdentityEncoderDeployment, "IdentityEncoder").bind(settings)
-    generator = deployment(VideoGeneratorDeployment, "VideoGenerator").bind(settings)
-    return deployment(VideoAPI, "Ingress").bind(analyzer, identity, generator, settings)
+    by_backend = {}
+    for generator in generators:
+        bound = deployment(VideoGeneratorDeployment, generator.name).bind(generator.settings)
+        by_backend[generator.backend or "preview"] = bound
+        if generator.name == "VideoGenerator":
+            by_backend["preview"] = bound  # the default generator also runs the preview
+    return deployment(VideoAPI, "Ingress").bind(analyzer, identity, by_backend, settings)

@@ -13,13 +13,17 @@ from the IdentityEncoder to the VideoGenerator through the Ray object store, nev
 
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import cast
 
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.http.routes import VideoRoutes, app
 from deployments.http.service import VideoService
-from kiss_core.schemas import StageRequest
+from deployments.placement import PlacementWatch, serve_status_reader
+from kiss_core.schemas import JobResult, StageRequest, SubjectAnalysis
 from kiss_core.settings import Settings
 from kiss_core.tracing import setup_tracing
 
@@ -27,21 +31,44 @@ log = logging.getLogger("kissgen.ingress")
 
 
 class ServeStages:
-    """The job's stages as deployment handles; responses are returned unresolved."""
+    """The job's stages as deployment handles. The conditioning response goes to the generator unresolved;
+    every wait is guarded, so a stage that cannot be placed fails the job instead of hanging it.
 
-    def __init__(self, analyzer: DeploymentHandle, identity: DeploymentHandle, generator: DeploymentHandle):
+    `generators` maps each diffusion backend to the generator deployment that holds it (one backend per
+    generator replica); the default generator also runs the preview and any backend not listed.
+    """
+
+    def __init__(
+        self,
+        analyzer: DeploymentHandle,
+        identity: DeploymentHandle,
+        generators: Mapping[str, DeploymentHandle],
+        default_backend: str,
+        watch: PlacementWatch,
+    ):
         self.analyzer = analyzer
         self.identity = identity
-        self.generator = generator
+        self.generators = dict(generators)
+        self.default_backend = default_backend
+        self.watch = watch
 
-    def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> DeploymentResponse:
-        return self.analyzer.analyze.remote(image, subject, trace)
+    async def analyze(self, image: bytes, subject: str, trace: dict[str, str]) -> SubjectAnalysis:
+        response = self.analyzer.analyze.remote(image, subject, trace)
+        return await self.watch.guard((self.analyzer.deployment_name,), response)
 
     def condition(self, request: StageRequest) -> DeploymentResponse:
-        return self.identity.condition.remote(request)
+        return cast(DeploymentResponse, self.identity.condition.remote(request))  # not a streaming call
 
-    def generate(self, request: StageRequest, conditioning: DeploymentResponse) -> DeploymentResponse:
-        return self.generator.generate.remote(request, conditioning)
+    async def generate(self, request: StageRequest, conditioning: DeploymentResponse) -> JobResult:
+        generator = self.generator_for(request.params.backend)
+        response = generator.generate.remote(request, conditioning)
+        needs = (self.identity.deployment_name, generator.deployment_name)
+        return await self.watch.guard(needs, response)
+
+    def generator_for(self, backend: str | None) -> DeploymentHandle:
+        """The replica set that holds `backend` (the request's, else the default one)."""
+        chosen = backend or self.default_backend
+        return self.generators.get(chosen) or self.generators[self.default_backend]
 
 
 @serve.ingress(app)
@@ -50,13 +77,31 @@ class VideoAPI(VideoRoutes):
         self,
         analyzer: DeploymentHandle,
         identity: DeploymentHandle,
-        generator: DeploymentHandle,
+        generators: dict[str, DeploymentHandle],
         settings: Settings,
     ):
         setup_tracing(f"{settings.tracing.service_name}.ingress")
-        self.service = VideoService(settings, ServeStages(analyzer, identity, generator))
+        app_name = serve.get_replica_context().app_name
+        self.watch = PlacementWatch(serve_status_reader(app_name), settings.jobs.placement_timeout_s)
+        default = settings.generator.backend if settings.generator.backend in generators else "preview"
+        stages = ServeStages(analyzer, identity, generators, default, self.watch)
+        self.service = VideoService(settings, stages)
         with contextlib.suppress(RuntimeError):  # Serve builds replicas inside their event loop
             self.service.start_maintenance()
+
+    @app.get("/v1/health", summary="Whether every stage has a running replica (200) or not (503)")
+    async def health(self) -> JSONResponse:
+        """For load balancers and operators: a stage that cannot be placed shows here at once, with
+        Serve's reason, while jobs that need it fail after jobs.placement_timeout_s."""
+        states = await self.watch.refresh()
+        deployments = {
+            name: {"status": state.status, "running_replicas": state.running}
+            | ({"message": state.reason} if state.running == 0 else {})
+            for name, state in sorted(states.items())
+        }
+        healthy = all(state.running > 0 for state in states.values())
+        body = {"status": "ok" if healthy else "degraded", "deployments": deployments}
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def __del__(self) -> None:
         """Graceful shutdown (scale-down, redeploy, node drain): Serve calls this once the replica's

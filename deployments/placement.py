@@ -27,6 +27,12 @@ class DeploymentState:
     running: int
     message: str
 
+    @property
+    def reason(self) -> str:
+        """Why it cannot take work: Serve's message (it says what resources are missing once a replica
+        has waited 30 s to be scheduled), else the status."""
+        return self.message or f"status {self.status}, no running replica"
+
 
 StatusReader = Callable[[], dict[str, DeploymentState]]
 
@@ -36,6 +42,7 @@ def serve_status_reader(app_name: str) -> StatusReader:
 
     def read() -> dict[str, DeploymentState]:
         from ray import serve
+        from ray.serve._private.common import ReplicaState
 
         application = serve.status().applications.get(app_name)
         if application is None:
@@ -43,7 +50,7 @@ def serve_status_reader(app_name: str) -> StatusReader:
         return {
             name: DeploymentState(
                 status=str(getattr(d.status, "value", d.status)),
-                running=int(d.replica_states.get("RUNNING", 0)),
+                running=int(d.replica_states.get(ReplicaState.RUNNING, 0)),
                 message=d.message,
             )
             for name, d in application.deployments.items()
@@ -80,8 +87,7 @@ class PlacementWatch:
         for name in names:
             since = self._idle_since.get(name)
             if since is not None and now - since >= self.timeout_s:
-                state = self.states[name]
-                late[name] = state.message or f"status {state.status}, no running replica"
+                late[name] = self.states[name].reason
         return late
 
     async def guard(self, names: tuple[str, ...], response: Awaitable[T]) -> T:

@@ -212,6 +212,12 @@ class GeneratorSettings(BaseModel):
         description="Cap on the GPU memory an IdentityEncoder replica may take (it shares the GPU); None:"
         " no cap.",
     )
+    backends_per_replica: Literal["one", "all"] = Field(
+        "one",
+        description="one: each diffusion backend gets its own VideoGenerator deployment (VideoGenerator for"
+        " the default backend, VideoGenerator-<backend> for the others) and requests are routed to the one"
+        " holding theirs: two 14B models do not fit one 80 GB GPU. all: one deployment loads every backend.",
+    )
     gpu_memory_fraction: float | None = Field(
         None,
         gt=0.0,

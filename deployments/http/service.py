@@ -53,7 +53,12 @@ class VideoService:
         self.webhooks = WebhookSender(settings.webhooks, self.access.webhook_secret_for)
         self.runner = JobRunner(self.jobs, stages, settings.jobs, webhooks=self.webhooks)
         self.admission = JobAdmission(
-            self.jobs, stages, settings.limits, running=self.runner.running, webhooks=self.webhooks
+            self.jobs,
+            stages,
+            settings.limits,
+            running=self.runner.running,
+            webhooks=self.webhooks,
+            generator=settings.generator,
         )
         install_lifecycle(self.store, settings.retention)
         self._maintenance: asyncio.Task[None] | None = None

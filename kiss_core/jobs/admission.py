@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 from kiss_core.errors import ImageTooLarge, Overloaded, TooManyJobs, WebhookUrlRefused
+from kiss_core.generation.budget import check_request_budget
 from kiss_core.jobs.audit import AuditLog, require_consent
 from kiss_core.jobs.idempotency import IdempotencyInFlight, IdempotencyStore, fingerprint
 from kiss_core.jobs.idempotency import check_key as check_idempotency_key
@@ -20,7 +21,7 @@ from kiss_core.jobs.store import JobStore
 from kiss_core.jobs.webhooks import WebhookSender
 from kiss_core.keys import new_job_id
 from kiss_core.schemas import SUBJECTS, Attestation, JobManifest, SubjectAnalysis, VideoParams, utcnow
-from kiss_core.settings import LimitSettings
+from kiss_core.settings import GeneratorSettings, LimitSettings
 from kiss_core.tracing import inject_context, stage_span
 
 
@@ -40,8 +41,10 @@ class JobAdmission:
         running: Callable[[], int] = lambda: 0,
         audit: AuditLog | None = None,
         webhooks: WebhookSender | None = None,
+        generator: GeneratorSettings | None = None,
     ):
         self.jobs = jobs
+        self.generator = generator  # the diffusion backends' window and token limits, checked before 202
         self.stages = stages
         self.limits = limits
         self.running = running
@@ -66,6 +69,8 @@ class JobAdmission:
         """Check consent, the webhook URL and the limits, analyse both photos, audit, persist the job:
         client errors come before the 202. `max_tenant_jobs` caps the tenant's queued + running jobs."""
         attestation = require_consent(attestation)
+        if self.generator is not None:
+            check_request_budget(params, self.generator)
         if webhook_url is not None:
             if self.webhooks is None:
                 raise WebhookUrlRefused("webhooks are not enabled on this service")

@@ -62,3 +62,14 @@ def test_a_lora_that_is_not_installed_fails_the_job_with_backend_unavailable(dif
         job = wait_terminal(client, response.headers["location"].removeprefix("/diffusion"), timeout_s=120)
     assert job["status"] == "failed" and job["error"]["code"] == "backend_unavailable"
     assert "no-such-lora" in job["error"]["detail"]
+
+
+def test_each_diffusion_backend_has_its_own_generator_deployment(diffusion_app: str) -> None:
+    """One 14B backend per GPU replica: the default backend's VideoGenerator (which also runs the preview)
+    and VideoGenerator-wan-vace, each loading only its own weights; the jobs above were routed to them."""
+    from ray import serve
+
+    deployments = serve.status().applications[APP].deployments
+    generators = sorted(name for name in deployments if name.startswith("VideoGenerator"))
+    assert generators == ["VideoGenerator", "VideoGenerator-wan-vace"]
+    assert all(deployments[name].replica_states.get("RUNNING", 0) == 1 for name in generators)
