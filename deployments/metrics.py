@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 # Stage latencies run from tens of milliseconds (a status write) to minutes (a diffusion render).
 STAGE_BUCKETS_S: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 240, 420, 600)
@@ -74,7 +74,8 @@ def _metric(name: str) -> Any | None:
             from ray.serve import metrics as serve_metrics
 
             spec = METRICS[name]
-            tags = spec.tag_keys or None
+            # Ray annotates tag_keys as a 1-tuple (Tuple[str]); any tuple of names works.
+            tags = cast("tuple[str] | None", spec.tag_keys or None)
             if spec.kind == "counter":
                 metric = serve_metrics.Counter(name, spec.description, tag_keys=tags)
             elif spec.kind == "gauge":

@@ -107,7 +107,7 @@ async def parse_video_form(request: Request, limits: LimitSettings) -> VideoForm
     params = _validated(VideoParams, {n: text[n] for n in PARAM_FIELDS if n in text}, errors)
     # A missing consent field counts as "not consented" (refused as consent_required, naming the
     # person); a malformed one is invalid_request.
-    consent = {
+    consent: dict[str, Any] = {
         s: {"consented": text.get(name, "false"), "reference": text.get(f"consent_ref_{s}")}
         for name, s in CONSENT_FIELDS.items()
     }

@@ -60,7 +60,11 @@ class Conditioning:
 class ModelConditioner(Protocol):
     """A diffusion backend's encoder side (kiss_core.generation.backends.wan.WanConditioner)."""
 
-    loras: Mapping[str, LoraSpec]
+    @property
+    def loras(self) -> Mapping[str, LoraSpec]:
+        """The LoRAs installed for this backend, by name."""
+        ...
+
     hits: int  # prompt-embedding cache hits and misses so far (exported as metrics by the deployment)
     misses: int
 

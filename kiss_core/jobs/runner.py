@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -61,8 +62,11 @@ class JobRunner:
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self.run(job_id), name=f"job-{job_id}")
             self._running[job_id] = task
-            task.add_done_callback(lambda _t, j=job_id: self._running.pop(j, None))
+            task.add_done_callback(functools.partial(self._forget, job_id))
         return task
+
+    def _forget(self, job_id: str, _task: asyncio.Task[JobManifest]) -> None:
+        self._running.pop(job_id, None)
 
     async def cancel(self, job_id: str) -> bool:
         """Stop a running job of this replica; True if one was running."""

@@ -15,7 +15,10 @@ ShareDone = Callable[[float], None]
 
 
 class FrameSource(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The backend's name ("preview", "wan-i2v", ...)."""
+        ...
 
     def frames(
         self,

@@ -44,7 +44,7 @@ def choose(
         return GenerationChoice("preview")
     fast = (params.quality or settings.quality) == "fast"
     name = params.lora if params.lora is not None else settings.lora
-    if params.lora is None and name in loras and loras[name].base != backend:
+    if params.lora is None and name is not None and name in loras and loras[name].base != backend:
         name = None  # the default LoRA is for the other backend: this one runs without
     lora = None if name in (None, "none") else name
     installed = sorted(n for n, s in loras.items() if s.base == backend and not s.fast)

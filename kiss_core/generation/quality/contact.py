@@ -80,13 +80,13 @@ def contact_quality(
         }
         widths = {s: boxes[s][2] - boxes[s][0] for s in wanted if boxes[s] is not None}  # type: ignore[index]
         found = [(face, np.empty(0)) for face in analyzer.detect(image, upsample)]
-        for subject, face_index in assign_faces(found, wanted, widths, MATCH_RADIUS).items():
-            boxes[subject] = found[face_index][0].box
-    for subject, centre in centres.items():
-        other = boxes.get("b" if subject == "a" else "a")
-        if boxes[subject] is None and other is not None:
+        for matched, face_index in assign_faces(found, wanted, widths, MATCH_RADIUS).items():
+            boxes[matched] = found[face_index][0].box
+    for placed, centre in centres.items():
+        other = boxes.get("b" if placed == "a" else "a")
+        if boxes[placed] is None and other is not None:
             half = (other[2] - other[0]) / 2
-            boxes[subject] = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
+            boxes[placed] = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
     return ContactQuality(
         frame=int(contact_index), target=target, mouth_distance=mouth_distance(image, boxes, target)
     )

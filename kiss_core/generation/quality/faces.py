@@ -14,6 +14,7 @@ from the frames where it was found), refined once on its own answer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from kiss_core.faces.analysis import DetectedFace
 from kiss_core.faces.dlib_models import shape_predictor
 from kiss_core.media.geometry import face_width
 from kiss_core.media.images import require_rgb
+
+K = TypeVar("K", bound=str)  # subject keys: "a"/"b" literals or plain strings
 
 MATCH_RADIUS = 0.75  # a detection counts for a subject if its centre is within this many face widths
 TRACK_RADIUS = 1.0  # without a plan: a detection continues a track within this many face widths
@@ -66,10 +69,10 @@ def predict_landmarks(frame: np.ndarray, box: Sequence[float], refine: int = 1) 
 
 def assign_faces(
     found: Sequence[tuple[DetectedFace, np.ndarray]],
-    centres: Mapping[str, np.ndarray],
-    widths: Mapping[str, float],
+    centres: Mapping[K, np.ndarray],
+    widths: Mapping[K, float],
     radius: float,
-) -> dict[str, int]:
+) -> dict[K, int]:
     """subject -> index into `found`: closest pairs first, each face and subject used once.
 
     A face is a candidate for a subject if its centre is within `radius` face widths of the subject's
@@ -81,7 +84,7 @@ def assign_faces(
             distance = float(np.linalg.norm(face.center - centre))
             if distance <= radius * widths.get(subject, face.width):
                 candidates.append((distance, subject, face_index))
-    taken: dict[str, int] = {}
+    taken: dict[K, int] = {}
     for _, subject, face_index in sorted(candidates):
         if subject not in taken and face_index not in taken.values():
             taken[subject] = face_index

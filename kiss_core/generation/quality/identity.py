@@ -40,8 +40,8 @@ def identity_report(
     similarities: dict[str, list[float]] = {s: [] for s in subjects}
     for index, frame in enumerate(frames):
         found = analyzer.find_faces(frame, upsample, embedder)
-        centres = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
-        for subject, face_index in assign_faces(found, centres, {}, MATCH_RADIUS).items():
+        expected = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
+        for subject, face_index in assign_faces(found, expected, {}, MATCH_RADIUS).items():
             similarities[subject].append(cosine_similarity(found[face_index][1], references[subject]))
     return QualityReport(
         similarity=embedder.description,

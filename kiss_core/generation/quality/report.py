@@ -31,6 +31,14 @@ from kiss_core.schemas import ContactQuality, LightingQuality, QualityReport
 MAX_CHECKED = 32  # frames checked for faces by video_quality_report unless told otherwise
 
 
+def box_at(track: np.ndarray | None, index: int) -> Box | None:
+    """One frame's box of a (T, 4) per-frame track, or None where the subject was never located."""
+    if track is None:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in track[index])
+    return (x0, y0, x1, y1)
+
+
 def checked_frames(frame_count: int, count: int, contact_index: int | None = None) -> list[int]:
     """Evenly spaced frame indices from first to last (at most `count`), plus the contact frame."""
     if frame_count <= 0:
@@ -117,11 +125,7 @@ def video_quality_report(
 
     def located(index: int) -> dict[str, Box | None]:
         """Each face's box at a frame: its own detection there, else the planned/interpolated box."""
-        return {
-            s: detected_boxes[s].get(index)
-            or (None if boxes[s] is None else tuple(float(v) for v in boxes[s][index]))  # type: ignore[index]
-            for s in subjects
-        }
+        return {s: detected_boxes[s].get(index) or box_at(boxes[s], index) for s in subjects}
 
     def landmarks_at(index: int, subject: str) -> np.ndarray | None:
         if index in tracks[subject]:
@@ -152,10 +156,11 @@ def video_quality_report(
                 np.asarray(frames[contact_index]), contact_index, located(contact_index)
             )
 
+    static: np.ndarray | None
     if planned_landmarks:
         static = static_mask_from_plan(planned_landmarks, shape, margin)
     else:
-        all_boxes = [tuple(box) for s in subjects if boxes[s] is not None for box in boxes[s]]
+        all_boxes = [tuple(box) for s in subjects if (per_frame := boxes[s]) is not None for box in per_frame]
         static = static_mask_from_boxes(all_boxes, shape, margin) if all_boxes else None
     flicker = flicker_quality(frames, static)
 
