@@ -218,6 +218,24 @@ class GeneratorSettings(BaseModel):
         " the default backend, VideoGenerator-<backend> for the others) and requests are routed to the one"
         " holding theirs: two 14B models do not fit one 80 GB GPU. all: one deployment loads every backend.",
     )
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="GPU memory of one replica's device, GiB; None: read from the CUDA device (no check on a"
+        " CPU). At start each GPU replica computes its weights from the model configs (meta device) and"
+        " refuses, with the numbers, a layout that does not fit this times its memory fraction.",
+    )
+    gpu_reserve_gib: float = Field(
+        0.0,
+        ge=0,
+        description="GPU memory the start-up check keeps free for activations on top of the weights, GiB"
+        " (bench/gpu_check.py measures a request's peak).",
+    )
+    share_text_encoder: bool = Field(
+        True,
+        description="The IdentityEncoder loads one UMT5 for every backend whose text_encoder/ and tokenizer/"
+        " are the same files (config, names and sizes; the Wan 2.1/2.2 backends ship the same umt5-xxl).",
+    )
     gpu_memory_fraction: float | None = Field(
         None,
         gt=0.0,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from kiss_core.settings import GeneratorSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -24,3 +26,31 @@ def cap_gpu_memory(fraction: float | None, device: str | None = None) -> bool:
     target = torch.device(device or "cuda")
     torch.cuda.set_per_process_memory_fraction(fraction, target)
     return True
+
+
+def replica_gpu_bytes(settings: GeneratorSettings, fraction: float | None) -> int | None:
+    """The GPU memory one replica may use: the declared or the device's, times its fraction; None on CPU."""
+    if settings.gpu_memory_gib is not None:
+        total = int(settings.gpu_memory_gib * 2**30)
+    else:
+        import torch
+
+        if not torch.cuda.is_available() or (settings.device or "cuda").startswith("cpu"):
+            return None
+        total = torch.cuda.get_device_properties(torch.device(settings.device or "cuda")).total_memory
+    return int(total * (fraction if fraction is not None else 1.0))
+
+
+def check_weights_fit(settings: GeneratorSettings, backends: list[str], role: str) -> dict[str, int] | None:
+    """At replica start, before loading: the weights of `backends` for `role` must fit this replica's GPU
+    memory (GpuMemoryInsufficient names each weight otherwise). None where there is no GPU to check."""
+    fraction = settings.gpu_memory_fraction if role == "generator" else settings.encoder_memory_fraction
+    available = replica_gpu_bytes(settings, fraction)
+    if available is None or not backends:
+        return None
+    from kiss_core.generation.memory import check_replica_layout
+
+    dtype = "float32" if settings.dtype == "float32" else "bfloat16"
+    return check_replica_layout(
+        settings.model_root, backends, role, available, dtype=dtype, reserve_gib=settings.gpu_reserve_gib
+    )

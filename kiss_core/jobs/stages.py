@@ -18,7 +18,7 @@ from kiss_core.generation.backends.base import FrameSource
 from kiss_core.generation.backends.preview import PreviewFrames
 from kiss_core.generation.backends.weights import configured_backends
 from kiss_core.generation.conditioning import Conditioning, IdentityEncoder, ModelConditioner
-from kiss_core.generation.gpu import cap_gpu_memory
+from kiss_core.generation.gpu import cap_gpu_memory, check_weights_fit
 from kiss_core.generation.producer import VideoProducer
 from kiss_core.jobs.store import JobStore
 from kiss_core.media.images import decode_image
@@ -75,8 +75,15 @@ def load_conditioners(settings: Settings) -> dict[str, ModelConditioner]:
         return {}
     from kiss_core.generation.backends.wan import WanConditioner
 
+    check_weights_fit(settings.generator, list(names), "encoder")
     lighting = settings.generator.lighting_strength
-    return {name: WanConditioner(name, settings.generator, lighting) for name in names}
+    conditioners: dict[str, ModelConditioner] = {}
+    first: WanConditioner | None = None
+    for name in names:
+        conditioner = WanConditioner(name, settings.generator, lighting, share_with=first)
+        conditioners[name] = conditioner
+        first = first or conditioner
+    return conditioners
 
 
 def load_backends(settings: Settings) -> dict[str, FrameSource]:
@@ -86,6 +93,7 @@ def load_backends(settings: Settings) -> dict[str, FrameSource]:
     if names:
         from kiss_core.generation.backends.wan import load_frame_source
 
+        check_weights_fit(settings.generator, list(names), "generator")
         backends.update({name: load_frame_source(name, settings.generator) for name in names})
     return backends
 

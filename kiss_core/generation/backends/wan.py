@@ -47,6 +47,7 @@ from kiss_core.generation.backends.weights import (
     frames_to_generate,
     model_directory_error,
     refuse_unsupported_settings,
+    same_component_files,
     validate_model_directory,
 )
 from kiss_core.generation.budget import check_request_budget, native_params
@@ -161,8 +162,14 @@ class WanConditioner:
     """The IdentityEncoder's part of a Wan backend: prompt embeddings (cached) and start-image embeddings."""
 
     def __init__(
-        self, backend: DiffusionBackend, settings: GeneratorSettings, lighting_strength: float = 0.5
+        self,
+        backend: DiffusionBackend,
+        settings: GeneratorSettings,
+        lighting_strength: float = 0.5,
+        share_with: WanConditioner | None = None,
     ):
+        """`share_with`: a conditioner already loaded for another backend; its UMT5 and tokenizer are
+        reused when they are the same files (`share_text_encoder`), so one replica holds one UMT5."""
         self.backend = backend
         self.settings = settings
         self.lighting_strength = lighting_strength
@@ -175,9 +182,17 @@ class WanConditioner:
             torch.cuda.set_per_process_memory_fraction(settings.encoder_memory_fraction, self.device)
         keep = set(CONDITIONER_PARTS) | (set(IMAGE_PARTS) if self.directory.image_conditioned else set())
         skipped = {name: None for name in self.directory.components if name not in keep}
-        self.pipe = _pipeline_class(backend).from_pretrained(
+        shared: dict[str, Any] = {}
+        if (
+            share_with is not None
+            and settings.share_text_encoder
+            and same_component_files(share_with.directory.path, self.directory.path, CONDITIONER_PARTS)
+        ):
+            shared = {"text_encoder": share_with.pipe.text_encoder, "tokenizer": share_with.pipe.tokenizer}
+        self.pipe: Any = _pipeline_class(backend).from_pretrained(
             self.directory.path,
             **skipped,
+            **shared,
             dtype=component_dtypes(settings, self.device),
             **device_placement(self.device),
         )

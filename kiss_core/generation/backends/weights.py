@@ -198,3 +198,24 @@ def refuse_unsupported_settings(settings: GeneratorSettings, backend: DiffusionB
             " backend: diffusers' first-block cache adds the VACE control hints twice on a skipped step."
             " Unset it, or set `enabled` to the backends that support it (wan-i2v)"
         )
+
+
+_COMPARED_BYTES = 1 << 20  # files up to this size (configs, tokenizers) are compared byte for byte
+
+
+def same_component_files(first: Path, second: Path, components: Collection[str]) -> bool:
+    """Whether two model directories hold the same `components`: the same file names and sizes, and the
+    same bytes for the small files (configs, tokenizer files). Weight shards are compared by size only:
+    reading tens of GiB to prove equality would cost more at start than loading a second copy."""
+    for component in components:
+        a, b = first / component, second / component
+        if not (a.is_dir() and b.is_dir()):
+            return False
+        files_a = {p.name: p.stat().st_size for p in a.iterdir() if p.is_file()}
+        files_b = {p.name: p.stat().st_size for p in b.iterdir() if p.is_file()}
+        if files_a != files_b:
+            return False
+        small = [name for name, size in files_a.items() if size <= _COMPARED_BYTES]
+        if any((a / name).read_bytes() != (b / name).read_bytes() for name in small):
+            return False
+    return True
