@@ -218,6 +218,13 @@ class GeneratorSettings(BaseModel):
         " the default backend, VideoGenerator-<backend> for the others) and requests are routed to the one"
         " holding theirs: two 14B models do not fit one 80 GB GPU. all: one deployment loads every backend.",
     )
+    offload: Literal["none", "model", "group"] = Field(
+        "none",
+        description="Opt-in CPU offload of the VideoGenerator for cards its weights do not fit (slower):"
+        " model keeps one component on the GPU at a time (the two A14B experts take turns), group streams the"
+        " transformer blocks from host memory (least GPU memory, slowest). Weights then load to the host"
+        " first, and the start-up memory check is skipped for the generator.",
+    )
     gpu_memory_gib: float | None = Field(
         None,
         gt=0,

@@ -46,7 +46,8 @@ def check_weights_fit(settings: GeneratorSettings, backends: list[str], role: st
     memory (GpuMemoryInsufficient names each weight otherwise). None where there is no GPU to check."""
     fraction = settings.gpu_memory_fraction if role == "generator" else settings.encoder_memory_fraction
     available = replica_gpu_bytes(settings, fraction)
-    if available is None or not backends:
+    offloaded = role == "generator" and settings.offload != "none"  # weights stay in host memory
+    if available is None or not backends or offloaded:
         return None
     from kiss_core.generation.memory import check_replica_layout
 

@@ -288,15 +288,18 @@ class WanFrames:
         keep = {*GENERATOR_PARTS, "transformer_2"}
         skipped = {name: None for name in self.directory.components if name not in keep}
         # The Wan VAE runs in float32 whatever the transformer's dtype (as diffusers' Wan examples do).
+        offloaded = settings.offload != "none"
         self.pipe = _pipeline_class(self.name).from_pretrained(
             self.directory.path,
             **skipped,
             dtype=component_dtypes(settings, self.device),
-            **device_placement(self.device),
+            **device_placement(torch.device("cpu") if offloaded else self.device),
         )
-        self.pipe.to(self.device)
+        if not offloaded:
+            self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._load_loras()
+        self._offload()
         self._apply_speed_settings()
         # The scheduler per quality: the directory's, with `flow_shift` / `fast_flow_shift` when set.
         self.schedulers = {
@@ -431,6 +434,21 @@ class WanFrames:
                 f"`{path.name}` matches no module of {component}: none of its keys name a layer of this"
                 f" {self.name} transformer (a LoRA for another model?)",
             )
+
+    def _offload(self) -> None:
+        """The opt-in CPU offload (`offload`), after the LoRAs are in and before anything is compiled."""
+        if self.settings.offload == "model":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        elif self.settings.offload == "group":
+            for transformer in self.transformers():
+                transformer.enable_group_offload(
+                    onload_device=self.device,
+                    offload_device=torch.device("cpu"),
+                    offload_type="block_level",
+                    num_blocks_per_group=1,
+                    use_stream=self.device.type == "cuda",
+                )
+            self.pipe.vae.to(self.device)
 
     def _apply_speed_settings(self) -> None:
         """The generator settings' speed levers, after the LoRAs are in (compiling first would recompile).

@@ -192,6 +192,11 @@ def refuse_unsupported_settings(settings: GeneratorSettings, backend: DiffusionB
     residual of a skipped step already holds the hints of every VACE layer but the last, and the loop adds
     them again, so each skipped step doubles the control signal.
     """
+    if settings.offload == "model" and (settings.device or "cuda").startswith("cpu"):
+        raise ModelDirectoryError(
+            "`offload: model` moves components between the host and an accelerator; this replica's device"
+            f" is {settings.device!r}. Use it on a GPU replica, or `offload: group`"
+        )
     if backend == "wan-vace" and settings.step_cache_threshold is not None:
         raise ModelDirectoryError(
             f"`step_cache_threshold` ({settings.step_cache_threshold}) is not supported by the wan-vace"
