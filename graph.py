@@ -92,7 +92,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "autoscaling_config": _autoscaling(1, 4, 2, upscale_delay_s=10, downscale_delay_s=120),
         },
         # The one GPU split by Ray's logical shares (placement) and by the memory caps of
-        # SINGLE_GPU_MEMORY (allocation): one replica each, there is one GPU.
+        # MEMORY_CAPS (allocation): one replica each, there is one GPU.
         "IdentityEncoder": {
             "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.25},
             "max_ongoing_requests": 8,
@@ -177,20 +177,25 @@ def deployment_options(
     return options
 
 
-# GPU memory each process of the single-gpu profile may allocate (torch's per-process fraction). They
-# add up to less than 1: each process also holds a CUDA context (~0.5-1 GiB) outside torch's allocator.
-SINGLE_GPU_MEMORY = {"generator.gpu_memory_fraction": 0.72, "generator.encoder_memory_fraction": 0.22}
+# GPU memory each GPU process may allocate (torch's per-process fraction) per profile, unless the operator
+# set it. Each stays under the process's placement share: a process also holds a CUDA context
+# (~0.5-1 GiB) outside torch's allocator. production: four encoders share a GPU (0.25 each), a
+# generator has its GPU to itself. single-gpu: the generator and the encoder share the one GPU.
+MEMORY_CAPS: dict[str, dict[str, float]] = {
+    "production": {"encoder_memory_fraction": 0.22},
+    "single-gpu": {"gpu_memory_fraction": 0.72, "encoder_memory_fraction": 0.22},
+}
 
 
 def apply_memory_caps(settings: Settings, profile: str) -> None:
-    """The single-gpu profile caps both GPU processes unless the operator set the caps; they must fit."""
+    """The profile's caps where the operator set none; on one shared GPU they must add up to at most 1."""
+    generator = settings.generator
+    for field, fraction in MEMORY_CAPS.get(profile, {}).items():
+        if getattr(generator, field) is None:
+            setattr(generator, field, fraction)
     if profile != "single-gpu":
         return
-    generator = settings.generator
-    if generator.gpu_memory_fraction is None:
-        generator.gpu_memory_fraction = SINGLE_GPU_MEMORY["generator.gpu_memory_fraction"]
-    if generator.encoder_memory_fraction is None:
-        generator.encoder_memory_fraction = SINGLE_GPU_MEMORY["generator.encoder_memory_fraction"]
+    assert generator.gpu_memory_fraction is not None and generator.encoder_memory_fraction is not None
     total = generator.gpu_memory_fraction + generator.encoder_memory_fraction
     if total > 1.0:
         raise ValueError(

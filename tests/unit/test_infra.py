@@ -103,7 +103,7 @@ def test_single_gpu_profile_fits_one_gpu_in_placement_and_memory() -> None:
     """One host, one GPU: at max replicas the GPU shares add up to one GPU, and the memory caps each
     process gets (torch's per-process fraction) add up to less than the whole card and stay within the
     process's placement share."""
-    from graph import SINGLE_GPU_MEMORY, apply_memory_caps
+    from graph import MEMORY_CAPS, apply_memory_caps
     from kiss_core.settings import Settings
 
     (app,) = ServeDeploySchema.model_validate(_yaml(ROOT / "serve_config.single_gpu.yaml")).applications
@@ -119,7 +119,8 @@ def test_single_gpu_profile_fits_one_gpu_in_placement_and_memory() -> None:
     settings = Settings()
     apply_memory_caps(settings, "single-gpu")
     generator, encoder = settings.generator.gpu_memory_fraction, settings.generator.encoder_memory_fraction
-    assert (generator, encoder) == tuple(SINGLE_GPU_MEMORY.values())
+    caps = MEMORY_CAPS["single-gpu"]
+    assert (generator, encoder) == (caps["gpu_memory_fraction"], caps["encoder_memory_fraction"])
     assert generator + encoder < 1
     assert generator <= gpus["VideoGenerator"] and encoder <= gpus["IdentityEncoder"]
 
@@ -131,9 +132,12 @@ def test_single_gpu_profile_refuses_memory_caps_that_do_not_fit() -> None:
     settings = Settings(generator={"gpu_memory_fraction": 0.9, "encoder_memory_fraction": 0.3})
     with pytest.raises(ValueError, match=r"0\.9.*0\.3.*1\.20 must not exceed 1"):
         apply_memory_caps(settings, "single-gpu")
-    untouched = Settings()
-    apply_memory_caps(untouched, "production")  # whole GPUs: no caps unless the operator sets them
-    assert untouched.generator.gpu_memory_fraction is None
+    production = Settings()
+    apply_memory_caps(production, "production")  # a generator has its GPU; four encoders share one
+    assert production.generator.gpu_memory_fraction is None
+    encoder = production.generator.encoder_memory_fraction
+    gpu_share = PROFILES["production"]["IdentityEncoder"]["ray_actor_options"]["num_gpus"]
+    assert encoder is not None and encoder < gpu_share
 
 
 def test_deployment_options_merge_actor_options_key_by_key() -> None:
