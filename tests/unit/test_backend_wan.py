@@ -71,11 +71,6 @@ def pair(studio: SyntheticStudio) -> SyntheticPair:
 
 
 @pytest.fixture(scope="module")
-def encoder(settings: Settings) -> IdentityEncoder:
-    return IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
-
-
-@pytest.fixture(scope="module")
 def backends(settings: Settings) -> dict[str, Any]:
     return load_backends(settings)
 

@@ -23,7 +23,7 @@ from kiss_core.jobs.stages import load_backends, load_conditioners
 from kiss_core.scene.choreography import plan_kiss
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import GeneratorSettings, Settings
-from tests.support.studio import SyntheticPair, SyntheticStudio
+from tests.support.studio import SyntheticPair
 from tests.support.tiny_wan import (
     FAST_LORA_NAME,
     LORA_NAME,
@@ -50,16 +50,6 @@ def _settings(model_root: Path, store: Path, **generator: Any) -> Settings:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return _settings(build_model_root(tmp_path_factory.mktemp("models")), tmp_path_factory.mktemp("store"))
-
-
-@pytest.fixture(scope="module")
-def pair(settings: Settings) -> SyntheticPair:
-    return SyntheticStudio(settings, str(settings.storage.local_root)).pair(0, 1)
-
-
-@pytest.fixture(scope="module")
-def encoder(settings: Settings) -> IdentityEncoder:
-    return IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from kiss_core.generation.conditioning import IdentityEncoder
 from kiss_core.jobs.stages import load_backends, load_conditioners
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import GeneratorSettings, Settings
-from tests.support.studio import SyntheticPair, SyntheticStudio
+from tests.support.studio import SyntheticPair
 from tests.support.tiny_wan import build_model_root, video_frames
 
 BASE = {"style": "peck", "seconds": 1.0, "fps": 8, "size": "160x128"}
@@ -35,11 +35,6 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             "device": "cpu",
         },
     )
-
-
-@pytest.fixture(scope="module")
-def pair(settings: Settings) -> SyntheticPair:
-    return SyntheticStudio(settings, str(settings.storage.local_root)).pair(0, 1)
 
 
 @pytest.mark.slow

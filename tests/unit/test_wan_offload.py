@@ -10,10 +10,9 @@ import pytest
 from kiss_core.errors import ModelDirectoryError
 from kiss_core.generation.backends.wan import WanI2VFrames
 from kiss_core.generation.conditioning import IdentityEncoder
-from kiss_core.jobs.stages import load_conditioners
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import Settings
-from tests.support.studio import SyntheticStudio
+from tests.support.studio import SyntheticPair
 from tests.support.tiny_wan import build_model_root, video_frames
 
 pytestmark = pytest.mark.slow
@@ -33,12 +32,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(storage={"local_root": str(tmp_path_factory.mktemp("store"))}, generator=generator)
 
 
-def test_group_offload_streams_the_blocks_and_gives_the_same_video(settings: Settings) -> None:
-    studio = SyntheticStudio(settings, str(settings.storage.local_root))
-    pair = studio.pair(0, 1)
-    conditioning = IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings)).encode(
-        pair.photos, pair.analyses, PARAMS
-    )
+def test_group_offload_streams_the_blocks_and_gives_the_same_video(
+    settings: Settings, pair: SyntheticPair, encoder: IdentityEncoder
+) -> None:
+    conditioning = encoder.encode(pair.photos, pair.analyses, PARAMS)
     plain = WanI2VFrames(settings.generator)
     offloaded = WanI2VFrames(settings.generator.model_copy(update={"offload": "group"}))
     registry = getattr(offloaded.pipe.transformer.blocks[0], "_diffusers_hook", None)

@@ -11,10 +11,9 @@ import pytest
 
 from kiss_core.generation.backends.wan import WanI2VFrames
 from kiss_core.generation.conditioning import IdentityEncoder
-from kiss_core.jobs.stages import load_conditioners
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import Settings
-from tests.support.studio import SyntheticPair, SyntheticStudio
+from tests.support.studio import SyntheticPair
 from tests.support.tiny_wan import ForwardCounter, build_a14b_root, video_frames
 
 BASE = {"style": "peck", "seconds": 1.0, "fps": 8, "size": "160x128"}
@@ -31,16 +30,6 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             "guidance_scale": 5.0,
         },
     )
-
-
-@pytest.fixture(scope="module")
-def pair(settings: Settings) -> SyntheticPair:
-    return SyntheticStudio(settings, str(settings.storage.local_root)).pair(0, 1)
-
-
-@pytest.fixture(scope="module")
-def encoder(settings: Settings) -> IdentityEncoder:
-    return IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
 
 
 def _generator(settings: Settings, **changes: Any) -> WanI2VFrames:
