@@ -93,7 +93,7 @@ class VideoAPI(VideoRoutes):
     async def health(self) -> JSONResponse:
         """For load balancers and operators: a stage that cannot be placed shows here at once, with
         Serve's reason, while jobs that need it fail after jobs.placement_timeout_s."""
-        states = await self.watch.refresh()
+        states = await self.watch.refresh(max_age_s=0)
         deployments = {
             name: {"status": state.status, "running_replicas": state.running}
             | ({"message": state.reason} if state.running == 0 else {})

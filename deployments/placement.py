@@ -60,7 +60,12 @@ def serve_status_reader(app_name: str) -> StatusReader:
 
 
 class PlacementWatch:
-    """Remembers since when each deployment has had no running replica."""
+    """Remembers since when each deployment has had no running replica.
+
+    One watch per ingress replica serves every job it runs: Serve's status is read at most once per
+    `poll_s` however many jobs are waiting (a hundred videos in a generator's queue must not become a
+    hundred status calls to the controller every few seconds).
+    """
 
     def __init__(self, read: StatusReader, timeout_s: float, poll_s: float = 5.0):
         self.read = read
@@ -68,10 +73,24 @@ class PlacementWatch:
         self.poll_s = min(poll_s, timeout_s)
         self.states: dict[str, DeploymentState] = {}
         self._idle_since: dict[str, float] = {}
+        self._read_at = -float("inf")
+        self._reading: asyncio.Future[dict[str, DeploymentState]] | None = None
 
-    async def refresh(self) -> dict[str, DeploymentState]:
-        states = await asyncio.to_thread(self.read)
+    async def refresh(self, max_age_s: float | None = None) -> dict[str, DeploymentState]:
+        """Serve's view, read again when older than `max_age_s` (default `poll_s`; 0: now)."""
+        max_age = self.poll_s if max_age_s is None else max_age_s
+        if time.monotonic() - self._read_at <= max_age:
+            return self.states
+        if self._reading is None:  # one read in flight, shared by every caller that arrives meanwhile
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self.read))
+        reading = self._reading
+        try:
+            states = await asyncio.shield(reading)
+        finally:
+            if self._reading is reading and reading.done():
+                self._reading = None
         now = time.monotonic()
+        self._read_at = now
         for name, state in states.items():
             if state.running > 0:
                 self._idle_since.pop(name, None)

@@ -53,9 +53,30 @@ def test_the_clock_restarts_when_a_replica_comes_up() -> None:
         await asyncio.sleep(0.25)
         assert "VideoGenerator" in watch.unavailable(["VideoGenerator"])
         running["now"] = 1
-        await watch.refresh()
+        await watch.refresh(max_age_s=0)
         running["now"] = 0
-        await watch.refresh()
+        await watch.refresh(max_age_s=0)
         return watch.unavailable(["VideoGenerator", "IdentityEncoder"])
 
     assert asyncio.run(scenario()) == {}
+
+
+def test_many_waiting_jobs_share_one_status_read_per_poll() -> None:
+    reads = {"count": 0}
+
+    def read() -> dict[str, DeploymentState]:
+        reads["count"] += 1
+        return status(1)
+
+    watch = PlacementWatch(read, timeout_s=10, poll_s=0.2)
+
+    async def video() -> str:
+        await asyncio.sleep(1.0)
+        return "video"
+
+    async def hundred_jobs() -> list[str]:
+        return await asyncio.gather(*(watch.guard(("VideoGenerator",), video()) for _ in range(100)))
+
+    assert asyncio.run(hundred_jobs()) == ["video"] * 100
+    # Unshared, each of the 100 guards would read every 0.2 s: ~500 reads. Shared: about one per 0.2 s.
+    assert 1 <= reads["count"] <= 25, f"{reads['count']} status reads for 100 waiting jobs"
