@@ -214,14 +214,18 @@ class GeneratorDeployment:
     settings: Settings
 
 
-def generator_deployments(settings: Settings) -> list[GeneratorDeployment]:
+def generator_deployments(settings: Settings, profile: str) -> list[GeneratorDeployment]:
     """One diffusion backend per VideoGenerator deployment, so two 14B models never share a GPU.
 
     The default backend (or, with the preview as default, the first one) is `VideoGenerator`, which also
-    runs the preview; each other backend gets `VideoGenerator-<backend>`. With one backend or fewer, or
-    `backends_per_replica: all`, there is one `VideoGenerator` with the settings unchanged.
+    runs the preview; each other backend gets `VideoGenerator-<backend>`. With one backend or fewer,
+    `backends_per_replica: all`, or the single-gpu profile (one GPU holds one generator: the backends it
+    loads must fit it together, which the replica checks at start), there is one `VideoGenerator` with
+    the settings unchanged.
     """
     generator = settings.generator
+    if profile == "single-gpu":
+        return [GeneratorDeployment("VideoGenerator", None, settings)]
     if generator.enabled is not None:
         backends = list(dict.fromkeys(generator.enabled))
     else:
@@ -249,7 +253,7 @@ def build_app(args: AppArgs) -> Application:
         settings.access.required = True  # so a replica whose keys file is empty refuses to start
         require_signing(settings)  # every output carries signed Content Credentials
     apply_memory_caps(settings, args.profile)
-    generators = generator_deployments(settings)
+    generators = generator_deployments(settings, args.profile)
     extra = [g.name for g in generators if g.name != "VideoGenerator"]
     options = deployment_options(args.profile, args.deployment_options, extra)
 

@@ -58,6 +58,8 @@ CPU_OVERRIDES: dict[str, dict[str, Any]] = {
     "IdentityEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
     "VideoGenerator": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
 }
+# Production gives each diffusion backend its own generator deployment (the tiny root has two).
+EXTRA_GENERATORS = {"VideoGenerator-wan-vace": CPU_OVERRIDES["VideoGenerator"]}
 
 
 def replica_nodes() -> dict[str, str]:
@@ -95,9 +97,9 @@ def run(profile: str, gpus: float, timeout_s: float) -> dict[str, Any]:
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
-        args = AppArgs(
-            profile=profile, settings=app_settings(work, hash_key(key)), deployment_options=CPU_OVERRIDES
-        )
+        overrides = CPU_OVERRIDES | (EXTRA_GENERATORS if profile == "production" else {})
+        settings = app_settings(work, hash_key(key))
+        args = AppArgs(profile=profile, settings=settings, deployment_options=overrides)
         serve.run(build_app(args), name="kissgen", route_prefix="/", blocking=False)
         deadline = time.monotonic() + timeout_s
         while serve.status().applications["kissgen"].status != "RUNNING":

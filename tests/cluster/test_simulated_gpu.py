@@ -20,7 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize(("profile", "gpus"), [("single-gpu", 1), ("production", 2)])
+# production: a generator deployment per backend (1 GPU each) and the encoder (0.25): 3 GPUs declared.
+# single-gpu: one generator (0.75) holding both backends and the encoder (0.25) on one GPU.
+LAYOUTS = {
+    "single-gpu": (1, {"VideoGenerator"}),
+    "production": (3, {"VideoGenerator", "VideoGenerator-wan-vace"}),
+}
+
+
+@pytest.mark.parametrize(("profile", "gpus"), [(name, gpus) for name, (gpus, _) in LAYOUTS.items()])
 def test_a_job_completes_with_the_gpu_stages_on_the_gpu_node(profile: str, gpus: int, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     command = [sys.executable, "-m", "tests.cluster.simulated_cluster", "--profile", profile]
@@ -38,7 +46,9 @@ def test_a_job_completes_with_the_gpu_stages_on_the_gpu_node(profile: str, gpus:
     assert completed.returncode == 0 and job["status"] == "completed", failure
     assert job["params"]["backend"] == "wan-i2v" and job["result"]["frames"] == 12
     nodes, placed = report["nodes"], report["replica_nodes"]
-    assert placed["VideoGenerator"] == nodes["gpu"]
+    generators = {name for name in placed if name.startswith("VideoGenerator")}
+    assert generators == LAYOUTS[profile][1]
+    assert all(placed[name] == nodes["gpu"] for name in generators)
     assert placed["IdentityEncoder"] == nodes["gpu"]
     assert placed["FaceAnalyzer"] in (nodes["head"], nodes["cpu"])
     assert placed["Ingress"] in (nodes["head"], nodes["cpu"])

@@ -386,3 +386,21 @@ def test_track_job_counts_terminal_jobs_and_the_queue(monkeypatch: pytest.Monkey
     statuses = [tags["status"] for _, _, tags in recorded["kissgen_jobs_total"].calls if tags]
     assert sorted(statuses) == ["completed", "failed"], "a cancelled runner did not end its job"
     assert recorded["kissgen_queue_depth"].calls[-1][1] == 0
+
+
+def test_each_diffusion_backend_gets_its_own_generator_deployment_except_on_one_gpu() -> None:
+    from graph import generator_deployments
+    from kiss_core.settings import Settings
+
+    settings = Settings(generator={"enabled": ["wan-i2v", "wan-vace"], "backend": "wan-vace"})
+    split = generator_deployments(settings, "production")
+    assert [(g.name, g.backend) for g in split] == [
+        ("VideoGenerator", "wan-vace"),  # the default backend, which also runs the preview
+        ("VideoGenerator-wan-i2v", "wan-i2v"),
+    ]
+    assert [g.settings.generator.enabled for g in split] == [["wan-vace"], ["wan-i2v"]]
+    assert split[1].settings.generator.backend == "wan-i2v"
+    (one,) = generator_deployments(settings, "single-gpu")  # one GPU holds one generator
+    assert (one.name, one.backend, one.settings) == ("VideoGenerator", None, settings)
+    together = Settings(generator={"enabled": ["wan-i2v", "wan-vace"], "backends_per_replica": "all"})
+    assert len(generator_deployments(together, "production")) == 1
