@@ -15,6 +15,8 @@ from kiss_core.faces.synthetic import synthetic_subject_png
 from tests.conftest import graph_copy
 from tests.serve.helpers import post_job, wait_terminal
 
+pytestmark = pytest.mark.slow  # a second app with the tiny Wan models: ~23 s to start
+
 APP = "kissgen_diffusion"
 PARAMS = {"style": "peck", "seconds": 1.5, "fps": 8, "size": "160x128"}  # 12 frames (Wan makes 13)
 

@@ -14,6 +14,8 @@ from kiss_core.storage import LocalDirStore
 from tests.conftest import ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_started, wait_terminal
 
+pytestmark = pytest.mark.slow  # kills replicas and waits for recovery: 11-13 s a test
+
 
 def _replica_actors(deployment: str) -> list[str]:
     import ray

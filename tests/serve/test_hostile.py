@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from kiss_core.media.geometry import LEFT_EYE, MOUTH, RIGHT_EYE
 from tests.conftest import ServeApp
@@ -43,6 +44,7 @@ def _check_accepted(case: Case, job: dict[str, Any]) -> str | None:
     return None
 
 
+@pytest.mark.slow  # 155 requests: ~25 s
 def test_hostile_and_unusual_requests(serve_app: ServeApp) -> None:
     from ray import serve
 

@@ -14,6 +14,8 @@ import pytest
 from kiss_core.faces.synthetic import synthetic_subject_png
 from tests.serve.helpers import post_job, wait_terminal
 
+pytestmark = pytest.mark.slow  # waits out a placement timeout; ~20 s to tear the app down
+
 APP = "kissgen_unplaceable"
 PREFIX = "/unplaceable"
 PLACEABLE = ("Ingress", "FaceAnalyzer", "IdentityEncoder")

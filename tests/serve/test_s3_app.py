@@ -65,6 +65,7 @@ def test_lifecycle_rules_expire_inputs_and_outputs(s3_app: str, s3_server: S3End
     assert store.expiry() == {"inputs/": 1, "idempotency/": 1, "outputs/": 7, "jobs/": 7, "tenants/": 7}
 
 
+@pytest.mark.slow  # a 20 s outage: ~32 s
 def test_jobs_complete_across_a_20_second_s3_outage(s3_app: str, s3_server: S3Endpoint) -> None:
     """The S3 server stops right after two jobs are accepted; calls wait and retry, both jobs complete."""
     with httpx.Client(base_url=s3_app, timeout=180) as client:

@@ -155,6 +155,7 @@ def test_unreachable_server_gives_storage_error_after_the_deadline(s3_server: S3
     assert 1.5 < time.monotonic() - started < 10
 
 
+@pytest.mark.slow  # restarts the S3 server: ~14 s
 def test_operations_ride_out_a_server_restart(tmp_path: Path) -> None:
     """The server goes away for a few seconds; calls made meanwhile wait for it and then succeed."""
     with run_seaweed_s3(tmp_path, bucket="outage") as endpoint:
