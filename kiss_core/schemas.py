@@ -6,6 +6,7 @@ Cheap to import (pydantic only) so the ingress can load it without NumPy-heavy s
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -151,8 +152,10 @@ class FaceQuality(BaseModel):
     frontalness: float = Field(description="1 = looking straight at the camera, 0 = profile.")
 
 
-class SubjectAnalysis(BaseModel):
-    """What face analysis found in one subject's photo. Small: no pixels travel in it."""
+class SubjectSummary(BaseModel):
+    """What a client sees of a subject's analysis: where the face is and how it was judged. Never the
+    identity embedding: it is biometric data (GDPR Art. 9), no client needs it, and it stays inside the
+    service (in the job's manifest, erased with the job)."""
 
     subject: Subject
     image_width: int
@@ -164,8 +167,13 @@ class SubjectAnalysis(BaseModel):
     )
     pose: Pose
     quality: FaceQuality
-    embedding: list[float] = Field(description="128-D dlib identity descriptor of the face.")
     age_estimate: float | None = Field(None, description="Estimated age in years, when the age gate ran.")
+
+
+class SubjectAnalysis(SubjectSummary):
+    """What face analysis found in one subject's photo, as the stages pass it on. Small: no pixels."""
+
+    embedding: list[float] = Field(description="128-D dlib identity descriptor of the face (internal).")
 
 
 class SubjectQuality(BaseModel):
@@ -277,7 +285,7 @@ class VideoJob(BaseModel):
     updated_at: datetime
     completed_at: datetime | None = None
     params: VideoParams
-    subjects: list[SubjectAnalysis] = Field(default_factory=list)
+    subjects: Sequence[SubjectSummary] = Field(default_factory=list)
     error: Problem | None = None
     result: JobResult | None = None
     webhook: WebhookDelivery | None = Field(
@@ -295,6 +303,7 @@ class Lease(BaseModel):
 class JobManifest(VideoJob):
     """The durable record of a job in object storage: the API view plus what is needed to (re)run it."""
 
+    subjects: Sequence[SubjectAnalysis] = Field(default_factory=list)  # with the embeddings: internal
     input_keys: dict[str, str] = Field(description="Object keys of the stored input photos per subject.")
     attempts: int = 0
     trace_context: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the job.")
@@ -329,7 +338,7 @@ class StageRequest(BaseModel):
             job_id=manifest.id,
             params=manifest.params,
             input_keys=manifest.input_keys,
-            analyses=manifest.subjects,
+            analyses=list(manifest.subjects),
             trace=trace,
         )
 
