@@ -6,19 +6,25 @@ kissgen quality kiss.mp4 --ref-a demo/a.png --ref-b demo/b.png [--json]   # qual
 kissgen keys new --tenant acme [--rate 120] [--max-jobs 4]   # a new API key and its keys-file entry
 kissgen verify kiss.mp4 [--trust-anchors ca.pem]   # C2PA manifest + watermark job id, as JSON (local)
 kissgen config-docs [--check]   # write docs/configuration.md from the settings (--check: exit 1 if stale)
+kissgen reports [--since 2026-11-01] [--json] [--config serve_config.yaml]   # abuse reports (operators)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from kiss_core.schemas import TERMINAL_STATUSES, VideoParams
+from kiss_core.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -308,6 +314,80 @@ def _cmd_config_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_from_config(path: Path | None) -> Settings:
+    """The service's Settings as its replicas build them, for operator commands that read its store.
+
+    Without `path`: the KISS_* environment and KISS_CONFIG_FILE, as every replica. With a Serve config
+    (a YAML with `applications:`): the kissgen application's `args.settings` over its runtime_env's
+    KISS_* variables over this environment, as graph.build_app sees them. With any other YAML: it is read
+    as a settings file (what KISS_CONFIG_FILE would name).
+    """
+    import yaml
+
+    if path is None:
+        return Settings()
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a YAML mapping")
+    if "applications" not in data:
+        return Settings(**data)
+    apps = data["applications"] or []
+    app = next((a for a in apps if a.get("import_path") == "graph:build_app"), apps[0] if apps else None)
+    if app is None:
+        raise ValueError(f"{path} has no application")
+    env = (app.get("runtime_env") or {}).get("env_vars") or {}
+    overrides = (app.get("args") or {}).get("settings") or {}
+    with _environment({k: str(v) for k, v in env.items() if k.startswith("KISS_")}):
+        return Settings(**overrides)
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """`variables` set in os.environ for the block (a Serve runtime_env sets them over the worker's)."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _cmd_reports(args: argparse.Namespace) -> int:
+    """The abuse reports clients sent (POST /v1/reports), oldest first, read from the service's store."""
+    from pydantic import ValidationError
+
+    from kiss_core.errors import StorageError
+    from kiss_core.jobs.reports import ReportLog
+    from kiss_core.storage import open_store
+
+    try:
+        since = date.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        print(f"error: --since must be a date like 2026-11-30, not {args.since!r}", file=sys.stderr)
+        return 2
+    try:
+        settings = settings_from_config(Path(args.config) if args.config else None)
+        reports = ReportLog(open_store(settings.storage)).list(since)
+    except (OSError, ValueError, ValidationError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for report in reports:
+        if args.json:
+            print(report.model_dump_json())
+            continue
+        target = report.video_id or f"sha256:{report.file_sha256}"
+        when = report.received_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        details = " ".join(report.details.split())  # one line per report
+        print(f"{when}  {report.id}  {report.tenant}  {report.reason}  {target}  {details}".rstrip())
+    if not args.json:
+        print(f"{len(reports)} report(s)" + (f" since {since}" if since else ""), file=sys.stderr)
+    return 0
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -392,6 +472,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file is stale")
     p.add_argument("--path", help="page to write or check (default: this checkout's docs/configuration.md)")
     p.set_defaults(func=_cmd_config_docs)
+
+    p = sub.add_parser("reports", help="list abuse reports sent with POST /v1/reports (reads the store)")
+    p.add_argument("--since", help="only reports received on this day (YYYY-MM-DD, UTC) or later")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--config",
+        help="a Serve config (serve_config.yaml) or a settings YAML; default: the KISS_* environment and"
+        " KISS_CONFIG_FILE, as the service reads them",
+    )
+    p.set_defaults(func=_cmd_reports)
 
     args = parser.parse_args(argv)
     try:
