@@ -80,8 +80,9 @@ const SUBJECT_NAMES = { a: "person A", b: "person B" };
 
 const $ = (id) => document.getElementById(id);
 
-// Read by the browser tests: how the page learned about the job (events vs polls).
-const stats = { events: 0, polls: 0, streams: 0, heartbeats: 0 };
+// Read by the browser tests: how the page learned about the job (events vs polls), the states the
+// events showed, and when the first one arrived (ms after the page started loading).
+const stats = { events: 0, polls: 0, streams: 0, heartbeats: 0, seen: [], firstEventMs: null };
 window.studio = { stats };
 
 const state = {
@@ -306,7 +307,13 @@ function renderShapes(shapes) {
     });
     const label = document.createElement("label");
     label.htmlFor = input.id;
-    label.textContent = `${SHAPE_NAMES[shape] || shape} (${size})`;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = SHAPE_NAMES[shape] || shape;
+    const pixels = document.createElement("span");
+    pixels.className = "size";
+    pixels.textContent = size;
+    label.append(name, pixels);
     choice.append(input, label);
     list.append(choice);
   });
@@ -503,6 +510,7 @@ function openJob(job) {
   $("job").dataset.events = "0";
   stats.events = 0;
   stats.polls = 0;
+  stats.seen = [];
   $("job-id").textContent = job.id;
   renderJob(job);
   $("job-title").focus();
@@ -579,8 +587,10 @@ async function follow(id) {
         if (event.event !== "job" || !event.data) continue;
         received++;
         stats.events++;
+        stats.firstEventMs ??= performance.now();
         $("job").dataset.events = String(stats.events);
         const job = JSON.parse(event.data);
+        stats.seen.push(`${job.status}:${job.stage}:${job.progress}`);
         if (state.job?.id !== id) return;
         renderJob(job);
         if (TERMINAL.has(job.status)) return;
@@ -701,6 +711,7 @@ async function showResult(job) {
     if (state.job?.id !== id) return;
     const url = blobUrl(still);
     $("result-still").src = url;
+    $("result-video").poster = url;
     Object.assign($("download-image"), { href: url, download: `${id}.jpg` });
     if (isVideo) {
       const video = await apiBlob(`v1/videos/${encodeURIComponent(id)}/content?variant=video`);
@@ -953,7 +964,7 @@ async function sha256Hex(buffer) {
     const digest = await crypto.subtle.digest("SHA-256", buffer);
     return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
   }
-  return sha256Fallback(new Uint8Array(buffer)); // http:// on another host: no crypto.subtle
+  return sha256Fallback(new Uint8Array(buffer)); // plain http from another host: no crypto.subtle
 }
 
 // FIPS 180-4 SHA-256, for pages served over plain http from a host other than localhost.

@@ -1,0 +1,227 @@
+"""The web studio in a real browser (Chromium via Playwright) against the real Serve application.
+
+Jobs are kept small (2 s at 12 fps, 416x240, through the page's advanced size field) so the whole
+module stays near a minute; the cancel test asks for the largest clip so it is still running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.conftest import ARTEFACTS, DESKTOP, PHONE, Studio, require_browser
+from tests.conftest import ServeApp
+from tests.support.photos import skimage_path
+
+require_browser()
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 2
+FPS = 12
+SIZE = "416x240"
+FACE_NOT_FOUND = "No face was found in this photo"
+
+
+def choose_photos(page: Any, a: Path, b: Path) -> None:
+    page.set_input_files("#photo-a", str(a))
+    page.set_input_files("#photo-b", str(b))
+
+
+def fill_small_job(page: Any, seconds: int = SECONDS, size: str = SIZE, fps: int = FPS) -> None:
+    page.fill("#seconds", str(seconds))
+    page.click(".advanced summary")
+    page.fill("#size", size)
+    page.fill("#fps", str(fps))
+
+
+def wait_status(page: Any, status: str, timeout_s: float = 120) -> None:
+    page.wait_for_selector(f"#job[data-status={status}]", state="attached", timeout=timeout_s * 1000)
+
+
+def job_id(page: Any) -> str:
+    return page.text_content("#job-id").strip()
+
+
+def serious_violations(page: Any) -> list[dict[str, Any]]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    violations = Axe().run(page).response["violations"]
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def keep_screenshot(page: Any, artefacts: Path, name: str) -> Path:
+    """A full-page screenshot in this run's artefacts, copied to docs/img for the README."""
+    path = artefacts / name
+    page.screenshot(path=str(path), full_page=True)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, ARTEFACTS / name)
+    return path
+
+
+def test_the_page_is_served_with_a_csp_that_forbids_inline_script(serve_app: ServeApp) -> None:
+    with httpx.Client(base_url=serve_app.url, timeout=10) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = dict(d.strip().split(" ", 1) for d in page.headers["content-security-policy"].split(";"))
+        assert csp["script-src"] == "'self'" and csp["style-src"] == "'self'"
+        assert "unsafe-inline" not in page.headers["content-security-policy"]
+        assert csp["frame-ancestors"] == "'none'" and csp["connect-src"] == "'self'"
+        assert '<script type="module" src="/static/studio.js">' in page.text
+        assert "<script>" not in page.text and " style=" not in page.text
+        script = client.get("/static/studio.js")
+        assert script.headers["content-type"].startswith("text/javascript")
+        again = client.get("/static/studio.js", headers={"If-None-Match": script.headers["etag"]})
+        assert again.status_code == 304
+        clip = client.get("/static/styles/peck.mp4")
+        assert clip.headers["content-type"] == "video/mp4" and "max-age" in clip.headers["cache-control"]
+        for path in ("/static/../graph.py", "/static/%2e%2e/graph.py", "/static/index.html", "/static/"):
+            refused = client.get(path)
+            assert refused.status_code == 404, path
+            assert refused.headers["content-type"] == "application/problem+json", path
+
+
+def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
+    serve_app: ServeApp, studio_factory: Any, subject_files: dict[str, Path], artefacts: Path
+) -> None:
+    studio: Studio = studio_factory(serve_app.url, DESKTOP)
+    page = studio.open()
+    submit = page.locator("#submit")
+    assert submit.is_disabled()
+
+    choose_photos(page, subject_files["a"], subject_files["b"])
+    for subject in ("a", "b"):  # the face box and 68 landmarks drawn over each photo
+        page.wait_for_selector(f"#overlay-{subject}[data-landmarks='68']", state="visible")
+        assert page.get_attribute(f"#analysis-{subject}", "data-state") == "ok"
+    assert submit.is_disabled()  # no consent yet
+    page.check("#consent-a")
+    assert submit.is_disabled()  # one of two
+    page.check("#consent-b")
+    assert submit.is_enabled()
+
+    page.check("#style-peck")
+    fill_small_job(page)
+    submit.click()
+    wait_status(page, "completed")
+    video_id = job_id(page)
+
+    stats = studio.stats()
+    assert stats["events"] >= 2, stats  # the progress came as server-sent events...
+    assert stats["polls"] == 0, stats  # ...not from polling
+    assert stats["seen"][-1].startswith("completed:"), stats
+    assert len(set(stats["seen"])) >= 2, stats  # the progress moved
+    assert any(url.endswith(f"/v1/videos/{video_id}/events") for url in studio.requests)
+
+    page.wait_for_selector("#result[data-loaded=true]", state="attached")
+    page.wait_for_function("document.querySelector('#result-video').readyState >= 3")
+    duration = page.evaluate("document.querySelector('#result-video').duration")
+    assert abs(duration - SECONDS) <= 1 / FPS + 1e-6, duration
+    assert page.locator("#quality-rows tr").count() >= 4  # identity a and b, contact, flicker, lighting
+    assert "Made by AI" in page.text_content("#provenance")
+
+    with httpx.Client(base_url=serve_app.url, timeout=30) as client:
+        api_video = client.get(f"/v1/videos/{video_id}/content", params={"variant": "video"}).content
+        api_still = client.get(f"/v1/videos/{video_id}/content", params={"variant": "image"}).content
+    downloads = {}
+    for link, expected in (("#download-video", api_video), ("#download-image", api_still)):
+        with page.expect_download() as info:
+            page.click(link)
+        path = Path(info.value.path())
+        assert path.read_bytes() == expected, link
+        downloads[link] = artefacts / info.value.suggested_filename
+        shutil.copyfile(path, downloads[link])
+    assert downloads["#download-video"].name == f"{video_id}.mp4"
+
+    keep_screenshot(page, artefacts, "studio-desktop.png")
+    assert serious_violations(page) == []
+
+    # Report this video.
+    page.select_option("#report-reason", "impersonation")
+    page.fill("#report-details", "A browser test's report.")
+    page.click("#report-form button[type=submit]")
+    report_id = page.wait_for_selector("#report-status[data-report-id]").get_attribute("data-report-id")
+    assert report_id and report_id.startswith("rpt_")
+
+    # Verify the downloaded file; then report it by its hash.
+    page.set_input_files("#verify-file", str(downloads["#download-video"]))
+    page.click("#verify-form button[type=submit]")
+    page.wait_for_selector("#verify-result[data-ai-generated=true]", state="attached")
+    assert video_id in page.text_content("#verify-result")  # the watermark names the job
+    sha = hashlib.sha256(api_video).hexdigest()
+    assert page.text_content("#verify-sha") == sha
+    page.select_option("#verify-reason", "not_consented")
+    page.click("#verify-report button[type=submit]")
+    status = page.wait_for_selector("#verify-report-status[data-report-id]")
+    file_report = status.get_attribute("data-report-id")
+    records = [json.loads(p.read_text()) for p in (serve_app.store_root / "reports").rglob("*.json")]
+    stored = {record["id"]: record for record in records}
+    assert stored[report_id]["video_id"] == video_id and stored[report_id]["reason"] == "impersonation"
+    assert stored[file_report]["file_sha256"] == sha
+
+    assert studio.outside_requests() == []
+
+
+def test_a_photo_without_a_face_is_refused_next_to_it_and_blocks_submit(
+    serve_app: ServeApp, studio_factory: Any, subject_files: dict[str, Path], artefacts: Path
+) -> None:
+    studio: Studio = studio_factory(serve_app.url, PHONE, is_mobile=True, has_touch=True)
+    page = studio.open()
+    page.set_input_files("#photo-a", str(skimage_path("coffee.png")))
+    page.set_input_files("#photo-b", str(subject_files["b"]))
+    page.wait_for_selector("#analysis-a[data-state=bad]")
+    page.wait_for_selector("#overlay-b[data-landmarks='68']", state="visible")
+    assert FACE_NOT_FOUND in page.text_content("#analysis-a")
+    assert page.get_attribute("#overlay-a", "data-landmarks") == "0"  # the photo, nothing drawn on it
+    page.check("#consent-a")
+    page.check("#consent-b")
+    assert page.locator("#submit").is_disabled()
+    assert "cannot be used" in page.text_content("#submit-hint")
+    # The phone size: one column, nothing wider than the screen.
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert page.locator("#camera-a").is_visible()  # a coarse pointer gets the camera capture too
+    keep_screenshot(page, artefacts, "studio-phone.png")
+    assert serious_violations(page) == []
+    assert studio.outside_requests() == []
+
+
+def test_cancel_keeps_a_canceled_record_and_erase_removes_it_from_your_videos(
+    serve_app: ServeApp, studio_factory: Any, subject_files: dict[str, Path]
+) -> None:
+    studio: Studio = studio_factory(serve_app.url, DESKTOP)
+    page = studio.open()
+    choose_photos(page, subject_files["a"], subject_files["b"])
+    for subject in ("a", "b"):
+        page.wait_for_selector(f"#overlay-{subject}[data-landmarks='68']", state="visible")
+        page.check(f"#consent-{subject}")
+    fill_small_job(page, seconds=10, size="832x480", fps=24)  # long enough to still be running
+    page.click("#submit")
+    page.wait_for_selector("#job-cancel:enabled")
+    video_id = job_id(page)
+    page.click("#job-cancel")
+    wait_status(page, "canceled", timeout_s=60)
+    assert "Canceled" in page.text_content("#job-status")
+    with httpx.Client(base_url=serve_app.url, timeout=10) as client:
+        assert client.get(f"/v1/videos/{video_id}").json()["status"] == "canceled"
+
+    page.click("#videos-refresh")
+    row = page.locator(f"#videos-list li[data-id='{video_id}']")
+    row.wait_for()
+    assert "canceled" in row.text_content()
+    row.get_by_role("button", name="Erase everything").click()
+    page.wait_for_selector("#confirm-delete[open]")
+    page.click("#confirm-yes")
+    row.wait_for(state="detached")
+    assert "erased" in page.text_content("#videos-status")
+    with httpx.Client(base_url=serve_app.url, timeout=10) as client:
+        assert client.get(f"/v1/videos/{video_id}").status_code == 404
+    assert studio.outside_requests() == []
