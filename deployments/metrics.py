@@ -149,8 +149,11 @@ def record_job_status(status: str) -> None:
 def _job_done(task: asyncio.Task[Any]) -> None:
     # A runner that was cancelled (DELETE, which counts `canceled` itself, or a graceful shutdown
     # handing the job back) or that raised (recovery picks the job up) did not end it: not counted.
+    # Nor does a runner whose job a client canceled: the replica that took the cancel counted it.
     if not task.cancelled() and task.exception() is None:
-        record_job_status(getattr(task.result(), "status", ""))
+        status = getattr(task.result(), "status", "")
+        if status != "canceled":
+            record_job_status(status)
     _set_queue_depth()
 
 

@@ -160,6 +160,14 @@ class ContentNotReady(ClientError):
     title = "The video has no content yet"
 
 
+class JobFinished(ClientError):
+    """Cancel asked of a job that already ended (completed, failed or canceled)."""
+
+    code = "job_finished"
+    status = 409
+    title = "The video job has already finished"
+
+
 class Overloaded(ClientError):
     """Not the client's fault, but theirs to retry: carries a Retry-After."""
 
@@ -212,6 +220,14 @@ class TooManyJobs(Overloaded):
     title = "Too many unfinished jobs for this tenant"
 
 
+class TooManyStreams(Overloaded):
+    """This ingress replica holds its maximum of open event streams (events.max_streams)."""
+
+    code = "too_many_streams"
+    status = 503
+    title = "Too many open event streams; retry later or poll GET /v1/videos/{id}"
+
+
 class ClipTooLong(ClientError):
     """The clip needs more frames than the diffusion backend generates in one window."""
 
@@ -232,6 +248,12 @@ class WebhookUrlRefused(ClientError):
     code = "webhook_url_refused"
     status = 422
     title = "The webhook_url is not allowed"
+
+
+class JobCanceled(KissError):
+    """The job was canceled while a stage worked on it: the stage stops (a generator at its next
+    progress report) and the runner ends the job quietly. Neither a client's error nor ours: never
+    retried, never turned into `failed`."""
 
 
 class ServerError(KissError):

@@ -20,7 +20,7 @@ import secrets
 import socket
 from datetime import timedelta
 
-from kiss_core.errors import ClientError, KissError, ServerError, unwrap_remote
+from kiss_core.errors import ClientError, JobCanceled, KissError, ServerError, unwrap_remote
 from kiss_core.jobs.protocol import Stages
 from kiss_core.jobs.store import InvalidTransition, JobStore
 from kiss_core.jobs.webhooks import WebhookSender, event_for, message_id
@@ -112,9 +112,11 @@ class JobRunner:
         while manifest.status not in TERMINAL_STATUSES:
             attempt = manifest.attempts + 1
             await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow() + self.lease)
-            manifest = await asyncio.to_thread(
-                self.jobs.update, job_id, status="in_progress", stage="identity", attempts=attempt
-            )
+            try:
+                manifest = await asyncio.to_thread(self._start_attempt, job_id, attempt)
+            except InvalidTransition:  # canceled (or ended) while it waited for this attempt
+                manifest = await asyncio.to_thread(self.jobs.get, job_id)
+                continue
             stop_heartbeat = asyncio.Event()
             heartbeat = asyncio.get_running_loop().create_task(self._hold_lease(job_id, stop_heartbeat))
             try:
@@ -123,6 +125,13 @@ class JobRunner:
                 raise
             except BaseException as raw:
                 exc = unwrap_remote(raw)
+                canceled = await asyncio.to_thread(self.jobs.cancel_requested, job_id)
+                if isinstance(exc, JobCanceled) or canceled:
+                    # Canceled by a client (on any replica): its generator stopped, or its inputs are
+                    # gone. Not a failure: no retry, no `failed`, no webhook; the canceled state holds.
+                    log.info("job %s was canceled during attempt %d", job_id, attempt)
+                    manifest = await asyncio.to_thread(self.jobs.settle_cancel, job_id)
+                    continue
                 manifest = await asyncio.to_thread(self._after_failure, job_id, attempt, exc)
                 ended_here = manifest.status in TERMINAL_STATUSES
                 if not ended_here:
@@ -132,7 +141,7 @@ class JobRunner:
                 stop_heartbeat.set()
                 await heartbeat  # lets a renewal in flight finish, so nothing rewrites the lease later
             try:
-                manifest = await asyncio.to_thread(self.jobs.complete, job_id, result)
+                manifest = await asyncio.to_thread(self._complete, job_id, result)
                 ended_here = True
             except InvalidTransition:
                 manifest = await asyncio.to_thread(self.jobs.get, job_id)
@@ -180,6 +189,29 @@ class JobRunner:
             request = StageRequest.for_job(manifest, inject_context())
             conditioning = self.stages.condition(request)
             return await self.stages.generate(request, conditioning)
+
+    def _start_attempt(self, job_id: str, attempt: int) -> JobManifest:
+        """The job goes in_progress for this attempt; InvalidTransition if it was canceled meanwhile (also
+        when the cancel raced this write, which then is undone)."""
+        manifest = self.jobs.update(job_id, status="in_progress", stage="identity", attempts=attempt)
+        if self.jobs.cancel_requested(job_id):
+            self.jobs.settle_cancel(job_id)
+            raise InvalidTransition(f"job {job_id} was canceled")
+        return manifest
+
+    def _complete(self, job_id: str, result: JobResult) -> JobManifest:
+        """The job completed, unless it was canceled meanwhile: then InvalidTransition, once the outputs
+        the attempt stored are erased (also when the cancel raced this write)."""
+        try:
+            manifest = self.jobs.complete(job_id, result)
+        except InvalidTransition:
+            if self.jobs.cancel_requested(job_id):
+                self.jobs.settle_cancel(job_id)
+            raise
+        if self.jobs.cancel_requested(job_id):
+            self.jobs.settle_cancel(job_id)
+            raise InvalidTransition(f"job {job_id} was canceled")
+        return manifest
 
     def _after_failure(self, job_id: str, attempt: int, exc: BaseException) -> JobManifest:
         if isinstance(exc, ClientError):

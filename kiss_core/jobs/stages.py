@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kiss_core.errors import JobCanceled
 from kiss_core.faces.analysis import DlibFaceAnalyzer
 from kiss_core.generation.backends.base import FrameSource
 from kiss_core.generation.backends.preview import PreviewFrames
@@ -145,17 +146,29 @@ class GenerationStage:
         def progress(stage: str, percent: int) -> None:
             """Every stage change is written; updates within a stage at most every 0.5 s.
 
-            A deleted job raises JobNotFound here, which stops the work before anything is stored.
+            A deleted job raises JobNotFound here, a canceled one JobCanceled (checked before and after
+            the write, which may have raced the cancel's): either stops the work before anything is
+            stored.
             """
             nonlocal last
             now = time.monotonic()
             if stage != last[1] or now - last[0] >= _PROGRESS_INTERVAL_S:
                 last = (now, stage)
+                self._stop_if_canceled(request.job_id)
                 self.jobs.update(request.job_id, stage=stage, progress=percent)
+                self._stop_if_canceled(request.job_id)
 
         with stage_span("generation", request.trace, job_id=request.job_id, backend=conditioning.backend):
             progress("generation", 10)
-            return self.producer.produce(request, conditioning, progress)
+            result = self.producer.produce(request, conditioning, progress)
+            # Canceled while the outputs were being stored: they must not stay behind.
+            self._stop_if_canceled(request.job_id)
+            return result
+
+    def _stop_if_canceled(self, job_id: str) -> None:
+        if self.jobs.cancel_requested(job_id):
+            self.jobs.settle_cancel(job_id)  # erases what was stored, puts back a status a write replaced
+            raise JobCanceled(f"job {job_id} was canceled")
 
 
 class InProcessStages:

@@ -136,6 +136,40 @@ class JobStore:
     def fail(self, job_id: str, problem: dict[str, Any]) -> JobManifest:
         return self.update(job_id, status="failed", error=Problem.model_validate(problem))
 
+    def _cancel_key(self, job_id: str) -> str:
+        return f"jobs/{job_id}/canceled"
+
+    def cancel(self, job_id: str) -> JobManifest:
+        """Cancel a queued or running job: its record stays (status canceled), its photos and any output
+        are erased. InvalidTransition if it already ended.
+
+        A marker beside the manifest is written first: the manifest is rewritten read-modify-write by
+        the job's runner and generator too, so one of their writes racing this one could bring the old
+        status back; they check `cancel_requested` after writing and put it right (`settle_cancel`).
+        """
+        manifest = self.get(job_id)
+        if manifest.status in TERMINAL_STATUSES:
+            raise InvalidTransition(f"job {job_id} cannot be canceled: it is {manifest.status}")
+        self.store.put(self._cancel_key(job_id), b"", "application/octet-stream")
+        return self.settle_cancel(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether the job was canceled (by any replica); one existence check, no manifest read."""
+        return self.store.exists(self._cancel_key(job_id))
+
+    def settle_cancel(self, job_id: str) -> JobManifest:
+        """Make a canceled job look canceled: the status (again, if a racing write of its runner brought
+        another back, even `completed`), its photos and outputs erased. Idempotent."""
+        manifest = self.get(job_id)
+        if manifest.status in ("queued", "in_progress"):
+            manifest = self.update(job_id, status="canceled")
+        elif manifest.status != "canceled":  # completed just before the marker: the cancel wins
+            self.save(manifest.model_copy(update={"status": "canceled", "completed_at": utcnow()}))
+            manifest = self.update(job_id, result=None)  # a second write, so it counts as a change
+        self.store.delete_prefix(f"inputs/{job_id}/")
+        self.store.delete_prefix(f"outputs/{job_id}/")
+        return manifest
+
     def _lease_key(self, job_id: str) -> str:
         return f"jobs/{job_id}/lease.json"
 
