@@ -10,6 +10,9 @@ The audit trail (kiss_core.jobs.audit) lives apart under audit/ and outlives the
 Per tenant, two small index objects (empty markers) make tenant-scoped questions cheap:
     tenants/{tenant}/videos/{inverted created_at}-{id}   every job, newest first in key order (listing)
     tenants/{tenant}/active/{id}                          while the job is queued or running (job cap)
+One global index of the same kind orders every unfinished job for queue positions and ETAs:
+    queue/{created_at µs}-{id}                             while the job is queued or running, oldest first
+The progress preview of a running diffusion job (a small JPEG, overwritten) is the output "progress".
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ OUTPUT_NAMES: Mapping[str, tuple[str, str]] = {
     "video": ("video.mp4", "video/mp4"),
     "thumbnail": ("thumbnail.jpg", "image/jpeg"),
     "image": ("image.jpg", "image/jpeg"),
+    "progress": ("progress.jpg", "image/jpeg"),
 }
 
 
@@ -62,6 +66,15 @@ def tenant_index_key(tenant: str, created_at: datetime, job_id: str) -> str:
 
 def tenant_active_key(tenant: str, job_id: str) -> str:
     return f"{TENANTS_PREFIX}{tenant}/active/{job_id}"
+
+
+QUEUE_PREFIX = "queue/"
+
+
+def queue_key(created_at: datetime, job_id: str) -> str:
+    """The job's marker in the global queue index: key order is creation order."""
+    micros = int(created_at.timestamp()) * 1_000_000 + created_at.microsecond
+    return f"{QUEUE_PREFIX}{micros:016d}-{job_id}"
 
 
 def encode_cursor(index_name: str) -> str:

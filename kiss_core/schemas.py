@@ -20,7 +20,7 @@ Style = Literal["peck", "romantic", "french", "cheek"]
 OutputKind = Literal["video", "image"]
 JobStatus = Literal["queued", "in_progress", "completed", "failed", "canceled"]
 Stage = Literal["queued", "analysis", "identity", "generation", "quality", "storing", "done"]
-Variant = Literal["video", "thumbnail", "image"]
+Variant = Literal["video", "thumbnail", "image", "progress"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "canceled"})
 
 _SIZE_RE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
@@ -273,6 +273,13 @@ class WebhookDelivery(BaseModel):
     updated_at: datetime | None = None
 
 
+class ProgressPreview(BaseModel):
+    """A low-resolution JPEG of the frame being denoised, refreshed every few steps while generating."""
+
+    url: str = Field(description="Where to fetch it: /v1/videos/{id}/content?variant=progress.")
+    revision: int = Field(description="The job revision that wrote it (changes with every new preview).")
+
+
 class VideoJob(BaseModel):
     """The job as the API shows it."""
 
@@ -290,6 +297,24 @@ class VideoJob(BaseModel):
     result: JobResult | None = None
     webhook: WebhookDelivery | None = Field(
         None, description="Delivery of the webhook, if one was asked for."
+    )
+    revision: int = Field(
+        0, ge=0, description="+1 on every write of the job's record (1 when created); the SSE event id."
+    )
+    queue_position: int | None = Field(
+        None,
+        ge=1,
+        description="While the job waits for a generator slot: its place in the queue (1 = next); null"
+        " while it generates and once it ended. Computed when the job is read, never stored.",
+    )
+    eta_s: float | None = Field(
+        None,
+        ge=0,
+        description="Estimated seconds until the job completes; null while unknown (before the service"
+        " has seen a job of this backend complete) and once it ended. Computed when read, never stored.",
+    )
+    progress_preview: ProgressPreview | None = Field(
+        None, description="The latest low-resolution preview of the frame being denoised (diffusion only)."
     )
 
 
@@ -310,6 +335,7 @@ class JobManifest(VideoJob):
     tenant: str = Field("public", description="The tenant (API key owner) the job belongs to.")
     webhook_url: str | None = Field(None, description="Where the terminal event is delivered, if anywhere.")
     index_key: str | None = Field(None, description="The job's marker in its tenant's listing (jobs.py).")
+    queue_key: str | None = Field(None, description="The job's marker in the global queue index (keys.py).")
 
     def public(self) -> dict[str, Any]:
         private = set(JobManifest.model_fields) - set(VideoJob.model_fields)

@@ -304,6 +304,13 @@ class GeneratorSettings(BaseModel):
         " no LoRA cost per step, but the backend then runs only that LoRA (requests naming another, or the"
         " fast quality with a distillation LoRA, are refused as unavailable).",
     )
+    progress_preview_every_steps: int = Field(
+        4,
+        ge=0,
+        description="Every this many denoising steps a diffusion backend projects the current latent's"
+        " middle frame to RGB (a fixed linear map, no VAE) and stores it as the job's low-resolution"
+        " progress preview (`?variant=progress`); 0: no previews.",
+    )
 
     @model_validator(mode="after")
     def _fused_lora_is_named(self) -> GeneratorSettings:
@@ -557,6 +564,42 @@ class ProvenanceSettings(BaseModel):
     )
 
 
+class EventSettings(BaseModel):
+    """The live progress stream GET /v1/videos/{id}/events (Server-Sent Events) of each ingress replica."""
+
+    poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often a replica reads the manifest of each job that has open streams (one read per"
+        " job however many streams watch it) and refreshes the queue positions and ETAs it serves.",
+    )
+    heartbeat_s: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="A `: hb` comment line goes out after this many seconds without an event, so proxies"
+        " and clients see the stream is alive.",
+    )
+    max_stream_s: float = Field(
+        90.0,
+        gt=0,
+        description="The server ends a stream after this long with a `retry:` line and the client reconnects"
+        " with Last-Event-ID. Keep it below Serve's http_options.request_timeout_s (which would cut the"
+        " stream without a goodbye) and the load balancer's read timeout.",
+    )
+    max_streams: int = Field(
+        60,
+        ge=1,
+        description="Open streams per ingress replica; past it a new one gets 503 too_many_streams with"
+        " Retry-After. Keep it below the Ingress's max_ongoing_requests (a stream is an ongoing request"
+        " for all its life), so other requests still get through.",
+    )
+    retry_ms: int = Field(
+        1000, ge=0, description="The reconnection delay sent in the `retry:` line when a stream is ended."
+    )
+
+
 class TracingSettings(BaseModel):
     service_name: str = Field("kissgen", description="OpenTelemetry service.name.")
     # The exporter itself is configured by the standard OTEL_EXPORTER_OTLP_* variables.
@@ -612,6 +655,11 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(
         default_factory=WebhookSettings,
         description="Outgoing webhooks (`webhook_url` on POST /v1/videos), signed per Standard Webhooks.",
+    )
+    events: EventSettings = Field(
+        default_factory=EventSettings,
+        description="The live progress stream (Server-Sent Events): polling, heartbeats, stream length and"
+        " the bound on open streams per ingress replica.",
     )
     provenance: ProvenanceSettings = Field(
         default_factory=ProvenanceSettings,

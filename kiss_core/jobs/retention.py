@@ -32,7 +32,8 @@ def lifecycle_days(retention: RetentionSettings) -> dict[str, int]:
     """Days per prefix for S3 lifecycle rules (whole days: S3 rounds expiry to days).
 
     `tenants/` holds the per-tenant list and active-job markers of each job; they go with its manifest
-    (a job can never be active that long: its photos expire after a day).
+    (a job can never be active that long: its photos expire after a day); so does `queue/`, the global
+    index of unfinished jobs.
     """
     outputs = max(1, math.ceil(retention.outputs_days))
     inputs = max(1, math.ceil(retention.inputs_hours / 24))
@@ -42,6 +43,7 @@ def lifecycle_days(retention: RetentionSettings) -> dict[str, int]:
         "outputs/": outputs,
         "jobs/": outputs,
         "tenants/": outputs,
+        "queue/": outputs,
     }
 
 

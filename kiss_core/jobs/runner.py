@@ -18,6 +18,7 @@ import os
 import random
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 from kiss_core.errors import ClientError, JobCanceled, KissError, ServerError, unwrap_remote
@@ -51,6 +52,8 @@ class JobRunner:
         self.webhooks = webhooks
         self._running: dict[str, asyncio.Task[JobManifest]] = {}
         self._deliveries: set[asyncio.Task[None]] = set()
+        # Called with each job this runner completed (the ingress learns durations for its ETAs).
+        self.on_complete: list[Callable[[JobManifest], None]] = []
 
     def running(self) -> int:
         """How many jobs this runner runs now."""
@@ -143,6 +146,11 @@ class JobRunner:
             try:
                 manifest = await asyncio.to_thread(self._complete, job_id, result)
                 ended_here = True
+                for callback in self.on_complete:
+                    try:
+                        callback(manifest)
+                    except Exception:
+                        log.exception("on_complete callback failed for job %s", job_id)
             except InvalidTransition:
                 manifest = await asyncio.to_thread(self.jobs.get, job_id)
         await asyncio.to_thread(self.jobs.release_lease, job_id)

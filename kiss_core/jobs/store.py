@@ -14,12 +14,14 @@ from typing import Any
 
 from kiss_core.errors import JobNotFound
 from kiss_core.keys import (
+    QUEUE_PREFIX,
     TENANTS_PREFIX,
     decode_cursor,
     encode_cursor,
     input_key,
     job_prefixes,
     new_job_id,
+    queue_key,
     tenant_active_key,
     tenant_index_key,
 )
@@ -91,9 +93,12 @@ class JobStore:
             tenant=tenant,
             webhook_url=webhook_url,
             index_key=index_key,
+            queue_key=queue_key(now, job_id),
+            revision=1,
         )
         self.store.put(index_key, b"", "application/octet-stream")
         self.store.put(tenant_active_key(tenant, job_id), b"", "application/octet-stream")
+        self.store.put(queue_key(now, job_id), b"", "application/octet-stream")  # == manifest.queue_key
         self.save(manifest)
         return manifest
 
@@ -124,10 +129,12 @@ class JobStore:
             if status in TERMINAL_STATUSES:
                 changes["completed_at"] = utcnow()
         changes["updated_at"] = utcnow()
+        changes["revision"] = manifest.revision + 1  # every write: the SSE event id
         updated = manifest.model_copy(update=changes)
         self.save(updated)
         if updated.status in TERMINAL_STATUSES and manifest.status not in TERMINAL_STATUSES:
             self.store.delete(tenant_active_key(updated.tenant, job_id))
+            self.store.delete(updated.queue_key or queue_key(updated.created_at, job_id))
         return updated
 
     def complete(self, job_id: str, result: JobResult) -> JobManifest:
@@ -193,6 +200,7 @@ class JobStore:
         manifest = self.get(job_id)
         erased = sum(self.store.delete_prefix(prefix) for prefix in reversed(job_prefixes(job_id)))
         self.store.delete(tenant_active_key(manifest.tenant, job_id))
+        self.store.delete(manifest.queue_key or queue_key(manifest.created_at, job_id))
         self.store.delete(
             manifest.index_key or tenant_index_key(manifest.tenant, manifest.created_at, job_id)
         )
@@ -238,6 +246,25 @@ class JobStore:
                 pass
             self.store.delete(tenant_active_key(tenant, job_id))
         return alive
+
+    def queued(self) -> list[JobManifest]:
+        """Every unfinished job, oldest first, from the global queue markers (one listing plus a read per
+        unfinished job, not a scan of jobs/); markers of jobs that ended or are gone are pruned."""
+        found = []
+        now_us = utcnow().timestamp() * 1e6
+        for key in self.store.list(QUEUE_PREFIX):
+            micros, _, job_id = key[len(QUEUE_PREFIX) :].partition("-")
+            try:
+                manifest: JobManifest | None = self.get(job_id)
+            except (JobNotFound, ValueError):
+                manifest = None
+            if manifest is None and micros.isdigit() and now_us - int(micros) < 60e6:
+                continue  # being created: the marker is written before the manifest
+            if manifest is None or manifest.status in TERMINAL_STATUSES:
+                self.store.delete(key)
+                continue
+            found.append(manifest)
+        return found
 
     def erase_inputs(self, job_id: str) -> int:
         return self.store.delete_prefix(f"inputs/{job_id}/")

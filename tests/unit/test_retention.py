@@ -92,6 +92,7 @@ def test_lifecycle_days_round_up_to_whole_days() -> None:
         "outputs/": 7,
         "jobs/": 7,
         "tenants/": 7,
+        "queue/": 7,
     }
     assert lifecycle_days(RetentionSettings(inputs_hours=36, outputs_days=2.5)) == {
         "inputs/": 2,
@@ -99,4 +100,5 @@ def test_lifecycle_days_round_up_to_whole_days() -> None:
         "outputs/": 3,
         "jobs/": 3,
         "tenants/": 3,
+        "queue/": 3,
     }
