@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The port serve_config.local.yaml listens on (only printed here).
 PORT := 8000
 
-.PHONY: run test test-fast bench lint format clean
+.PHONY: run test test-fast test-browser style-previews bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 ## run: start the Serve application in the CPU profile (local storage in ./data, preview generator)
 run: $(STAMP)
-	@echo "kissgen: http://127.0.0.1:$(PORT)/v1/videos  (API docs: http://127.0.0.1:$(PORT)/docs)"
+	@echo "kissgen: http://127.0.0.1:$(PORT)/ (the studio)  API: /v1/videos  (API docs: http://127.0.0.1:$(PORT)/docs)"
 	@echo "try:     $(BIN)/kissgen demo-subjects demo && $(BIN)/kissgen create demo/a.png demo/b.png -o kiss.mp4"
 	$(BIN)/serve run serve_config.local.yaml
 
@@ -33,6 +33,14 @@ test: $(STAMP)
 ## test-fast: the inner loop, every test not marked `slow`
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## test-browser: the web studio in Debian's Chromium (tests/browser; `apt-get install chromium` first)
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q tests/browser
+
+## style-previews: re-render the studio's style clips (deployments/http/static/styles) from synthetic subjects
+style-previews: $(STAMP)
+	$(BIN)/python -m deployments.http.style_previews
 
 ## bench: CPU pipeline, one-core preview render and component budgets, contact sheet (tables; bench/results/*.json)
 bench: $(STAMP)

@@ -121,6 +121,12 @@ def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
     assert stats["seen"][-1].startswith("completed:"), stats
     assert len(set(stats["seen"])) >= 2, stats  # the progress moved
     assert any(url.endswith(f"/v1/videos/{video_id}/events") for url in studio.requests)
+    timings = {  # measured, not asserted: ms after navigation start
+        "first_event_ms": stats["firstEventMs"],
+        "submit_to_first_event_ms": stats["firstEventMs"] - stats["submittedMs"],
+        "events": stats["events"],
+    }
+    (artefacts / "studio-timings.json").write_text(json.dumps(timings, indent=2))
 
     page.wait_for_selector("#result[data-loaded=true]", state="attached")
     page.wait_for_function("document.querySelector('#result-video').readyState >= 3")

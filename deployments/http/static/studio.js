@@ -82,7 +82,7 @@ const $ = (id) => document.getElementById(id);
 
 // Read by the browser tests: how the page learned about the job (events vs polls), the states the
 // events showed, and when the first one arrived (ms after the page started loading).
-const stats = { events: 0, polls: 0, streams: 0, heartbeats: 0, seen: [], firstEventMs: null };
+const stats = { events: 0, polls: 0, streams: 0, heartbeats: 0, seen: [], submittedMs: null, firstEventMs: null };
 window.studio = { stats };
 
 const state = {
@@ -479,6 +479,8 @@ async function submit(event) {
   for (const [name, value] of Object.entries(videoParams())) form.append(name, value);
   state.submitting = true;
   updateSubmit();
+  stats.submittedMs = performance.now();
+  stats.firstEventMs = null;
   try {
     const job = await api("v1/videos", { method: "POST", body: form, headers: { "Idempotency-Key": randomToken() } });
     state.submitting = false;
