@@ -20,9 +20,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from deployments.http.events import EventRoutes, LiveJobs
 from deployments.http.routes import VideoRoutes, app
-from deployments.http.service import VideoService
+from deployments.http.service import VideoService, loaded_backends
 from deployments.placement import PlacementWatch, serve_status_reader
 from kiss_core.schemas import JobResult, StageRequest, SubjectAnalysis
 from kiss_core.settings import Settings
@@ -73,7 +72,7 @@ class ServeStages:
 
 
 @serve.ingress(app)
-class VideoAPI(VideoRoutes, EventRoutes):
+class VideoAPI(VideoRoutes):
     def __init__(
         self,
         analyzer: DeploymentHandle,
@@ -87,22 +86,9 @@ class VideoAPI(VideoRoutes, EventRoutes):
         default = settings.generator.backend if settings.generator.backend in generators else "preview"
         stages = ServeStages(analyzer, identity, generators, default, self.watch)
         self.service = VideoService(settings, stages)
-        self.live = LiveJobs(
-            settings.events,
-            self.service.jobs,
-            default,
-            slots=self._generator_slots,
-            group=lambda kind: stages.generator_for(kind.partition(":")[0]).deployment_name,
-        )
-        self.service.runner.on_complete.append(self.live.learn)
+        self.service.backends = loaded_backends(settings, generators)  # what GET /v1/capabilities lists
         with contextlib.suppress(RuntimeError):  # Serve builds replicas inside their event loop
             self.service.start_maintenance()
-
-    def _generator_slots(self, deployment: str) -> int:
-        """Videos a generator deployment runs at once: its running replicas (one video each) as the
-        placement watch last read them; 1 before it has read any."""
-        state = self.watch.states.get(deployment)
-        return max(1, state.running) if state is not None else 1
 
     @app.get("/v1/health", summary="Whether every stage has a running replica (200) or not (503)")
     async def health(self) -> JSONResponse:

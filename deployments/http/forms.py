@@ -1,9 +1,11 @@
 """Request parsing: the multipart form of POST /v1/videos into VideoParams, an attestation and two photos;
-the paging query of GET /v1/videos; a size-limited raw body. Every bad field is named in one
-invalid_request problem, under the form field the client sent."""
+the one-photo form of POST /v1/analyses; the JSON body of POST /v1/reports; the paging query of
+GET /v1/videos; a size-limited raw body. Every bad field is named in one invalid_request problem, under
+the form field the client sent."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from kiss_core.errors import InvalidRequest, PayloadTooLarge
+from kiss_core.jobs.reports import REPORT_TARGETS, ReportRequest
 from kiss_core.schemas import SUBJECTS, Attestation, VideoParams
 from kiss_core.settings import LimitSettings
 
@@ -22,6 +25,10 @@ CONSENT_FIELDS = {f"consent_{s}": s for s in SUBJECTS}
 CONSENT_REF_FIELDS = {f"consent_ref_{s}": s for s in SUBJECTS}
 WEBHOOK_FIELD = "webhook_url"
 TEXT_FIELDS = (*PARAM_FIELDS, *CONSENT_FIELDS, *CONSENT_REF_FIELDS, WEBHOOK_FIELD)
+ANALYSIS_PHOTO_FIELD = "photo"
+ANALYSIS_SUBJECT_FIELD = "subject"
+# A report is a reason, <= 1000 characters of details and an id or a hash: 16 KiB is plenty.
+MAX_REPORT_BYTES = 16 * 1024
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 
@@ -116,6 +123,93 @@ async def parse_video_form(request: Request, limits: LimitSettings) -> VideoForm
         fields = ", ".join(sorted({e["field"] for e in errors}))
         raise InvalidRequest(f"invalid fields: {fields}", None, errors)
     return VideoForm(params, attestation, photos, text.get(WEBHOOK_FIELD) or None)
+
+
+def analysis_request_schema() -> dict[str, Any]:
+    """OpenAPI for POST /v1/analyses' multipart body (parsed by hand, like the create request's)."""
+    properties = {
+        ANALYSIS_PHOTO_FIELD: {
+            "type": "string",
+            "format": "binary",
+            "description": "The photo to check (JPEG, PNG, WebP, BMP, TIFF).",
+        },
+        ANALYSIS_SUBJECT_FIELD: {
+            "type": "string",
+            "enum": list(SUBJECTS),
+            "default": "a",
+            "description": "Which person of a later request the photo is; only names the subject in errors.",
+        },
+    }
+    schema = {"type": "object", "required": [ANALYSIS_PHOTO_FIELD], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+async def parse_analysis_form(request: Request, limits: LimitSettings) -> tuple[bytes, str]:
+    """POST /v1/analyses' form: (the photo's bytes, the subject it is named as), checked against the
+    request and upload limits. A photo over the upload limit comes back one byte longer than the limit,
+    for the analysis to refuse as image_too_large under its subject."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limits.max_request_bytes:
+        raise PayloadTooLarge(f"the request body is {length} bytes; the limit is {limits.max_request_bytes}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest(
+            "the request body must be multipart/form-data with a `photo` file",
+            None,
+            [{"field": ANALYSIS_PHOTO_FIELD, "message": "a photo file is required"}],
+        )
+    try:
+        form = await request.form(max_files=1, max_fields=2)
+    except Exception as exc:  # malformed multipart, too many parts
+        raise InvalidRequest(f"the multipart body could not be parsed: {exc}") from None
+    errors: list[dict[str, Any]] = []
+    for name in form:
+        if name not in (ANALYSIS_PHOTO_FIELD, ANALYSIS_SUBJECT_FIELD):
+            errors.append({"field": name, "message": "unknown field"})
+        elif len(form.getlist(name)) > 1:
+            errors.append({"field": name, "message": "given more than once"})
+    subject = form.get(ANALYSIS_SUBJECT_FIELD, "a")
+    if subject not in SUBJECTS:
+        errors.append({"field": ANALYSIS_SUBJECT_FIELD, "message": f"must be one of {', '.join(SUBJECTS)}"})
+    upload = form.get(ANALYSIS_PHOTO_FIELD)
+    photo = b""
+    if not isinstance(upload, UploadFile):
+        errors.append({"field": ANALYSIS_PHOTO_FIELD, "message": "a photo file is required"})
+    else:
+        photo = await upload.read(limits.max_upload_bytes + 1)
+    if errors:
+        fields = ", ".join(sorted({e["field"] for e in errors}))
+        raise InvalidRequest(f"invalid fields: {fields}", None, errors)
+    assert isinstance(subject, str)
+    return photo, subject
+
+
+async def parse_report(request: Request) -> ReportRequest:
+    """POST /v1/reports' JSON body as a ReportRequest; every invalid field named."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise InvalidRequest("the request body must be JSON (Content-Type: application/json)")
+    body = await read_body(request, MAX_REPORT_BYTES)
+    try:
+        values = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequest(
+            "the request body is not valid JSON", None, [{"field": "body", "message": "not JSON"}]
+        ) from None
+    if not isinstance(values, dict):
+        raise InvalidRequest(
+            "the request body must be a JSON object", None, [{"field": "body", "message": "not an object"}]
+        )
+    errors: list[dict[str, Any]] = []
+    targets = [name for name in REPORT_TARGETS if values.get(name) is not None]
+    if len(targets) != 1:
+        message = "give exactly one of video_id and file_sha256"
+        errors += [{"field": name, "message": message} for name in REPORT_TARGETS]
+        values = {k: v for k, v in values.items() if k not in REPORT_TARGETS}
+        values["video_id"] = "video_0"  # so the other fields are still checked, each named
+    report = _validated(ReportRequest, values, errors)
+    if errors or report is None:
+        fields = ", ".join(sorted({e["field"] for e in errors}))
+        raise InvalidRequest(f"invalid fields: {fields}", None, errors)
+    return report
 
 
 def page_params(query: Mapping[str, str]) -> tuple[int, str | None]:

@@ -7,14 +7,15 @@ deployments.ingress); the replica sets `service`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from deployments.http.forms import (
+    analysis_request_schema,
     create_request_schema,
     page_params,
+    parse_analysis_form,
+    parse_report,
     parse_video_form,
     read_body,
     trace_headers,
@@ -22,9 +23,7 @@ from deployments.http.forms import (
 from deployments.http.problems import install_problem_handlers
 from deployments.http.service import VideoService
 from kiss_core.jobs.access import Principal
-
-if TYPE_CHECKING:
-    from deployments.http.events import LiveJobs
+from kiss_core.jobs.reports import ReportRequest
 
 app = FastAPI(
     title="kissgen",
@@ -37,10 +36,10 @@ install_problem_handlers(app)
 
 
 class VideoRoutes:
-    """The API of /v1/videos and /v1/verify over a VideoService."""
+    """The API of /v1/videos, /v1/analyses, /v1/capabilities, /v1/reports and /v1/verify over a
+    VideoService."""
 
     service: VideoService
-    live: LiveJobs  # queue positions, ETAs and event streams (deployments.http.events)
 
     @app.post(
         "/v1/videos",
@@ -64,14 +63,12 @@ class VideoRoutes:
     async def list_videos(self, request: Request) -> JSONResponse:
         caller = self._caller(request)
         limit, cursor = page_params(request.query_params)
-        page = await self.service.list_jobs(caller, limit, cursor)
-        page["data"] = await self.live.views(page["data"])
-        return JSONResponse(page)
+        return JSONResponse(await self.service.list_jobs(caller, limit, cursor))
 
     @app.get("/v1/videos/{video_id}", summary="The state of a video job")
     async def get_video(self, video_id: str, request: Request) -> JSONResponse:
         manifest = await self.service.job(self._caller(request), video_id)
-        return JSONResponse(await self.live.view(manifest))
+        return JSONResponse(manifest.public())
 
     @app.get("/v1/videos/{video_id}/content", summary="Download the video, its thumbnail or the still")
     async def get_content(self, video_id: str, request: Request, variant: str = "video") -> Response:
@@ -79,6 +76,15 @@ class VideoRoutes:
         if content.url is not None:
             return RedirectResponse(content.url, status_code=307)
         return Response(content.data, media_type=content.media_type)
+
+    @app.post(
+        "/v1/videos/{video_id}/cancel",
+        summary="Stop a queued or running job; keep its record (canceled), erase its photos and output",
+        responses={409: {"description": "The job already finished (job_finished)."}},
+    )
+    async def cancel_video(self, video_id: str, request: Request) -> JSONResponse:
+        manifest = await self.service.cancel(self._caller(request), video_id)
+        return JSONResponse(manifest.public())
 
     @app.delete("/v1/videos/{video_id}", summary="Cancel the job and erase its inputs and outputs")
     async def delete_video(self, video_id: str, request: Request) -> JSONResponse:
@@ -93,6 +99,38 @@ class VideoRoutes:
         self._caller(request)
         body = await read_body(request, self.service.limits.max_request_bytes)
         return JSONResponse(await self.service.verify(body))
+
+    @app.post(
+        "/v1/analyses",
+        openapi_extra=analysis_request_schema(),
+        summary="Check one photo as a submission would (face, age gate, content filter); stores nothing",
+    )
+    async def analyze_photo(self, request: Request) -> JSONResponse:
+        caller = self._caller(request)
+        photo, subject = await parse_analysis_form(request, self.service.limits)
+        return JSONResponse(await self.service.analyze(caller, photo, subject, trace_headers(request)))
+
+    @app.get("/v1/capabilities", summary="Backends, LoRAs, choices and limits of the service (no key needed)")
+    async def capabilities(self) -> JSONResponse:
+        return JSONResponse(self.service.capabilities())
+
+    @app.post(
+        "/v1/reports",
+        status_code=201,
+        summary="Report a video or a file (abuse, no consent, a minor...); kept append-only for operators",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ReportRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def create_report(self, request: Request) -> JSONResponse:
+        caller = self._caller(request)
+        report = await self.service.report(caller, await parse_report(request))
+        received_at = report.model_dump(mode="json")["received_at"]
+        body = {"object": "report", "id": report.id, "received_at": received_at}
+        return JSONResponse(body, status_code=201)
 
     def _caller(self, request: Request) -> Principal:
         return self.service.authorize(request.headers.get("authorization"), request.headers.get("x-api-key"))

@@ -1,5 +1,6 @@
-"""What the HTTP API does, without HTTP: create, list, read, download, delete and verify videos for a
-caller, and the replica's background work (recovery of orphaned jobs, the retention sweep).
+"""What the HTTP API does, without HTTP: create, list, read, download, cancel, delete and verify videos
+for a caller, check one photo (analyses), take abuse reports, describe what this service offers
+(capabilities), and the replica's background work (recovery of orphaned jobs, the retention sweep).
 
 The stages are injected: the Ingress deployment passes Serve handles, a test may pass the in-process
 stages (kiss_core.jobs.stages.InProcessStages).
@@ -9,26 +10,63 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from deployments import metrics
 from deployments.http.forms import VideoForm
-from kiss_core.errors import ContentNotReady, InvalidRequest, UnsupportedMedia
+from kiss_core.errors import (
+    ContentNotReady,
+    InvalidRequest,
+    JobFinished,
+    ModelDirectoryError,
+    UnsupportedMedia,
+)
+from kiss_core.generation.backends.loras import discover_loras
+from kiss_core.generation.backends.weights import configured_backends
 from kiss_core.generation.provenance.verify import sniff_mime, verify_media
 from kiss_core.jobs.access import AccessControl, Principal
 from kiss_core.jobs.admission import JobAdmission
+from kiss_core.jobs.audit import CONSENT_TEXT
 from kiss_core.jobs.protocol import Stages
+from kiss_core.jobs.reports import REPORT_REASONS, ReportLog, ReportRecord, ReportRequest
 from kiss_core.jobs.retention import install_lifecycle, sweep
 from kiss_core.jobs.runner import JobRunner
-from kiss_core.jobs.store import JobStore
+from kiss_core.jobs.store import InvalidTransition, JobStore
 from kiss_core.jobs.webhooks import WebhookSender
 from kiss_core.keys import OUTPUT_NAMES
-from kiss_core.schemas import TERMINAL_STATUSES, JobManifest, JobResult, utcnow
+from kiss_core.schemas import (
+    TERMINAL_STATUSES,
+    JobManifest,
+    JobResult,
+    Style,
+    SubjectSummary,
+    VideoParams,
+    utcnow,
+)
 from kiss_core.settings import Settings
 from kiss_core.storage import open_store
 
 log = logging.getLogger("kissgen.ingress")
+
+# The frame sizes the page offers per shape (VideoParams: divisible by 16): Wan's 480p in both
+# orientations, and a square of about the same pixel count.
+SHAPES = {"landscape": "832x480", "portrait": "480x832", "square": "640x640"}
+QUALITIES = ["standard", "fast"]
+
+
+def loaded_backends(settings: Settings, generators: Iterable[str] = ()) -> list[str]:
+    """The video backends this service runs: the preview always, each diffusion backend the settings
+    load (`generator.enabled`, or those whose directory is under model_root) and each one a generator
+    deployment was built for. A model directory the ingress cannot judge counts as not loaded here (the
+    generator replica refuses to start with the reason)."""
+    try:
+        diffusion = list(configured_backends(settings.generator))
+    except ModelDirectoryError as exc:
+        log.warning("capabilities: diffusion backends unknown: %s", exc)
+        diffusion = []
+    return list(dict.fromkeys(["preview", *diffusion, *generators]))
 
 
 @dataclass(frozen=True)
@@ -60,6 +98,9 @@ class VideoService:
             webhooks=self.webhooks,
             generator=settings.generator,
         )
+        self.reports = ReportLog(self.store)
+        # The ingress (deployments.ingress) replaces this with what its generator deployments hold.
+        self.backends = loaded_backends(settings)
         install_lifecycle(self.store, settings.retention)
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -115,6 +156,87 @@ class VideoService:
         if url is not None:
             return Content(url, None, content_type)
         return Content(None, await asyncio.to_thread(self.store.get, key), content_type)
+
+    async def analyze(
+        self, caller: Principal, photo: bytes, subject: str, incoming_trace: dict[str, str]
+    ) -> dict[str, Any]:
+        """One photo through the submission's checks (JobAdmission.analyze), storing nothing; the answer
+        is what a client may see of the analysis (SubjectSummary: never the identity embedding)."""
+        analysis = await self.admission.analyze(photo, subject, incoming_trace)
+        summary = SubjectSummary.model_validate(analysis.model_dump())
+        return {"object": "analysis", **summary.model_dump(mode="json")}
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this service offers a client, for the page to build its choices from (no key needed)."""
+        generator = self.settings.generator
+        diffusion = [b for b in self.backends if b != "preview"]
+        default = generator.backend if generator.backend in self.backends else "preview"
+        fields = VideoParams.model_fields
+        return {
+            "object": "capabilities",
+            "backends": [{"name": b, "default": b == default} for b in self.backends],
+            "qualities": list(QUALITIES) if diffusion else [],
+            "loras": self._loras(diffusion),
+            "styles": list(get_args(Style)),
+            "intensity": {"min": 0.0, "max": 1.0, "default": fields["intensity"].default},
+            "seconds": {"min": 1.0, "max": 10.0, "default": fields["seconds"].default},
+            "shapes": dict(SHAPES),
+            "fps": fields["fps"].default,
+            "limits": {
+                "max_upload_bytes": self.limits.max_upload_bytes,
+                "max_request_bytes": self.limits.max_request_bytes,
+            },
+            "api_key_required": not self.access.open,
+            "consent_text": CONSENT_TEXT,
+            "report_reasons": list(REPORT_REASONS),
+        }
+
+    def _loras(self, diffusion: list[str]) -> list[dict[str, Any]]:
+        """The LoRAs a request may name: installed under model_root/loras/ for a loaded backend, not a
+        step-distillation one (the fast quality picks that), only the fused one under `fuse_lora`."""
+        if not diffusion:
+            return []
+        generator = self.settings.generator
+        try:
+            specs = discover_loras(generator.model_root)
+        except ModelDirectoryError as exc:
+            log.warning("capabilities: loras/ unreadable: %s", exc)
+            return []
+        return [
+            {
+                "name": s.name,
+                "base": s.base,
+                "trigger_words": [w.strip() for w in s.trigger_words.split(",") if w.strip()],
+            }
+            for s in specs.values()
+            if s.base in diffusion and not s.fast and (not generator.fuse_lora or s.name == generator.lora)
+        ]
+
+    async def cancel(self, caller: Principal, video_id: str) -> JobManifest:
+        """Stop a queued or running job, keep its record as `canceled`, erase its photos and any output.
+
+        The canceled state is stored first: a generator on any replica sees it at its next progress
+        report and stops (kiss_core.jobs.stages), and the runner that ran it ends quietly. Then this
+        replica's runner task, if the job runs here, is stopped at once.
+        """
+        manifest = await self.job(caller, video_id)
+        if manifest.status in TERMINAL_STATUSES:
+            raise JobFinished(f"video {video_id} is already {manifest.status}")
+        try:
+            canceled = await asyncio.to_thread(self.jobs.cancel, video_id)
+        except InvalidTransition:  # it ended between the read and the cancel
+            current = await self.job(caller, video_id)
+            raise JobFinished(f"video {video_id} is already {current.status}") from None
+        await self.runner.cancel(video_id)
+        metrics.record_job_status("canceled")
+        return canceled
+
+    async def report(self, caller: Principal, report: ReportRequest) -> ReportRecord:
+        """Store an abuse report. A video must be the caller's and exist now (404 otherwise); the report
+        is kept when the video is erased later."""
+        if report.video_id is not None:
+            await self.job(caller, report.video_id)
+        return await asyncio.to_thread(self.reports.record, report, caller.tenant)
 
     async def delete(self, caller: Principal, video_id: str) -> None:
         """Cancel the job if it runs here, erase its inputs and outputs (the audit record stays)."""

@@ -97,6 +97,26 @@ class JobAdmission:
             if not self._in_admission_by_tenant[tenant]:
                 del self._in_admission_by_tenant[tenant]
 
+    async def analyze(
+        self, photo: bytes, subject: str, incoming_trace: dict[str, str] | None = None
+    ) -> SubjectAnalysis:
+        """One photo through the same checks as a submission's (upload size, decode limits, content
+        filter, face analysis, age gate), storing nothing: no input, no audit record, no job.
+
+        Capacity: refused with Overloaded while this replica is at `limits.max_active_jobs`, like a
+        submission, but an analysis holds no slot of it (it takes a second, a job minutes; a page checks
+        each photo as it is chosen, and that must not count as a job against the limit).
+        """
+        active = self.running() + self._in_admission
+        if active >= self.limits.max_active_jobs:
+            raise Overloaded(f"this replica already has {active} jobs", self.limits.retry_after_s)
+        if len(photo) > self.limits.max_upload_bytes:
+            raise ImageTooLarge(
+                f"the photo is larger than the limit of {self.limits.max_upload_bytes} bytes", subject
+            )
+        with stage_span("analysis.request", incoming_trace or None, subject=subject):
+            return await self.stages.analyze(photo, subject, inject_context())
+
     async def submit_once(
         self,
         key: str,

@@ -17,6 +17,10 @@ from kiss_core.storage import ObjectStore
 
 AUDIT_PREFIX = "audit/"
 POLICY_VERSION = "2026-11-consent-v1"
+# What a person attests for each photo: the refusal below says it, the page's checkbox shows
+# CONSENT_TEXT (GET /v1/capabilities), so both always promise the same.
+ATTESTS = "is an adult and consented to this video"
+CONSENT_TEXT = f"I attest that the person in this photo {ATTESTS}."
 
 
 def require_consent(attestation: Attestation | None) -> Attestation:
@@ -25,8 +29,7 @@ def require_consent(attestation: Attestation | None) -> Attestation:
     if attestation is None or missing:
         subject = missing[0]
         raise ConsentRequired(
-            f"consent_{subject} must be true: attest that the person in subject_{subject} is an adult "
-            "and consented to this video",
+            f"consent_{subject} must be true: attest that the person in subject_{subject} {ATTESTS}",
             subject,
         )
     return attestation
