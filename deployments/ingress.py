@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
+from deployments.http.events import EventRoutes, LiveJobs
 from deployments.http.routes import VideoRoutes, app
 from deployments.http.service import VideoService, loaded_backends
 from deployments.placement import PlacementWatch, serve_status_reader
@@ -72,7 +73,7 @@ class ServeStages:
 
 
 @serve.ingress(app)
-class VideoAPI(VideoRoutes):
+class VideoAPI(VideoRoutes, EventRoutes):
     def __init__(
         self,
         analyzer: DeploymentHandle,
@@ -87,8 +88,22 @@ class VideoAPI(VideoRoutes):
         stages = ServeStages(analyzer, identity, generators, default, self.watch)
         self.service = VideoService(settings, stages)
         self.service.backends = loaded_backends(settings, generators)  # what GET /v1/capabilities lists
+        self.live = LiveJobs(
+            settings.events,
+            self.service.jobs,
+            default,
+            slots=self._generator_slots,
+            group=lambda kind: stages.generator_for(kind.partition(":")[0]).deployment_name,
+        )
+        self.service.runner.on_complete.append(self.live.learn)
         with contextlib.suppress(RuntimeError):  # Serve builds replicas inside their event loop
             self.service.start_maintenance()
+
+    def _generator_slots(self, deployment: str) -> int:
+        """Videos a generator deployment runs at once: its running replicas (one video each) as the
+        placement watch last read them; 1 before it has read any."""
+        state = self.watch.states.get(deployment)
+        return max(1, state.running) if state is not None else 1
 
     @app.get("/v1/health", summary="Whether every stage has a running replica (200) or not (503)")
     async def health(self) -> JSONResponse:

@@ -7,6 +7,8 @@ deployments.ingress); the replica sets `service`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
@@ -25,6 +27,9 @@ from deployments.http.service import VideoService
 from kiss_core.jobs.access import Principal
 from kiss_core.jobs.reports import ReportRequest
 
+if TYPE_CHECKING:
+    from deployments.http.events import LiveJobs
+
 app = FastAPI(
     title="kissgen",
     version="0.1.0",
@@ -40,6 +45,7 @@ class VideoRoutes:
     VideoService."""
 
     service: VideoService
+    live: LiveJobs  # queue positions, ETAs and event streams (deployments.http.events)
 
     @app.post(
         "/v1/videos",
@@ -63,12 +69,14 @@ class VideoRoutes:
     async def list_videos(self, request: Request) -> JSONResponse:
         caller = self._caller(request)
         limit, cursor = page_params(request.query_params)
-        return JSONResponse(await self.service.list_jobs(caller, limit, cursor))
+        page = await self.service.list_jobs(caller, limit, cursor)
+        page["data"] = await self.live.views(page["data"])
+        return JSONResponse(page)
 
     @app.get("/v1/videos/{video_id}", summary="The state of a video job")
     async def get_video(self, video_id: str, request: Request) -> JSONResponse:
         manifest = await self.service.job(self._caller(request), video_id)
-        return JSONResponse(manifest.public())
+        return JSONResponse(await self.live.view(manifest))
 
     @app.get("/v1/videos/{video_id}/content", summary="Download the video, its thumbnail or the still")
     async def get_content(self, video_id: str, request: Request, variant: str = "video") -> Response:
