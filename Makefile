@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The port serve_config.local.yaml listens on (only printed here).
 PORT := 8000
 
-.PHONY: run test test-fast test-browser style-previews bench lint format clean
+.PHONY: run test test-fast test-browser screenshots style-previews bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-fast: $(STAMP)
 ## test-browser: the web studio in Debian's Chromium (tests/browser; `apt-get install chromium` first)
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q tests/browser
+
+## screenshots: the browser tests, writing their screenshots of synthetic subjects to docs/img
+screenshots: $(STAMP)
+	KISSGEN_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q tests/browser/test_studio.py
 
 ## style-previews: re-render the studio's style clips (deployments/http/static/styles) from synthetic subjects
 style-previews: $(STAMP)

@@ -7,6 +7,7 @@ get it. Every page records the URLs it requests, so a test can check that none l
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ LAUNCH_ARGS = [
 ]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1440, "height": 900}
-ARTEFACTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+# Screenshots go to the test's temporary directory; with KISSGEN_SCREENSHOTS=DIR (`make screenshots`:
+# docs/img) they are copied there too, so a plain test run leaves the committed ones alone.
+SCREENSHOTS_ENV = "KISSGEN_SCREENSHOTS"
 
 
 def chromium_path() -> str | None:
@@ -130,5 +133,16 @@ def subject_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where screenshots are kept for this run (they are also copied to docs/img for the README)."""
+    """Where screenshots and timings are kept for this run."""
     return tmp_path_factory.mktemp("browser-artefacts")
+
+
+def keep_screenshot(page: Page, artefacts: Path, name: str) -> Path:
+    """A full-page screenshot in this run's artefacts, copied to $KISSGEN_SCREENSHOTS when set."""
+    path = artefacts / name
+    page.screenshot(path=str(path), full_page=True)
+    published = os.environ.get(SCREENSHOTS_ENV)
+    if published:
+        Path(published).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(published) / name)
+    return path

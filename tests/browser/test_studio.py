@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import ARTEFACTS, DESKTOP, PHONE, Studio, require_browser
+from tests.browser.conftest import DESKTOP, PHONE, Studio, keep_screenshot, require_browser
 from tests.conftest import ServeApp
 from tests.support.photos import skimage_path
 
@@ -58,15 +58,6 @@ def serious_violations(page: Any) -> list[dict[str, Any]]:
         for v in violations
         if v["impact"] in ("serious", "critical")
     ]
-
-
-def keep_screenshot(page: Any, artefacts: Path, name: str) -> Path:
-    """A full-page screenshot in this run's artefacts, copied to docs/img for the README."""
-    path = artefacts / name
-    page.screenshot(path=str(path), full_page=True)
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, ARTEFACTS / name)
-    return path
 
 
 def test_the_page_is_served_with_a_csp_that_forbids_inline_script(serve_app: ServeApp) -> None:
@@ -174,6 +165,10 @@ def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
     assert stored[report_id]["video_id"] == video_id and stored[report_id]["reason"] == "impersonation"
     assert stored[file_report]["file_sha256"] == sha
 
+    # The same page, result and all, at phone size: one column, nothing wider than the screen.
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    keep_screenshot(page, artefacts, "studio-phone-result.png")
     assert studio.outside_requests() == []
 
 

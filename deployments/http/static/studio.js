@@ -67,7 +67,7 @@ const STATUS_WORDS = {
 };
 
 const STYLE_NAMES = { peck: "Peck", romantic: "Romantic", french: "French", cheek: "On the cheek" };
-const SHAPE_NAMES = { landscape: "Landscape 16:9", portrait: "Portrait 9:16", square: "Square 1:1" };
+const SHAPE_NAMES = { landscape: ["Landscape", "16:9"], portrait: ["Portrait", "9:16"], square: ["Square", "1:1"] };
 const REASON_NAMES = {
   not_consented: "A person in it did not consent",
   minor: "A person in it may be a minor",
@@ -309,10 +309,11 @@ function renderShapes(shapes) {
     label.htmlFor = input.id;
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = SHAPE_NAMES[shape] || shape;
+    const [title, ratio] = SHAPE_NAMES[shape] || [shape, ""];
+    name.textContent = title;
     const pixels = document.createElement("span");
     pixels.className = "size";
-    pixels.textContent = size;
+    pixels.textContent = ratio ? `${ratio} · ${size}` : size;
     label.append(name, pixels);
     choice.append(input, label);
     list.append(choice);
@@ -802,16 +803,18 @@ function renderQuality(report) {
       const verdict = document.createElement("td");
       verdict.textContent = pass === null ? "—" : pass ? "passes" : "misses";
       if (pass !== null) verdict.className = pass ? "pass" : "fail";
-      tr.append(th, cell(measured), cell(limit), verdict);
+      verdict.dataset.label = "Result";
+      tr.append(th, cell(measured, "Measured"), cell(limit, "Threshold"), verdict);
       return tr;
     }),
   );
   $("quality-card").hidden = rows.length === 0;
 }
 
-function cell(text) {
+function cell(text, label) {
   const td = document.createElement("td");
   td.textContent = text;
+  td.dataset.label = label; // the column's name, shown before the value on narrow screens
   return td;
 }
 
@@ -892,7 +895,10 @@ function setupJobActions() {
     if (!state.job) return;
     const body = { reason: $("report-reason").value, video_id: state.job.id };
     if (details.value.trim()) body.details = details.value.trim().slice(0, 1000);
-    if (await sendReport(body, $("report-status"))) details.value = "";
+    if (await sendReport(body, $("report-status"))) {
+      details.value = "";
+      $("report-count").textContent = "0 / 1000";
+    }
   });
 }
 
