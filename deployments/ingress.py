@@ -21,6 +21,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.http.events import EventRoutes, LiveJobs
+from deployments.http.page import PageRoutes
 from deployments.http.routes import VideoRoutes, app
 from deployments.http.service import VideoService, loaded_backends
 from deployments.placement import PlacementWatch, serve_status_reader
@@ -73,7 +74,7 @@ class ServeStages:
 
 
 @serve.ingress(app)
-class VideoAPI(VideoRoutes, EventRoutes):
+class VideoAPI(VideoRoutes, PageRoutes, EventRoutes):
     def __init__(
         self,
         analyzer: DeploymentHandle,
