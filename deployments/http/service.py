@@ -35,7 +35,7 @@ from kiss_core.jobs.retention import install_lifecycle, sweep
 from kiss_core.jobs.runner import JobRunner
 from kiss_core.jobs.store import InvalidTransition, JobStore
 from kiss_core.jobs.webhooks import WebhookSender
-from kiss_core.keys import OUTPUT_NAMES
+from kiss_core.keys import OUTPUT_NAMES, output_key
 from kiss_core.schemas import (
     TERMINAL_STATUSES,
     JobManifest,
@@ -148,9 +148,14 @@ class VideoService:
             raise InvalidRequest(f"`variant` must be one of {', '.join(OUTPUT_NAMES)} but is {variant!r}")
         manifest = await self.job(caller, video_id)
         result: JobResult | None = manifest.result
-        if manifest.status != "completed" or result is None or variant not in result.keys:
+        if variant == "progress":  # the latest latent preview of a diffusion job, while it is made
+            if manifest.progress_preview is None or manifest.status in ("failed", "canceled"):
+                raise ContentNotReady(f"video {video_id} has no progress preview ({manifest.status})")
+            key = output_key(video_id, "progress")
+        elif manifest.status != "completed" or result is None or variant not in result.keys:
             raise ContentNotReady(f"video {video_id} is {manifest.status}; `{variant}` is not available")
-        key = result.keys[variant]
+        else:
+            key = result.keys[variant]
         filename, content_type = OUTPUT_NAMES[variant]
         url = self.store.presigned_url(key, self.settings.storage.presign_seconds, f"{video_id}-{filename}")
         if url is not None:

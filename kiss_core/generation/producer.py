@@ -18,7 +18,7 @@ import numpy as np
 from kiss_core.errors import GenerationError
 from kiss_core.faces.analysis import DlibFaceAnalyzer
 from kiss_core.faces.embedding import identity_model
-from kiss_core.generation.backends.base import FrameSource
+from kiss_core.generation.backends.base import FrameSource, PreviewSink, StepProgress
 from kiss_core.generation.backends.preview import PreviewFrames
 from kiss_core.generation.conditioning import Conditioning
 from kiss_core.generation.provenance.credentials import sign_media, signing_configured
@@ -92,14 +92,19 @@ class VideoProducer:
                 )
 
     def produce(
-        self, request: StageRequest, conditioning: Conditioning, progress: ProgressCallback | None = None
+        self,
+        request: StageRequest,
+        conditioning: Conditioning,
+        progress: ProgressCallback | None = None,
+        preview: PreviewSink | None = None,
     ) -> JobResult:
-        """Prepare the scene, render and encode, sign, measure, store: each step timed under its name."""
+        """Prepare the scene, render and encode, sign, measure, store: each step timed under its name.
+        `preview` receives the backend's low-resolution previews while it generates, if it makes any."""
         timings: dict[str, float] = {}
         report = progress or (lambda _stage, _pct: None)
         self._check_identity(conditioning)
         scene = self._prepare(request, timings)
-        rendered = self._render_encode(request, scene, conditioning, report, timings)
+        rendered = self._render_encode(request, scene, conditioning, report, timings, preview)
         report("quality", 85)
         signed = signing_configured(self.settings.provenance)
         if signed:  # last: nothing may change the bytes after signing
@@ -153,6 +158,7 @@ class VideoProducer:
         conditioning: Conditioning,
         report: ProgressCallback,
         timings: dict[str, float],
+        preview: PreviewSink | None = None,
     ) -> _Rendered:
         """Frames from the backend, marked, sampled for the report and streamed into the encoder."""
         plan, params = scene.plan, request.params
@@ -168,7 +174,8 @@ class VideoProducer:
             report("generation", 10 + int(70 * share))
 
         def frames() -> Iterator[np.ndarray]:
-            rendered = source.frames(plan, scene.photos, scene.by_subject, conditioning, params, share_done)
+            done = StepProgress(share_done, preview)
+            rendered = source.frames(plan, scene.photos, scene.by_subject, conditioning, params, done)
             for index, raw in enumerate(rendered):
                 # Marked before anything looks at it: the report measures what the viewer gets.
                 frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")

@@ -7,13 +7,14 @@ classes in the caller's process, for unit tests and for measuring what serving c
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
 
-from kiss_core.errors import JobCanceled
+from kiss_core.errors import JobCanceled, StorageError
 from kiss_core.faces.analysis import DlibFaceAnalyzer
 from kiss_core.generation.backends.base import FrameSource
 from kiss_core.generation.backends.preview import PreviewFrames
@@ -22,15 +23,17 @@ from kiss_core.generation.conditioning import Conditioning, IdentityEncoder, Mod
 from kiss_core.generation.gpu import cap_gpu_memory, check_weights_fit
 from kiss_core.generation.producer import VideoProducer
 from kiss_core.jobs.store import JobStore
-from kiss_core.media.images import decode_image
+from kiss_core.keys import output_key
+from kiss_core.media.images import decode_image, encode_jpeg
 from kiss_core.safety.age import AgeEstimator, AgeGate
 from kiss_core.safety.content import ContentFilter
-from kiss_core.schemas import JobResult, StageRequest, SubjectAnalysis
+from kiss_core.schemas import JobResult, ProgressPreview, StageRequest, SubjectAnalysis
 from kiss_core.settings import Settings
 from kiss_core.storage import ObjectStore
 from kiss_core.tracing import stage_span
 
 _PROGRESS_INTERVAL_S = 0.5
+log = logging.getLogger(__name__)
 
 
 class AnalysisStage:
@@ -158,9 +161,29 @@ class GenerationStage:
                 self.jobs.update(request.job_id, stage=stage, progress=percent)
                 self._stop_if_canceled(request.job_id)
 
+        previewed = -float("inf")
+
+        def preview(rgb: np.ndarray) -> None:
+            """A backend's low-resolution preview: stored at the job's progress key and named in the
+            manifest, at most every 0.5 s. A failed write loses that preview, never the job."""
+            nonlocal previewed
+            now = time.monotonic()
+            if now - previewed < _PROGRESS_INTERVAL_S:
+                return
+            previewed = now
+            job_id = request.job_id
+            try:
+                self.jobs.store.put(output_key(job_id, "progress"), encode_jpeg(rgb, 75), "image/jpeg")
+                url = f"/v1/videos/{job_id}/content?variant=progress"
+                revision = self.jobs.get(job_id).revision + 1  # the write below, unless another races it
+                self.jobs.update(job_id, progress_preview=ProgressPreview(url=url, revision=revision))
+            except StorageError:
+                log.warning("could not store the progress preview of job %s", job_id, exc_info=True)
+            self._stop_if_canceled(job_id)
+
         with stage_span("generation", request.trace, job_id=request.job_id, backend=conditioning.backend):
             progress("generation", 10)
-            result = self.producer.produce(request, conditioning, progress)
+            result = self.producer.produce(request, conditioning, progress, preview)
             # Canceled while the outputs were being stored: they must not stay behind.
             self._stop_if_canceled(request.job_id)
             return result

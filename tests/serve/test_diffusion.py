@@ -28,7 +28,12 @@ def diffusion_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> I
     models = build_model_root(tmp_path_factory.mktemp("models"))
     settings = {
         "storage": {"backend": "local", "local_root": str(tmp_path_factory.mktemp("diffusion"))},
-        "generator": {"model_root": str(models), "steps": 2, "backend": "wan-i2v"},
+        "generator": {
+            "model_root": str(models),
+            "steps": 2,
+            "backend": "wan-i2v",
+            "progress_preview_every_steps": 1,
+        },
     }
     with graph_copy(APP, "/diffusion", settings, http_port) as url:
         yield url
@@ -53,6 +58,26 @@ def test_a_job_on_each_diffusion_backend_completes_with_the_requested_frames(
     with av.open(io.BytesIO(content.content)) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     assert len(frames) == 12 and frames[0].shape == (128, 160, 3)
+
+
+def test_a_diffusion_job_publishes_a_latent_progress_preview(diffusion_app: str) -> None:
+    from PIL import Image
+
+    with httpx.Client(base_url=diffusion_app, timeout=60) as client:
+        response = post_job(client, synthetic_subject_png(0), synthetic_subject_png(1), **PARAMS)
+        assert response.status_code == 202, response.text
+        job = wait_terminal(client, response.headers["location"].removeprefix("/diffusion"), timeout_s=120)
+        assert job["status"] == "completed", job.get("error")
+        preview = job["progress_preview"]
+        assert preview is not None, "the tiny Wan (16 latent channels) made a preview while denoising"
+        assert preview["url"] == f"/v1/videos/{job['id']}/content?variant=progress"
+        assert 1 < preview["revision"] <= job["revision"]
+        content = client.get(f"/v1/videos/{job['id']}/content", params={"variant": "progress"})
+        assert content.status_code == 200 and content.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(content.content))
+    image.load()
+    # The latent grid (1/8 of the 160x128 frame) upscaled twice.
+    assert image.mode == "RGB" and image.size == (40, 32)
 
 
 def test_a_lora_that_is_not_installed_fails_the_job_with_backend_unavailable(diffusion_app: str) -> None:

@@ -12,6 +12,32 @@ from kiss_core.scene.choreography import KissPlan
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 
 ShareDone = Callable[[float], None]
+PreviewSink = Callable[[np.ndarray], None]  # a small uint8 RGB image of the frame being made
+
+
+class StepProgress:
+    """A ShareDone that may also take low-resolution previews of the frame being made (what a diffusion
+    backend projects from its latent every few steps; see kiss_core.generation.latent_preview)."""
+
+    def __init__(self, share: ShareDone, preview: PreviewSink | None = None):
+        self._share = share
+        self._preview = preview
+
+    def __call__(self, share: float) -> None:
+        self._share(share)
+
+    @property
+    def wants_preview(self) -> bool:
+        return self._preview is not None
+
+    def preview(self, rgb: np.ndarray) -> None:
+        if self._preview is not None:
+            self._preview(rgb)
+
+
+def preview_sink(progress: ShareDone) -> PreviewSink | None:
+    """Where a backend sends its previews, if whoever reports progress wants them."""
+    return progress.preview if isinstance(progress, StepProgress) and progress.wants_preview else None
 
 
 class FrameSource(Protocol):

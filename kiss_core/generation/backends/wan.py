@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from kiss_core.errors import GenerationError
-from kiss_core.generation.backends.base import ShareDone
+from kiss_core.generation.backends.base import ShareDone, preview_sink
 from kiss_core.generation.backends.choice import GenerationChoice, model_prompt
 from kiss_core.generation.backends.guidance import batched_guidance
 from kiss_core.generation.backends.loras import LoraSpec, discover_loras, fused_lora
@@ -52,6 +52,7 @@ from kiss_core.generation.backends.weights import (
 )
 from kiss_core.generation.budget import check_request_budget, native_params
 from kiss_core.generation.conditioning import Conditioning, ModelConditioning
+from kiss_core.generation.latent_preview import can_preview, preview_image
 from kiss_core.media.interpolate import resample_frames
 from kiss_core.scene.choreography import KissPlan, plan_kiss
 from kiss_core.scene.lighting import harmonize_photos
@@ -335,10 +336,19 @@ class WanFrames:
         guidance = 1.0 if fast or model.negative_prompt_embeds is None else self.settings.guidance_scale
         guidance_2 = guidance if guidance == 1.0 else (self.settings.guidance_scale_2 or guidance)
 
+        sink = preview_sink(progress)
+        every = self.settings.progress_preview_every_steps
+
         def on_step(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            """After each step: count it and report; an exception here (job deleted) ends the loop."""
+            """After each step: count it and report; an exception here (job deleted) ends the loop. Every
+            `progress_preview_every_steps` steps the latent's middle frame goes out as a preview."""
             self.steps_done += 1
             progress(_DECODE_SHARE * (index + 1) / steps)
+            if sink is not None and every and (index + 1) % every == 0:
+                latents = tensors.get("latents")
+                if latents is not None and latents.ndim == 5 and can_preview(latents.shape[1]):
+                    middle = latents[0, :, latents.shape[2] // 2].float().cpu().numpy()
+                    sink(preview_image(middle))
             return tensors
 
         inputs = self.inputs(native, photos, analyses, conditioning, count)
