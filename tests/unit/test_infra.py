@@ -284,8 +284,8 @@ def test_nginx_limits_and_timeouts_suit_the_service() -> None:
     assert int(number) * _UNITS[unit] >= LimitSettings().max_request_bytes
     assert _nginx_directives(locations, "proxy_request_buffering") == ["off"]
     http = _serve_config()["http_options"]
-    (read_timeout,) = _nginx_directives(locations, "proxy_read_timeout")
-    assert _seconds(read_timeout) > http["request_timeout_s"], "Serve should time out first"
+    for read_timeout in _nginx_directives(locations, "proxy_read_timeout"):
+        assert _seconds(read_timeout) > http["request_timeout_s"], "Serve should time out first"
     upstream_idle = re.search(r"upstream serve_proxies \{.*?keepalive_timeout\s+(\w+);", main, re.S)
     assert upstream_idle is not None
     assert _seconds(upstream_idle.group(1)) < http["keep_alive_timeout_s"], "nginx must drop idle first"
@@ -404,3 +404,20 @@ def test_each_diffusion_backend_gets_its_own_generator_deployment_except_on_one_
     assert (one.name, one.backend, one.settings) == ("VideoGenerator", None, settings)
     together = Settings(generator={"enabled": ["wan-i2v", "wan-vace"], "backends_per_replica": "all"})
     assert len(generator_deployments(together, "production")) == 1
+
+
+def test_nginx_passes_the_event_stream_unbuffered_and_outlasts_it() -> None:
+    from kiss_core.settings import EventSettings
+
+    locations = (INFRA / "nginx" / "kissgen-locations.conf").read_text()
+    block = re.search(r"location ~ \^/v1/videos/\[\^/\]\+/events\$ \{(.*?)\n\}", locations, re.S)
+    assert block is not None, "a location for GET /v1/videos/{id}/events"
+    body = block.group(1)
+    assert _nginx_directives(body, "proxy_buffering") == ["off"]
+    assert _nginx_directives(body, "proxy_cache") == ["off"]
+    (read_timeout,) = _nginx_directives(body, "proxy_read_timeout")
+    events = EventSettings()
+    assert _seconds(read_timeout) > max(events.max_stream_s, events.heartbeat_s)
+    request_timeout_s = _serve_config()["http_options"]["request_timeout_s"]
+    assert events.max_stream_s < request_timeout_s, "the service ends a stream before Serve cuts it"
+    assert re.match(r"^/v1/videos/[^/]+/events$", "/v1/videos/video_ab12/events")
