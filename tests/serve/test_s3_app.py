@@ -62,7 +62,14 @@ def test_job_on_s3_is_served_by_presigned_url_and_erased(s3_app: str, s3_server:
 
 def test_lifecycle_rules_expire_inputs_and_outputs(s3_app: str, s3_server: S3Endpoint) -> None:
     store = open_store(s3_server.settings(bucket="kissgen-serve"))
-    assert store.expiry() == {"inputs/": 1, "idempotency/": 1, "outputs/": 7, "jobs/": 7, "tenants/": 7}
+    assert store.expiry() == {
+        "inputs/": 1,
+        "idempotency/": 1,
+        "outputs/": 7,
+        "jobs/": 7,
+        "tenants/": 7,
+        "queue/": 7,
+    }
 
 
 @pytest.mark.slow  # a 20 s outage: ~32 s
