@@ -27,7 +27,7 @@ import logging
 import re
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from fastapi import Request
@@ -235,7 +235,7 @@ class LiveJobs:
 
     async def stream(
         self, request: Request, first: dict[str, Any], last_id: int, slot: StreamSlot
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The event stream of one client (the slot is released when it ends, however it ends)."""
         job_id = first["id"]
         subscriber = self.subscribe(job_id)
