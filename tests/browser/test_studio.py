@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ def choose_photos(page: Any, a: Path, b: Path) -> None:
 
 def fill_small_job(page: Any, seconds: int = SECONDS, size: str = SIZE, fps: int = FPS) -> None:
     page.fill("#seconds", str(seconds))
-    page.click(".advanced summary")
+    if page.get_attribute(".advanced", "open") is None:
+        page.click(".advanced summary")
     page.fill("#size", size)
     page.fill("#fps", str(fps))
 
@@ -226,3 +228,55 @@ def test_cancel_keeps_a_canceled_record_and_erase_removes_it_from_your_videos(
     with httpx.Client(base_url=serve_app.url, timeout=10) as client:
         assert client.get(f"/v1/videos/{video_id}").status_code == 404
     assert studio.outside_requests() == []
+
+
+def submit_tiny_job(page: Any, subject_files: dict[str, Path]) -> str:
+    choose_photos(page, subject_files["a"], subject_files["b"])
+    for subject in ("a", "b"):
+        page.wait_for_selector(f"#overlay-{subject}[data-landmarks='68']", state="visible")
+        page.check(f"#consent-{subject}")
+    fill_small_job(page, seconds=1, size="128x128", fps=8)
+    before = page.text_content("#job-id")
+    page.click("#submit")
+    page.wait_for_function("(before) => document.querySelector('#job-id').textContent !== before", arg=before)
+    return job_id(page)
+
+
+def test_a_stream_ended_early_resumes_after_the_last_event_and_a_refused_one_falls_back_to_polling(
+    serve_app: ServeApp, studio_factory: Any, subject_files: dict[str, Path]
+) -> None:
+    # 1. The first stream is cut after its first event: the page reconnects with that event's id.
+    asked: list[str | None] = []
+
+    def cut_first_stream(route: Any) -> None:
+        asked.append(route.request.headers.get("last-event-id"))
+        response = route.fetch()  # the real stream, to its end
+        if len(asked) > 1:
+            route.fulfill(response=response)
+            return
+        first = response.text().split("\n\n")[0] + "\n\n"
+        route.fulfill(status=200, headers=response.headers, body=first)
+        asked.append(re.search(r"^id: (\d+)$", first, re.M)[1])  # type: ignore[index]
+
+    studio: Studio = studio_factory(serve_app.url, DESKTOP)
+    page = studio.open()
+    page.route("**/events", cut_first_stream)
+    submit_tiny_job(page, subject_files)
+    wait_status(page, "completed")
+    first_id = asked[1]
+    assert asked == [None, first_id, first_id], asked  # request 1, the id it gave, request 2 resumed
+    stats = studio.stats()
+    assert stats["streams"] == 2 and stats["polls"] == 0, stats
+
+    # 2. The stream refused (a replica's bound reached): the page polls every second instead.
+    def refuse(route: Any) -> None:
+        problem = {"code": "too_many_streams", "status": 503, "title": "Too many streams", "detail": "busy"}
+        route.fulfill(status=503, json=problem, headers={"Retry-After": "5"})
+
+    page.unroute("**/events")
+    page.route("**/events", refuse)
+    submit_tiny_job(page, subject_files)
+    wait_status(page, "completed")
+    stats = studio.stats()
+    assert stats["events"] == 0 and stats["polls"] >= 1, stats
+    page.wait_for_selector("#result[data-loaded=true]", state="attached")

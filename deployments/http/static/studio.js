@@ -513,6 +513,7 @@ function openJob(job) {
   $("job").dataset.events = "0";
   stats.events = 0;
   stats.polls = 0;
+  stats.streams = 0;
   stats.seen = [];
   $("job-id").textContent = job.id;
   renderJob(job);
@@ -587,6 +588,12 @@ async function follow(id) {
       for await (const event of sseEvents(response.body, signal)) {
         if (event.retry !== null) retryMs = event.retry;
         if (event.id !== null) lastId = event.id;
+        if (event.event === "error" && event.data) {
+          // The job was erased while watched (not_found), or the stream cannot go on: say so, or poll.
+          const problem = JSON.parse(event.data);
+          if (problem.code === "not_found") return showGone(id);
+          return poll(id, signal);
+        }
         if (event.event !== "job" || !event.data) continue;
         received++;
         stats.events++;
