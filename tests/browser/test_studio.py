@@ -17,6 +17,15 @@ import httpx
 import pytest
 
 from tests.browser.conftest import DESKTOP, PHONE, Studio, keep_screenshot, require_browser
+from tests.browser.flows import (
+    FPS,
+    SECONDS,
+    choose_photos,
+    fill_small_job,
+    job_id,
+    submit_tiny_job,
+    wait_status,
+)
 from tests.conftest import ServeApp
 from tests.support.photos import skimage_path
 
@@ -24,31 +33,7 @@ require_browser()
 
 pytestmark = pytest.mark.slow
 
-SECONDS = 2
-FPS = 12
-SIZE = "416x240"
 FACE_NOT_FOUND = "No face was found in this photo"
-
-
-def choose_photos(page: Any, a: Path, b: Path) -> None:
-    page.set_input_files("#photo-a", str(a))
-    page.set_input_files("#photo-b", str(b))
-
-
-def fill_small_job(page: Any, seconds: int = SECONDS, size: str = SIZE, fps: int = FPS) -> None:
-    page.fill("#seconds", str(seconds))
-    if page.get_attribute(".advanced", "open") is None:
-        page.click(".advanced summary")
-    page.fill("#size", size)
-    page.fill("#fps", str(fps))
-
-
-def wait_status(page: Any, status: str, timeout_s: float = 120) -> None:
-    page.wait_for_selector(f"#job[data-status={status}]", state="attached", timeout=timeout_s * 1000)
-
-
-def job_id(page: Any) -> str:
-    return page.text_content("#job-id").strip()
 
 
 def serious_violations(page: Any) -> list[dict[str, Any]]:
@@ -228,18 +213,6 @@ def test_cancel_keeps_a_canceled_record_and_erase_removes_it_from_your_videos(
     with httpx.Client(base_url=serve_app.url, timeout=10) as client:
         assert client.get(f"/v1/videos/{video_id}").status_code == 404
     assert studio.outside_requests() == []
-
-
-def submit_tiny_job(page: Any, subject_files: dict[str, Path]) -> str:
-    choose_photos(page, subject_files["a"], subject_files["b"])
-    for subject in ("a", "b"):
-        page.wait_for_selector(f"#overlay-{subject}[data-landmarks='68']", state="visible")
-        page.check(f"#consent-{subject}")
-    fill_small_job(page, seconds=1, size="128x128", fps=8)
-    before = page.text_content("#job-id")
-    page.click("#submit")
-    page.wait_for_function("(before) => document.querySelector('#job-id').textContent !== before", arg=before)
-    return job_id(page)
 
 
 def test_a_stream_ended_early_resumes_after_the_last_event_and_a_refused_one_falls_back_to_polling(
