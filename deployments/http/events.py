@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
@@ -107,7 +108,9 @@ class LiveJobs:
         self.open_streams = 0
         self._learned: OrderedDict[str, None] = OrderedDict()
         self._view: QueueView | None = None
-        self._view_at = -float("inf")
+        self._view_at = -float("inf")  # loop time the snapshot's read started
+        self._view_wall = -float("inf")  # the same as POSIX time (job creation times compare with it)
+        self._view_ids: set[str] = set()
         self._refreshing: asyncio.Future[QueueView] | None = None
         self._watches: dict[str, _Watch] = {}
         self.scans = 0  # queue snapshots read (the bench and the tests look at it)
@@ -123,12 +126,14 @@ class LiveJobs:
                 self._learned.popitem(last=False)
 
     # Queue snapshot ----------------------------------------------------------------------------------
-    async def queue_view(self, need: str | None = None) -> QueueView:
+    async def queue_view(self, need: QueueEntry | None = None) -> QueueView:
         """The replica's snapshot of the line, at most `poll_interval_s` old; read again at once when it
-        lacks the unfinished job `need`. Concurrent callers share one read."""
+        was taken before the unfinished job `need` was created (a job it could not know yet; one without
+        a marker, from before markers existed, forces nothing). Concurrent callers share one read."""
         loop = asyncio.get_running_loop()
         fresh = loop.time() - self._view_at < self.settings.poll_interval_s
-        if self._view is not None and fresh and (need is None or need in self._view.ids):
+        unknown = need is not None and need.job_id not in self._view_ids and self._view_wall < need.created_at
+        if self._view is not None and fresh and not unknown:
             return self._view
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._read_view())
@@ -136,12 +141,12 @@ class LiveJobs:
 
     async def _read_view(self) -> QueueView:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started, wall = loop.time(), time.time()
         manifests = await asyncio.to_thread(self.jobs.queued)
         self.scans += 1
         entries = [QueueEntry.from_manifest(m, self.default_backend) for m in manifests]
         self._view = QueueView(entries, self.model, self.slots, self.group)
-        self._view_at = started
+        self._view_at, self._view_wall, self._view_ids = started, wall, self._view.ids
         return self._view
 
     async def fields(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +155,7 @@ class LiveJobs:
             return {"queue_position": None, "eta_s": None}
         entry = QueueEntry.from_job(job, self.default_backend)
         try:
-            view = await self.queue_view(need=entry.job_id)
+            view = await self.queue_view(need=entry)
         except Exception:  # storage briefly unreachable: the job object is still worth returning
             log.warning("queue snapshot failed", exc_info=True)
             return {"queue_position": None, "eta_s": None}

@@ -160,3 +160,23 @@ def test_last_event_id_accepts_revisions_only() -> None:
     for bad in ("abc", "-1", "1.5", "9" * 40):
         with pytest.raises(InvalidRequest):
             last_event_id(Request(bad, None))  # type: ignore[arg-type]
+
+
+def test_a_job_without_a_queue_marker_does_not_force_a_read_per_request(jobs: JobStore) -> None:
+    job_id = _create(jobs)
+    live = _live(jobs, poll_interval_s=30)
+
+    async def scenario() -> tuple[int, int]:
+        await live.view(jobs.get(job_id))
+        jobs.store.delete_prefix("queue/")  # as for a job accepted before markers existed
+        await live.view(jobs.get(job_id))  # the snapshot holds it still: no read
+        live._view_at = -float("inf")  # the interval passed
+        await live.view(jobs.get(job_id))  # one read, which no longer finds it...
+        before = live.scans
+        for _ in range(5):
+            view = await live.view(jobs.get(job_id))  # ...and no read per request after that
+        assert view["queue_position"] == 1
+        return before, live.scans
+
+    before, after = asyncio.run(scenario())
+    assert before == after == 2
