@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 SECONDS = 2
 FPS = 12
 SIZE = "416x240"
+
+
+def wait_until(page: Any, expression: str, arg: Any = None, timeout_s: float = 30) -> Any:
+    """Poll `expression` (a function of `arg`) until it is truthy. Playwright's wait_for_function polls
+    by evaluating a string inside the page, which the page's CSP refuses (no 'unsafe-eval')."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(expression, arg)
+        if value or time.monotonic() > deadline:
+            assert value, f"{expression} stayed falsy for {timeout_s} s"
+            return value
+        page.wait_for_timeout(100)
 
 
 def choose_photos(page: Any, a: Path, b: Path) -> None:
@@ -39,5 +52,5 @@ def submit_tiny_job(page: Any, subject_files: dict[str, Path]) -> str:
     fill_small_job(page, seconds=1, size="128x128", fps=8)
     before = page.text_content("#job-id")
     page.click("#submit")
-    page.wait_for_function("(before) => document.querySelector('#job-id').textContent !== before", arg=before)
+    wait_until(page, "(before) => document.querySelector('#job-id').textContent !== before", before)
     return job_id(page)

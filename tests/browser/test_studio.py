@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from kiss_core.media.video import encode_jpeg
 from tests.browser.conftest import DESKTOP, PHONE, Studio, keep_screenshot, require_browser
 from tests.browser.flows import (
     FPS,
@@ -25,6 +27,7 @@ from tests.browser.flows import (
     job_id,
     submit_tiny_job,
     wait_status,
+    wait_until,
 )
 from tests.conftest import ServeApp
 from tests.support.photos import skimage_path
@@ -107,7 +110,7 @@ def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
     (artefacts / "studio-timings.json").write_text(json.dumps(timings, indent=2))
 
     page.wait_for_selector("#result[data-loaded=true]", state="attached")
-    page.wait_for_function("document.querySelector('#result-video').readyState >= 3")
+    wait_until(page, "() => document.querySelector('#result-video').readyState >= 3")
     duration = page.evaluate("document.querySelector('#result-video').duration")
     assert abs(duration - SECONDS) <= 1 / FPS + 1e-6, duration
     assert page.locator("#quality-rows tr").count() >= 4  # identity a and b, contact, flicker, lighting
@@ -180,6 +183,19 @@ def test_a_photo_without_a_face_is_refused_next_to_it_and_blocks_submit(
     keep_screenshot(page, artefacts, "studio-phone.png")
     assert serious_violations(page) == []
     assert studio.outside_requests() == []
+    # The CSP at work: an inline script (as an injected one would be) does not run, nor an inline style.
+    ran = page.evaluate(
+        """() => {
+            const script = document.createElement("script");
+            script.textContent = "window.inlineRan = true";
+            document.body.append(script);
+            const style = document.createElement("style");
+            style.textContent = "body { visibility: hidden }";
+            document.head.append(style);
+            return [window.inlineRan === true, getComputedStyle(document.body).visibility];
+        }"""
+    )
+    assert ran == [False, "visible"]
 
 
 def test_cancel_keeps_a_canceled_record_and_erase_removes_it_from_your_videos(
@@ -253,3 +269,48 @@ def test_a_stream_ended_early_resumes_after_the_last_event_and_a_refused_one_fal
     stats = studio.stats()
     assert stats["events"] == 0 and stats["polls"] >= 1, stats
     page.wait_for_selector("#result[data-loaded=true]", state="attached")
+
+
+def test_a_diffusion_progress_preview_is_shown_while_the_job_runs(
+    serve_app: ServeApp, studio_factory: Any, subject_files: dict[str, Path]
+) -> None:
+    """The preview backend writes no progress preview, so the first event is given one (as a diffusion
+    backend's job would carry) and the image it names is served by the router; then the real stream."""
+    preview = encode_jpeg(np.full((60, 104, 3), (200, 40, 90), np.uint8))
+    streams: list[Any] = []
+    preview_asked: list[str] = []
+
+    def events(route: Any) -> None:
+        streams.append(route)
+        if len(streams) > 1:
+            return  # held: answered by the test once it has seen the preview
+        video_id = route.request.url.rsplit("/", 2)[-2]
+        job = httpx.get(f"{serve_app.url}/v1/videos/{video_id}", timeout=10).json()
+        url = f"/v1/videos/{video_id}/content?variant=progress"
+        job |= {"status": "in_progress", "stage": "generation", "progress": 40, "revision": 1}
+        job |= {"progress_preview": {"url": url, "revision": 1}}
+        body = f"id: 1\nevent: job\ndata: {json.dumps(job)}\n\n"
+        route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    def progress_image(route: Any) -> None:
+        preview_asked.append(route.request.url)
+        route.fulfill(status=200, content_type="image/jpeg", body=preview)
+
+    studio: Studio = studio_factory(serve_app.url, DESKTOP)
+    page = studio.open()
+    page.route("**/events", events)
+    page.route("**/content?variant=progress", progress_image)
+    submit_tiny_job(page, subject_files)
+    page.wait_for_selector("#job-preview:visible")
+    assert page.get_attribute("#job-preview", "src").startswith("blob:")
+    assert page.evaluate("document.querySelector('#job-preview').naturalWidth") == 104
+    assert "40 %" in page.text_content("#job-status")
+    for _ in range(100):  # the page reconnects (retry 1 s); the router holds that request
+        if len(streams) > 1:
+            break
+        page.wait_for_timeout(100)
+    assert streams[1].request.headers["last-event-id"] == "1"
+    streams[1].continue_()  # the real stream from here
+    wait_status(page, "completed")
+    assert page.is_hidden("#job-preview")
+    assert len(preview_asked) == 1

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import DESKTOP, Studio, require_browser
+from tests.browser.flows import wait_until
 from tests.conftest import KeyedApp
 
 require_browser()
@@ -42,7 +43,7 @@ def test_keys_are_asked_once_kept_in_the_tab_and_the_flow_works_by_keyboard(
     page.keyboard.type("not-a-key")
     page.keyboard.press("Enter")
     page.wait_for_selector("#key-panel:visible")
-    page.wait_for_function("document.querySelector('#key-why').textContent.includes('did not accept')")
+    wait_until(page, "() => document.querySelector('#key-why').textContent.includes('did not accept')")
 
     page.keyboard.type(keyed_app.keys["globex"])
     page.keyboard.press("Enter")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import DESKTOP, Studio, require_browser
-from tests.browser.flows import submit_tiny_job, wait_status
+from tests.browser.flows import submit_tiny_job, wait_status, wait_until
 from tests.conftest import graph_copy
 from tests.support.s3server import S3Endpoint
 
@@ -41,7 +41,7 @@ def test_results_stored_on_s3_play_through_presigned_urls_the_csp_allows(
     video_id = submit_tiny_job(page, subject_files)
     wait_status(page, "completed")
     page.wait_for_selector("#result[data-loaded=true]", state="attached")
-    page.wait_for_function("document.querySelector('#result-video').readyState >= 3")
+    wait_until(page, "() => document.querySelector('#result-video').readyState >= 3")
     from_s3 = [u for u in studio.outside_requests() if u.startswith(s3_origin + "/")]
     assert from_s3 and all(f"/outputs/{video_id}/" in urlsplit(u).path for u in from_s3), from_s3
     assert [u for u in studio.outside_requests() if u not in from_s3] == []
