@@ -288,7 +288,7 @@ def test_a_diffusion_progress_preview_is_shown_while_the_job_runs(
         job = httpx.get(f"{serve_app.url}/v1/videos/{video_id}", timeout=10).json()
         url = f"/v1/videos/{video_id}/content?variant=progress"
         job |= {"status": "in_progress", "stage": "generation", "progress": 40, "revision": 1}
-        job |= {"progress_preview": {"url": url, "revision": 1}}
+        job |= {"progress_preview": {"url": url, "revision": 1}, "queue_position": None, "eta_s": 12.4}
         body = f"id: 1\nevent: job\ndata: {json.dumps(job)}\n\n"
         route.fulfill(status=200, content_type="text/event-stream", body=body)
 
@@ -305,6 +305,7 @@ def test_a_diffusion_progress_preview_is_shown_while_the_job_runs(
     assert page.get_attribute("#job-preview", "src").startswith("blob:")
     assert page.evaluate("document.querySelector('#job-preview').naturalWidth") == 104
     assert "40 %" in page.text_content("#job-status")
+    assert page.text_content("#job-queue") == "about 12 s left"
     for _ in range(100):  # the page reconnects (retry 1 s); the router holds that request
         if len(streams) > 1:
             break
