@@ -6,6 +6,7 @@ module stays near a minute; the cancel test asks for the largest clip so it is s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -37,6 +38,21 @@ require_browser()
 pytestmark = pytest.mark.slow
 
 FACE_NOT_FOUND = "No face was found in this photo"
+
+
+def drop_file(page: Any, target: str, path: Path) -> None:
+    """Drop `path` on `target` as a file dragged from the desktop would be."""
+    transfer = page.evaluate_handle(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "image/png"}));
+            return transfer;
+        }""",
+        [path.name, base64.b64encode(path.read_bytes()).decode()],
+    )
+    page.dispatch_event(target, "dragover", {"dataTransfer": transfer})
+    page.dispatch_event(target, "drop", {"dataTransfer": transfer})
 
 
 def serious_violations(page: Any) -> list[dict[str, Any]]:
@@ -167,7 +183,7 @@ def test_a_photo_without_a_face_is_refused_next_to_it_and_blocks_submit(
 ) -> None:
     studio: Studio = studio_factory(serve_app.url, PHONE, is_mobile=True, has_touch=True)
     page = studio.open()
-    page.set_input_files("#photo-a", str(skimage_path("coffee.png")))
+    drop_file(page, "#drop-a", skimage_path("coffee.png"))  # dragged onto person A's picker
     page.set_input_files("#photo-b", str(subject_files["b"]))
     page.wait_for_selector("#analysis-a[data-state=bad]")
     page.wait_for_selector("#overlay-b[data-landmarks='68']", state="visible")
