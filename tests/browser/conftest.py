@@ -140,7 +140,7 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def keep_screenshot(page: Page, artefacts: Path, name: str) -> Path:
     """A full-page screenshot in this run's artefacts, copied to $KISSGEN_SCREENSHOTS when set."""
     path = artefacts / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
     published = os.environ.get(SCREENSHOTS_ENV)
     if published:
         Path(published).mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,13 @@ def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
         shutil.copyfile(path, downloads[link])
     assert downloads["#download-video"].name == f"{video_id}.mp4"
 
+    page.evaluate(  # show the kiss in the screenshot: the player at the contact frame
+        """() => new Promise((done) => {
+            const video = document.querySelector("#result-video");
+            video.addEventListener("seeked", done, {once: true});
+            video.currentTime = 1.0;
+        })"""
+    )
     keep_screenshot(page, artefacts, "studio-desktop.png")
     assert serious_violations(page) == []
 
