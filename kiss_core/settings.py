@@ -308,7 +308,8 @@ class GeneratorSettings(BaseModel):
         4,
         ge=0,
         description="Every this many denoising steps a diffusion backend projects the current latent's"
-        " middle frame to RGB (a fixed linear map, no VAE) and stores it as the job's low-resolution"
+        " middle frame to RGB (a linear map fitted from the backend's VAE when it loads; no VAE decode) and"
+        " stores it as the job's low-resolution"
         " progress preview (`?variant=progress`); 0: no previews.",
     )
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from kiss_core.errors import BackendUnavailable, ClipTooLong, JobNotFound, ModelDirectoryError
+from kiss_core.generation.backends.base import StepProgress
 from kiss_core.generation.backends.loras import discover_loras
 from kiss_core.generation.backends.wan import WanI2VFrames
 from kiss_core.generation.backends.weights import frames_to_generate, validate_model_directory
@@ -343,6 +344,45 @@ def test_speed_settings_reach_the_pipeline_and_keep_the_output(
     conditioning = encoder.encode(pair.photos, pair.analyses, params)
     reference = video_frames(backends["wan-i2v"], pair, conditioning, params).astype(np.int16)
     assert np.abs(video_frames(fast, pair, conditioning, params).astype(np.int16) - reference).max() <= 2
+
+
+def test_the_latent_preview_is_fitted_from_the_vae_at_load_and_a_failed_fit_only_costs_the_previews(
+    settings: Settings,
+    encoder: IdentityEncoder,
+    backends: dict[str, Any],
+    pair: SyntheticPair,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With progress previews on (the default, every 4 steps), each Wan backend fits its latent-to-RGB map
+    from its own VAE at load and sends previews at twice the latent grid; if the fit fails the backend
+    loads, logs a warning and makes its videos without previews."""
+    params = VideoParams(backend="wan-i2v", **BASE)
+    conditioning = encoder.encode(pair.photos, pair.analyses, params)
+    plan = plan_kiss(pair.analyses, params)
+    for name in ("wan-i2v", "wan-vace"):
+        projection = backends[name].preview_projection
+        assert projection is not None and projection.channels == backends[name].pipe.vae.config.z_dim
+        assert projection.residual_rms < projection.target_rms
+    every_step = settings.generator.model_copy(update={"progress_preview_every_steps": 1})
+    backend = WanI2VFrames(every_step)
+    previews: list[np.ndarray] = []
+    progress = StepProgress(lambda _share: None, previews.append)
+    assert len(list(backend.frames(plan, pair.photos, pair.analyses, conditioning, params, progress))) == 12
+    assert len(previews) == STEPS
+    assert all(p.shape == (128 // 8 * 2, 160 // 8 * 2, 3) and p.dtype == np.uint8 for p in previews)
+
+    def broken_fit(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("no memory for the fit")
+
+    monkeypatch.setattr("kiss_core.generation.backends.wan.fit_latent_rgb", broken_fit)
+    with caplog.at_level("WARNING", logger="kiss_core.generation.backends.wan"):
+        unfitted = WanI2VFrames(every_step)
+    assert unfitted.preview_projection is None
+    assert any("fitting the latent preview failed" in r.getMessage() for r in caplog.records)
+    previews.clear()
+    assert len(list(unfitted.frames(plan, pair.photos, pair.analyses, conditioning, params, progress))) == 12
+    assert previews == []
 
 
 def test_wan_generates_at_its_native_rate_and_interpolates_to_the_requested_fps(

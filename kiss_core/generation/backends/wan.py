@@ -52,7 +52,7 @@ from kiss_core.generation.backends.weights import (
 )
 from kiss_core.generation.budget import check_request_budget, native_params
 from kiss_core.generation.conditioning import Conditioning, ModelConditioning
-from kiss_core.generation.latent_preview import can_preview, preview_image
+from kiss_core.generation.latent_preview import LatentRgbProjection, fit_latent_rgb, preview_image
 from kiss_core.media.interpolate import resample_frames
 from kiss_core.scene.choreography import KissPlan, plan_kiss
 from kiss_core.scene.lighting import harmonize_photos
@@ -299,6 +299,7 @@ class WanFrames:
         if not offloaded:
             self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
+        self.preview_projection = self._fit_preview() if settings.progress_preview_every_steps > 0 else None
         self._load_loras()
         self._offload()
         self._apply_speed_settings()
@@ -336,6 +337,7 @@ class WanFrames:
         guidance = 1.0 if fast or model.negative_prompt_embeds is None else self.settings.guidance_scale
         guidance_2 = guidance if guidance == 1.0 else (self.settings.guidance_scale_2 or guidance)
 
+        projection = self.preview_projection
         sink = preview_sink(progress)
         every = self.settings.progress_preview_every_steps
 
@@ -344,11 +346,11 @@ class WanFrames:
             `progress_preview_every_steps` steps the latent's middle frame goes out as a preview."""
             self.steps_done += 1
             progress(_DECODE_SHARE * (index + 1) / steps)
-            if sink is not None and every and (index + 1) % every == 0:
+            if sink is not None and projection is not None and every and (index + 1) % every == 0:
                 latents = tensors.get("latents")
-                if latents is not None and latents.ndim == 5 and can_preview(latents.shape[1]):
+                if latents is not None and latents.ndim == 5 and latents.shape[1] == projection.channels:
                     middle = latents[0, :, latents.shape[2] // 2].float().cpu().numpy()
-                    sink(preview_image(middle))
+                    sink(preview_image(middle, projection))
             return tensors
 
         inputs = self.inputs(native, photos, analyses, conditioning, count)
@@ -402,6 +404,23 @@ class WanFrames:
         return [
             t for t in (self.pipe.transformer, getattr(self.pipe, "transformer_2", None)) if t is not None
         ]
+
+    def _fit_preview(self) -> LatentRgbProjection | None:
+        """The progress preview's latent-to-RGB map, fitted from this pipeline's VAE (one small encode, before
+        any offload, on the generator's device); None, with a warning, when the fit fails: no previews then,
+        the backend itself is not affected."""
+        vae = self.pipe.vae
+        home = vae.device
+        try:
+            vae.to(self.device)  # under `offload` still on the host here: fitted on the device all the same
+            return fit_latent_rgb(vae, self.device, vae.dtype)
+        except Exception:
+            logger.warning(
+                "%s: fitting the latent preview failed; no progress previews", self.name, exc_info=True
+            )
+            return None
+        finally:
+            vae.to(home)
 
     def _load_loras(self) -> None:
         """Every LoRA for this backend as a switchable adapter, or under `fuse_lora` the default one fused.
