@@ -6,6 +6,7 @@ Its return value (aligned crops, embeddings) goes to the generator through the R
 from __future__ import annotations
 
 from deployments import metrics
+from deployments.logs import setup_replica_logging
 from kiss_core.generation.conditioning import Conditioning
 from kiss_core.jobs.stages import IdentityStage
 from kiss_core.schemas import StageRequest
@@ -17,6 +18,7 @@ from kiss_core.tracing import setup_tracing
 class IdentityEncoderDeployment:
     def __init__(self, settings: Settings):
         setup_tracing(f"{settings.tracing.service_name}.identity_encoder")
+        setup_replica_logging()  # project logs in the replica log; client errors one line
         self.stage = IdentityStage(settings, open_store(settings.storage))
         metrics.record_gpu_memory()  # the weights just loaded
 

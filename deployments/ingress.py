@@ -24,6 +24,7 @@ from deployments.http.events import EventRoutes, LiveJobs
 from deployments.http.page import PageRoutes
 from deployments.http.routes import VideoRoutes, app
 from deployments.http.service import VideoService, loaded_backends
+from deployments.logs import setup_replica_logging
 from deployments.placement import PlacementWatch, serve_status_reader
 from kiss_core.schemas import JobResult, StageRequest, SubjectAnalysis
 from kiss_core.settings import Settings
@@ -83,6 +84,7 @@ class VideoAPI(VideoRoutes, PageRoutes, EventRoutes):
         settings: Settings,
     ):
         setup_tracing(f"{settings.tracing.service_name}.ingress")
+        setup_replica_logging()  # project logs in the replica log; client errors one line
         app_name = serve.get_replica_context().app_name
         self.watch = PlacementWatch(serve_status_reader(app_name), settings.jobs.placement_timeout_s)
         default = settings.generator.backend if settings.generator.backend in generators else "preview"

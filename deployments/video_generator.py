@@ -6,6 +6,7 @@ Adapter over GenerationStage: renders, encodes, checks, stores; returns object k
 from __future__ import annotations
 
 from deployments import metrics
+from deployments.logs import setup_replica_logging
 from kiss_core.generation.conditioning import Conditioning
 from kiss_core.jobs.stages import GenerationStage
 from kiss_core.schemas import JobResult, StageRequest
@@ -17,6 +18,7 @@ from kiss_core.tracing import setup_tracing
 class VideoGeneratorDeployment:
     def __init__(self, settings: Settings):
         setup_tracing(f"{settings.tracing.service_name}.video_generator")
+        setup_replica_logging()  # project logs in the replica log; client errors one line
         self.stage = GenerationStage(settings, open_store(settings.storage))
         metrics.record_gpu_memory()  # the weights just loaded
 

@@ -8,9 +8,10 @@ Across process boundaries the W3C trace context travels as a plain `dict[str, st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,7 +71,36 @@ def stage_span(name: str, carrier: dict[str, str] | None = None, **attributes: A
     with tracer.start_as_current_span(
         name, context=context, attributes=clean, record_exception=True, set_status_on_exception=True
     ) as span:
-        yield span
+        try:
+            yield span
+        except Exception as exc:
+            _tag_trace_id(exc, span)
+            raise
+
+
+def error_trace_id(exc: BaseException) -> str | None:
+    """The trace id of the innermost stage span an exception left (stage_span tags it), if any."""
+    value = getattr(exc, "trace_id", None)
+    return value if isinstance(value, str) else None
+
+
+def trace_id_from(carrier: Mapping[str, str] | None) -> str | None:
+    """The 32-hex trace id of a W3C carrier (`traceparent`), or None without a valid one."""
+    parts = (carrier or {}).get("traceparent", "").split("-")
+    if len(parts) >= 3 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        return parts[1]
+    return None
+
+
+def _tag_trace_id(exc: BaseException, span: Span) -> None:
+    """Remember on the exception which trace it ended (the innermost span wins), so a log line written
+    where it is handled can name the trace; not pickled along (`ClientError.__reduce__`)."""
+    if error_trace_id(exc) is not None:
+        return
+    trace_id = span.get_span_context().trace_id
+    if trace_id:
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.trace_id = format(trace_id, "032x")  # type: ignore[attr-defined]
 
 
 def force_flush(timeout_ms: int = 5000) -> bool:

@@ -11,7 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.logs import describe_expected
 from kiss_core.errors import PROBLEM_CONTENT_TYPE, ClientError, StorageError, problem, unwrap_remote
+from kiss_core.tracing import error_trace_id, trace_id_from
 
 log = logging.getLogger("kissgen.ingress")
 
@@ -22,7 +24,16 @@ def problem_response(body: dict[str, Any], headers: Mapping[str, str] | None = N
     return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
+def log_client_error(request: Request, exc: BaseException) -> None:
+    """One INFO line per client error (code, status, subject, trace id), never a traceback: the trace
+    id is the one the error's stage span tagged, else the request's incoming `traceparent`."""
+    trace_id = error_trace_id(exc) or error_trace_id(unwrap_remote(exc)) or trace_id_from(request.headers)
+    line = describe_expected(exc, trace_id)
+    log.info("%s %s -> %s", request.method, request.url.path, line)
+
+
 async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+    log_client_error(request, exc)
     return problem_response(exc.to_problem(instance=request.url.path), exc.headers() or None)
 
 
@@ -54,6 +65,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     """A client error raised in another replica arrives wrapped: unwrapped, it keeps its 4xx."""
     cause = unwrap_remote(exc)
     if isinstance(cause, ClientError):
+        log_client_error(request, exc)
         return problem_response(cause.to_problem(instance=request.url.path), cause.headers() or None)
     log.exception("unhandled error on %s", request.url.path)
     return problem_response(

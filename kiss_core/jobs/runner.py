@@ -27,7 +27,7 @@ from kiss_core.jobs.store import InvalidTransition, JobStore
 from kiss_core.jobs.webhooks import WebhookSender, event_for, message_id
 from kiss_core.schemas import TERMINAL_STATUSES, JobManifest, JobResult, StageRequest, WebhookDelivery, utcnow
 from kiss_core.settings import JobSettings
-from kiss_core.tracing import inject_context, stage_span
+from kiss_core.tracing import error_trace_id, inject_context, stage_span, trace_id_from
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,12 @@ class JobRunner:
         return manifest
 
     def _after_failure(self, job_id: str, attempt: int, exc: BaseException) -> JobManifest:
-        if isinstance(exc, ClientError):
-            return self.jobs.fail(job_id, exc.to_problem())
+        if isinstance(exc, ClientError):  # one line, no traceback: the request, not the server, is at fault
+            failed = self.jobs.fail(job_id, exc.to_problem())
+            trace_id = error_trace_id(exc) or trace_id_from(failed.trace_context) or "-"
+            line = "job %s failed: client error code=%s status=%d trace_id=%s"
+            log.info(line, job_id, exc.code, exc.status, trace_id)
+            return failed
         retryable = not isinstance(exc, KissError) or (isinstance(exc, ServerError) and exc.recoverable)
         log.warning("job %s attempt %d failed: %r", job_id, attempt, exc)
         if retryable and attempt < self.max_attempts:
