@@ -151,6 +151,15 @@ def require_access(settings: Settings) -> None:
             raise ValueError(f"the production profile refuses to start: {access.keys_file} holds no API keys")
 
 
+def require_own_certificate(settings: Settings) -> None:
+    """Production signs with the operator's certificate only, never with the local profile's dev one."""
+    if settings.provenance.c2pa.dev_certificate:
+        raise ValueError(
+            "the production profile refuses provenance.c2pa.dev_certificate: configure the operator's own"
+            " certificate (provenance.c2pa.cert_chain and private_key)"
+        )
+
+
 def deployment_options(
     profile: str,
     overrides: dict[str, dict[str, Any]] | None = None,
@@ -251,7 +260,12 @@ def build_app(args: AppArgs) -> Application:
         require_safety(settings)
         require_access(settings)
         settings.access.required = True  # so a replica whose keys file is empty refuses to start
+        require_own_certificate(settings)
         require_signing(settings)  # every output carries signed Content Credentials
+    elif "dev_certificate" not in settings.provenance.c2pa.model_fields_set:
+        # The local profile signs too: with the operator's certificate if one is configured, else with a
+        # development one made on first start under {storage.local_root}/dev-c2pa/ (valid, never trusted).
+        settings.provenance.c2pa.dev_certificate = True
     apply_memory_caps(settings, args.profile)
     generators = generator_deployments(settings, args.profile)
     extra = [g.name for g in generators if g.name != "VideoGenerator"]

@@ -545,6 +545,13 @@ class C2paSettings(BaseModel):
     thumbnail: bool = Field(
         False, description="Embed a thumbnail in stills' manifests (~20 kB; the still is its own preview)."
     )
+    dev_certificate: bool = Field(
+        False,
+        description="Without cert_chain and private_key, sign with a development certificate made on first"
+        ' start under {storage.local_root}/dev-c2pa/ and reused (a CA and leaf named "kissgen development CA'
+        ' (not trusted)"): outputs carry a manifest that validates but is never trusted. The local profile'
+        " turns this on; the production and single-gpu profiles refuse it and need the operator's own.",
+    )
 
 
 class ProvenanceSettings(BaseModel):

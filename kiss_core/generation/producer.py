@@ -22,6 +22,7 @@ from kiss_core.generation.backends.base import FrameSource, PreviewSink, StepPro
 from kiss_core.generation.backends.preview import PreviewFrames
 from kiss_core.generation.conditioning import Conditioning
 from kiss_core.generation.provenance.credentials import sign_media, signing_configured
+from kiss_core.generation.provenance.devcert import with_dev_certificate
 from kiss_core.generation.provenance.marks import FrameMarks
 from kiss_core.generation.quality import (
     FlickerMeter,
@@ -63,7 +64,9 @@ class VideoProducer:
         analyzer: DlibFaceAnalyzer | None = None,
         backends: Mapping[str, FrameSource] | None = None,
     ):
-        self.settings = settings
+        # With provenance.c2pa.dev_certificate (the local profile) and no certificate of the operator's:
+        # sign with the development one, made here on first start.
+        self.settings = settings = with_dev_certificate(settings)
         self.store = store
         self.analyzer = analyzer or DlibFaceAnalyzer(settings.faces)
         self.identity = identity_model(settings.faces)  # ArcFace when a pack is mounted, else dlib

@@ -1048,7 +1048,8 @@ function verdictOf(report) {
       "Content Credentials (C2PA)",
       !c2pa.present
         ? "none"
-        : `${c2pa.valid ? "present and valid" : "present but not valid"}${c2pa.trusted ? ", signer trusted" : ""}`,
+        : `${c2pa.valid ? "present and valid" : "present but not valid"}${c2pa.trusted ? ", signer trusted" : ""}` +
+          (c2pa.development_certificate ? ", signed with a development certificate (not trusted)" : ""),
     ],
   ];
   if (c2pa.signer || c2pa.issuer) entries.push(["Signed by", [c2pa.signer, c2pa.issuer].filter(Boolean).join(", ")]);

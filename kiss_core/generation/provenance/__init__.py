@@ -6,6 +6,8 @@
 - `credentials`: `sign_media` embeds a C2PA manifest (trainedAlgorithmicMedia, generator, job id)
   signed with the operator's certificate; `read_manifest` reads one; `require_signing` stops a
   profile that must sign from starting without a working certificate and key.
+- `devcert`: the local profile's development certificate (`provenance.c2pa.dev_certificate`), made once
+  under the local data directory, so `make run`'s outputs carry a manifest too (valid, never trusted).
 - `verify`: `verify_media` reports both, for `kissgen verify FILE` and the API.
 - `marks`: `FrameMarks` applies a job's watermark and label to its frames, in that order.
 

@@ -25,6 +25,9 @@ from kiss_core.settings import C2paSettings, ProvenanceSettings, Settings
 GENERATOR = "kissgen"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 JOB_ASSERTION = "com.kissgen.job"
+# The organisation of the development certificate (devcert.py): verify reports it as such, and
+# require_signing refuses it where the operator's own certificate is required.
+DEV_ORGANIZATION = "kissgen development CA (not trusted)"
 SUPPORTED_MIME = ("video/mp4", "image/jpeg")
 
 
@@ -75,6 +78,12 @@ def require_signing(settings: C2paSettings | ProvenanceSettings | Settings) -> N
             raise SigningNotConfigured(f"`provenance.c2pa.{name}` {path} is not readable: {exc}") from exc
         if "-----BEGIN" not in text:
             raise SigningNotConfigured(f"`provenance.c2pa.{name}` {path} is not a PEM file")
+    assert c2pa_settings.cert_chain is not None
+    if signer_organization(c2pa_settings.cert_chain.read_bytes()) == DEV_ORGANIZATION:
+        raise SigningNotConfigured(
+            f"`provenance.c2pa.cert_chain` {c2pa_settings.cert_chain} is kissgen's development certificate,"
+            " which no verifier trusts: configure the operator's own certificate"
+        )
     import c2pa
 
     try:
@@ -84,6 +93,19 @@ def require_signing(settings: C2paSettings | ProvenanceSettings | Settings) -> N
             f"the C2PA certificate {c2pa_settings.cert_chain} and key {c2pa_settings.private_key} do not sign"
             f" with {c2pa_settings.alg}: {exc}"
         ) from exc
+
+
+def signer_organization(chain_pem: bytes) -> str | None:
+    """The organisation named in the subject of the chain's first (signing) certificate, if readable."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        leaf = x509.load_pem_x509_certificate(chain_pem)
+    except ValueError:
+        return None
+    names = leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return str(names[0].value) if names else None
 
 
 @functools.cache

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from kiss_core.generation.provenance.credentials import (
+    DEV_ORGANIZATION,
     JOB_ASSERTION,
     SUPPORTED_MIME,
     TRAINED_ALGORITHMIC_MEDIA,
@@ -52,6 +53,12 @@ class C2paReport(BaseModel):
     signer: str | None = Field(None, description="Common name of the signing certificate.")
     issuer: str | None = Field(None, description="Organisation named in the signing certificate.")
     signed_at: str | None = Field(None, description="Time stamp of the signature, when one was obtained.")
+    development_certificate: bool = Field(
+        False,
+        description="Signed with kissgen's development certificate (the local profile's, organisation"
+        ' "kissgen development CA (not trusted)"): valid at best, never trusted; it proves nothing about'
+        " who made the file.",
+    )
 
 
 class VerificationReport(BaseModel):
@@ -116,6 +123,7 @@ def c2pa_report(store: dict[str, Any] | None) -> C2paReport:
         signer=signature.get("common_name"),
         issuer=signature.get("issuer"),
         signed_at=signature.get("time"),
+        development_certificate=signature.get("issuer") == DEV_ORGANIZATION,
     )
 
 
