@@ -440,7 +440,16 @@ class AccessSettings(BaseModel):
     )
     keys: list[ApiKeyRecord] = Field(default_factory=list, description="Keys given inline.")
     keys_file: Path | None = Field(
-        None, description="A YAML or JSON file (a secret mount) with a list of key records; read at start."
+        None,
+        description="A YAML or JSON file (a secret mount) with a list of key records; read at start and"
+        " again when it changes (see reload_interval_s).",
+    )
+    reload_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="How often at most a request checks whether keys_file changed (its stat; the content"
+        " only when that changed), so keys added or revoked there apply within this time, without a"
+        " restart. An invalid new file keeps the current keys (logged). 0: on every request.",
     )
     rate_per_minute: float = Field(120.0, gt=0, description="Default requests per minute per key.")
     burst: int = Field(20, ge=1, description="Default token-bucket size per key (requests at once).")

@@ -7,11 +7,20 @@ A leaked keys file reveals no key. Presented keys are hashed and compared with `
 against every configured hash, so timing says nothing about which hash came close.
 
 Keys come from `access.keys` (settings) and `access.keys_file` (a YAML or JSON list of the same
-records, e.g. a mounted secret), read once when the ingress replica starts. Each key is bound to a
-tenant; everything a request can see or change is scoped to that tenant.
+records, e.g. a mounted secret). Each key is bound to a tenant; everything a request can see or
+change is scoped to that tenant.
+
+The keys file is read when the ingress replica starts and again when it changed: at most every
+`access.reload_interval_s` a request stats it (modification time, size, inode), and only a changed
+stat reads it and compares its SHA-256; a new content replaces the file's keys, so a key added or
+revoked there takes effect within that interval (plus one request), without a restart. A new content
+that does not parse, repeats a key, or leaves no key at all is refused: the replica logs an error
+(once per content) and keeps the keys it had, so a half-written file or an empty secret mount never
+locks everyone out, or lets everyone in.
 
 Open mode: no keys configured and `access.required` false (the local profile's default). Every
-request is then tenant `public`, with no rate limit and no per-tenant job cap.
+request is then tenant `public`, with no rate limit and no per-tenant job cap. Open mode is decided
+at start: a reload never turns a keyed service open.
 
 Rate limits are token buckets per key, in the memory of each ingress replica: with N replicas behind
 a load balancer a key gets up to N x its rate, unless `access.ingress_replicas` is set to N, which
@@ -24,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import secrets
 import threading
@@ -37,6 +47,8 @@ from pydantic import TypeAdapter
 
 from kiss_core.errors import InvalidApiKey, RateLimited, Unauthorized
 from kiss_core.settings import AccessSettings, ApiKeyRecord
+
+log = logging.getLogger(__name__)
 
 PUBLIC_TENANT = "public"
 KEY_PREFIX = "kg_"
@@ -84,15 +96,27 @@ def load_keys_file(path: Path) -> list[ApiKeyRecord]:
 
 def configured_keys(settings: AccessSettings) -> list[ApiKeyRecord]:
     """Inline keys plus those of the keys file, refusing one hash given twice."""
-    records = list(settings.keys)
-    if settings.keys_file is not None:
-        records += load_keys_file(settings.keys_file)
+    from_file = load_keys_file(settings.keys_file) if settings.keys_file is not None else []
+    return _combine(settings.keys, from_file)
+
+
+def _combine(inline: Iterable[ApiKeyRecord], from_file: Iterable[ApiKeyRecord]) -> list[ApiKeyRecord]:
+    records = [*inline, *from_file]
     seen: set[str] = set()
     for record in records:
         if record.key_sha256 in seen:
             raise ValueError(f"access key {record.key_sha256[:12]}… ({record.name!r}) is configured twice")
         seen.add(record.key_sha256)
     return records
+
+
+def _file_stat(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the keys file is rewritten or its secret mount swapped (None: it is missing)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class TokenBucket:
@@ -132,6 +156,12 @@ class RateLimiter:
                 bucket = self._buckets[key_id] = TokenBucket(rate_per_s, burst, now)
             return bucket.take(now)
 
+    def forget_except(self, key_ids: set[str]) -> None:
+        """Drop the buckets of keys no longer configured (after a reload)."""
+        with self._lock:
+            for key_id in [k for k in self._buckets if k not in key_ids]:
+                del self._buckets[key_id]
+
 
 class AccessControl:
     """Authenticates requests against the configured keys and applies each key's rate limit."""
@@ -143,22 +173,81 @@ class AccessControl:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
+        self.clock = clock
+        # Records given by the caller are fixed; otherwise the keys file is watched (see `reload`).
+        self._watched = settings.keys_file if records is None else None
+        self._stat = _file_stat(self._watched) if self._watched is not None else None
+        self._digest: str | None = None
+        self._refused: str | None = None  # digest of the last content refused (logged once)
+        if records is None and settings.keys_file is not None:
+            data = Path(settings.keys_file).read_bytes()
+            self._digest = hashlib.sha256(data).hexdigest()
         self.records = list(configured_keys(settings) if records is None else records)
         if settings.required and not self.records:
             raise ValueError(
                 "access.required is set but no API keys are configured (access.keys or access.keys_file)"
             )
+        self._open = not self.records and not settings.required  # decided once: see the module docstring
+        self._checked_at = clock()
+        self._reload_lock = threading.Lock()
         self.limiter = RateLimiter(clock, divide_by=settings.ingress_replicas)
 
     @property
     def open(self) -> bool:
-        """No keys configured and none required: every request is tenant `public`."""
-        return not self.records and not self.settings.required
+        """No keys configured at start and none required: every request is tenant `public`."""
+        return self._open
+
+    def reload(self, force: bool = False) -> bool:
+        """Re-read the keys file if `access.reload_interval_s` passed since the last look and its stat
+        changed; True when the keys changed. An invalid new content keeps the current keys (logged)."""
+        if self._watched is None:
+            return False
+        now = self.clock()
+        if not force and now - self._checked_at < self.settings.reload_interval_s:
+            return False
+        with self._reload_lock:
+            self._checked_at = now
+            stat = _file_stat(self._watched)
+            if stat == self._stat and not force:
+                return False
+            self._stat = stat
+            try:
+                data = self._watched.read_bytes()
+            except OSError as exc:
+                self._refuse(f"missing:{stat}", f"it cannot be read ({exc})")
+                return False
+            digest = hashlib.sha256(data).hexdigest()
+            if digest == self._digest:
+                return False  # touched or swapped, same content
+            try:
+                from_file = load_keys_file(self._watched)
+                records = _combine(self.settings.keys, from_file)
+                if not records:
+                    raise ValueError("it leaves no API key at all")
+            except Exception as exc:  # yaml, json, pydantic, duplicate or empty: all keep the old keys
+                self._refuse(digest, f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+                return False
+            self.records = records
+            self._digest, self._refused = digest, None
+            self.limiter.forget_except({r.key_sha256 for r in records})
+            log.info("access: reloaded %d API keys from %s", len(records), self._watched)
+            return True
+
+    def _refuse(self, digest: str, why: str) -> None:
+        if digest != self._refused:
+            log.error(
+                "access: keeping the %d current API keys; the new %s is refused: %s",
+                len(self.records),
+                self._watched,
+                why,
+            )
+        self._refused = digest
 
     def authenticate(self, header_value: str | None) -> Principal | None:
         """The principal of an `Authorization: Bearer <key>` value (or a bare key), or None."""
         if not header_value:
             return None
+        self.reload()
         scheme, _, rest = header_value.strip().partition(" ")
         token = rest.strip() if scheme.lower() == "bearer" else header_value.strip()
         if not token:
@@ -202,6 +291,7 @@ class AccessControl:
 
     def webhook_secret_for(self, tenant: str) -> str | None:
         """The tenant's signing secret: the first of its key records that has one."""
+        self.reload()
         for record in self.records:
             if record.tenant == tenant and record.webhook_secret:
                 return record.webhook_secret

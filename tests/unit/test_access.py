@@ -242,3 +242,78 @@ def test_idempotency_keys_do_not_collide_across_tenants(tmp_path: Path) -> None:
     assert acme.begin("same-key", "digest-a", now) == "video_a"
     assert globex.begin("same-key", "digest-b", now) == "video_b"
     assert records.begin("same-key", "digest-c", now) is None, "the open-mode tenant is separate too"
+
+
+def _write_keys(path: Path, records: list[dict[str, object]]) -> None:
+    """Replace the file as a secret mount does: a new file renamed over the old one."""
+    staging = path.with_suffix(".new")
+    staging.write_text(json.dumps(records))
+    staging.replace(path)
+
+
+def test_keys_file_changes_apply_after_the_reload_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old_key, new_key_ = new_key(), new_key()
+    path = tmp_path / "keys.json"
+    _write_keys(path, [{"tenant": "acme", "key_sha256": hash_key(old_key)}])
+    clock = FakeClock()
+    access = AccessControl(AccessSettings(keys_file=path, reload_interval_s=5), clock=clock)
+    assert access.authorize(f"Bearer {old_key}").tenant == "acme"
+
+    # Added: not seen before the interval has passed, then in effect without a restart.
+    _write_keys(
+        path,
+        [
+            {"tenant": "acme", "key_sha256": hash_key(old_key)},
+            {"tenant": "globex", "key_sha256": hash_key(new_key_)},
+        ],
+    )
+    clock.now += 1
+    with pytest.raises(InvalidApiKey):
+        access.authorize(f"Bearer {new_key_}")
+    clock.now += 5
+    assert access.authorize(f"Bearer {new_key_}").tenant == "globex"
+
+    # Revoked: 401 after the next interval.
+    _write_keys(path, [{"tenant": "globex", "key_sha256": hash_key(new_key_)}])
+    clock.now += 5
+    with pytest.raises(InvalidApiKey):
+        access.authorize(f"Bearer {old_key}")
+    assert access.authorize(f"Bearer {new_key_}").tenant == "globex"
+
+    # Broken, duplicated, empty or missing: the current keys stay, one error logged per content.
+    for broken in ("[{not json", json.dumps([{"tenant": "x"}]), "[]"):
+        staging = path.with_suffix(".new")
+        staging.write_text(broken)
+        staging.replace(path)
+        caplog.clear()
+        for _ in range(2):
+            clock.now += 5
+            assert access.authorize(f"Bearer {new_key_}").tenant == "globex", broken
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "keeping the 1 current API keys" in errors[0].getMessage(), broken
+    path.unlink()
+    clock.now += 5
+    assert access.authorize(f"Bearer {new_key_}").tenant == "globex"
+    with pytest.raises(InvalidApiKey):
+        access.authorize(f"Bearer {old_key}")
+
+    # Fixed again: the new content applies.
+    _write_keys(path, [{"tenant": "acme", "key_sha256": hash_key(old_key)}])
+    clock.now += 5
+    assert access.authorize(f"Bearer {old_key}").tenant == "acme"
+    assert not access.open, "a keyed service never turns open on a reload"
+
+
+def test_webhook_secret_follows_the_keys_file(tmp_path: Path) -> None:
+    key = new_key()
+    path = tmp_path / "keys.json"
+    _write_keys(path, [{"tenant": "acme", "key_sha256": hash_key(key)}])
+    clock = FakeClock()
+    access = AccessControl(AccessSettings(keys_file=path, reload_interval_s=5), clock=clock)
+    assert access.webhook_secret_for("acme") is None
+    secret = "whsec_" + "A" * 44
+    _write_keys(path, [{"tenant": "acme", "key_sha256": hash_key(key), "webhook_secret": secret}])
+    clock.now += 5
+    assert access.webhook_secret_for("acme") == secret
