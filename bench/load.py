@@ -55,6 +55,17 @@ class Tally:
     memory: list[tuple[float, int]] = field(default_factory=list)  # (t, bytes)
 
 
+def process_rss_bytes(proc: Path) -> int:
+    """Resident memory of one process (its /proc/<pid> directory), 0 if it is gone or has none."""
+    try:
+        for line in (proc / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def ray_rss_bytes() -> int:
     """Resident memory of every Ray process of this user (raylet, GCS, workers), from /proc."""
     total = 0
@@ -62,15 +73,11 @@ def ray_rss_bytes() -> int:
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            if b"ray" not in cmdline:
+            if b"ray" not in (entry / "cmdline").read_bytes():
                 continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except (OSError, ValueError):
+        except OSError:
             continue
+        total += process_rss_bytes(entry)
     return total
 
 
