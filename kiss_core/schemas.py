@@ -135,6 +135,16 @@ class AuditRecord(BaseModel):
     age_estimates: dict[str, float | None] = Field(default_factory=dict)
 
 
+class ConsentReference(BaseModel):
+    """Which audit record attests the consent behind a job: what its Content Credentials assert
+    (com.kissgen.consent). Only the record's random id and the policy version, no personal data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    audit_record: str = Field(description="The audit record's request id (req_…), written at admission.")
+    policy_version: str = Field(description="The consent policy the attestation was made under.")
+
+
 class Pose(BaseModel):
     """Head pose in degrees. Yaw > 0: the face turns towards the image's right side."""
 
@@ -336,6 +346,11 @@ class JobManifest(VideoJob):
     webhook_url: str | None = Field(None, description="Where the terminal event is delivered, if anywhere.")
     index_key: str | None = Field(None, description="The job's marker in its tenant's listing (jobs.py).")
     queue_key: str | None = Field(None, description="The job's marker in the global queue index (keys.py).")
+    consent: ConsentReference | None = Field(
+        None,
+        description="The audit record of the job's consent attestation (None: a job accepted before manifests"
+        " kept it).",
+    )
 
     def public(self) -> dict[str, Any]:
         private = set(JobManifest.model_fields) - set(VideoJob.model_fields)
@@ -356,6 +371,10 @@ class StageRequest(BaseModel):
     input_keys: dict[str, str] = Field(description="Object keys of the stored input photos per subject.")
     analyses: list[SubjectAnalysis] = Field(description="Face analysis of each subject, a then b.")
     trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context of this attempt.")
+    consent: ConsentReference | None = Field(
+        None,
+        description="The job's consent audit record, asserted in its C2PA manifest (None: no assertion).",
+    )
 
     @classmethod
     def for_job(cls, manifest: JobManifest, trace: dict[str, str]) -> StageRequest:
@@ -366,6 +385,7 @@ class StageRequest(BaseModel):
             input_keys=manifest.input_keys,
             analyses=list(manifest.subjects),
             trace=trace,
+            consent=manifest.consent,
         )
 
     def by_subject(self) -> dict[str, SubjectAnalysis]:

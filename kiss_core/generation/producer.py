@@ -112,7 +112,7 @@ class VideoProducer:
         signed = signing_configured(self.settings.provenance)
         if signed:  # last: nothing may change the bytes after signing
             with _timed(timings, "sign"):
-                self._sign(request.job_id, rendered.outputs)
+                self._sign(request, rendered.outputs)
         with stage_span("quality", None, frames=len(rendered.sampled)), _timed(timings, "quality"):
             quality = self._measure(request.params, scene, rendered, conditioning)
         report("storing", 95)
@@ -201,10 +201,11 @@ class VideoProducer:
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
         return _Rendered(outputs, sampled, contact[0], flicker.result(), marks)
 
-    def _sign(self, job_id: str, outputs: dict[str, bytes]) -> None:
-        """Content Credentials into every output, in place."""
+    def _sign(self, request: StageRequest, outputs: dict[str, bytes]) -> None:
+        """Content Credentials into every output, in place: with the job's consent audit record."""
         for variant, data in outputs.items():
-            outputs[variant] = sign_media(data, OUTPUT_NAMES[variant][1], job_id, self.settings.provenance)
+            mime, provenance = OUTPUT_NAMES[variant][1], self.settings.provenance
+            outputs[variant] = sign_media(data, mime, request.job_id, provenance, request.consent)
 
     def _measure(
         self, params: VideoParams, scene: _Scene, rendered: _Rendered, conditioning: Conditioning

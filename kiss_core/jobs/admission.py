@@ -20,7 +20,15 @@ from kiss_core.jobs.protocol import Stages
 from kiss_core.jobs.store import JobStore
 from kiss_core.jobs.webhooks import WebhookSender
 from kiss_core.keys import new_job_id
-from kiss_core.schemas import SUBJECTS, Attestation, JobManifest, SubjectAnalysis, VideoParams, utcnow
+from kiss_core.schemas import (
+    SUBJECTS,
+    Attestation,
+    ConsentReference,
+    JobManifest,
+    SubjectAnalysis,
+    VideoParams,
+    utcnow,
+)
 from kiss_core.settings import GeneratorSettings, LimitSettings
 from kiss_core.tracing import inject_context, stage_span
 
@@ -206,9 +214,10 @@ class JobAdmission:
         webhook_url: str | None,
     ) -> JobManifest:
         """The audit record first (no job exists without the attestation that allowed it), then the
-        inputs and the manifest."""
+        inputs and the manifest, which names the record (its outputs' C2PA manifests assert it)."""
         job_id = new_job_id()
-        await asyncio.to_thread(self.audit.record, job_id, attestation, photos, analyses, tenant)
+        record = await asyncio.to_thread(self.audit.record, job_id, attestation, photos, analyses, tenant)
+        consent = ConsentReference(audit_record=record.request_id, policy_version=record.policy_version)
         return await asyncio.to_thread(
-            self.jobs.create, params, photos, analyses, trace, job_id, tenant, webhook_url
+            self.jobs.create, params, photos, analyses, trace, job_id, tenant, webhook_url, consent
         )

@@ -64,6 +64,15 @@ class AuditLog:
         self.store.put(key, entry.model_dump_json().encode(), "application/json")
         return entry
 
+    def find(self, request_id: str) -> AuditRecord | None:
+        """The record with this request id (e.g. one a video's C2PA manifest names), or None: a listing
+        of `audit/` matched on the key's suffix, then one read (an operator tool, not a hot path)."""
+        suffix = f"-{request_id}.json"
+        for key in self.store.list(AUDIT_PREFIX):
+            if key.endswith(suffix):
+                return AuditRecord.model_validate_json(self.store.get(key))
+        return None
+
     def for_job(self, job_id: str) -> list[AuditRecord]:
         """Every record that names this job (a scan: an operator tool, not a hot path)."""
         records = [AuditRecord.model_validate_json(self.store.get(k)) for k in self.store.list(AUDIT_PREFIX)]

@@ -28,6 +28,7 @@ from kiss_core.keys import (
 from kiss_core.schemas import (
     SUBJECTS,
     TERMINAL_STATUSES,
+    ConsentReference,
     JobManifest,
     JobResult,
     JobStatus,
@@ -71,9 +72,10 @@ class JobStore:
         job_id: str | None = None,
         tenant: str = "public",
         webhook_url: str | None = None,
+        consent: ConsentReference | None = None,
     ) -> JobManifest:
         """Store the inputs and the tenant's markers, then the manifest: once this returns the job
-        survives any crash."""
+        survives any crash. `consent`: the audit record admission wrote for it."""
         job_id = job_id or new_job_id()
         input_keys: dict[str, str] = {}
         for subject in SUBJECTS:
@@ -95,6 +97,7 @@ class JobStore:
             index_key=index_key,
             queue_key=queue_key(now, job_id),
             revision=1,
+            consent=consent,
         )
         self.store.put(index_key, b"", "application/octet-stream")
         self.store.put(tenant_active_key(tenant, job_id), b"", "application/octet-stream")

@@ -7,6 +7,8 @@ import httpx
 
 from kiss_core.faces.synthetic import synthetic_subject_png
 from kiss_core.generation.provenance.verify import verify_media
+from kiss_core.jobs.audit import AuditLog
+from kiss_core.storage import LocalDirStore
 from tests.conftest import ServeApp
 from tests.serve.helpers import assert_problem, post_job, wait_terminal
 
@@ -14,7 +16,7 @@ from tests.serve.helpers import assert_problem, post_job, wait_terminal
 def test_verify_reads_the_job_id_back_from_a_finished_video(serve_app: ServeApp) -> None:
     """The local profile (`make run`) signs with its development certificate, made on first start under
     the store root: the MP4, the still and the thumbnail each carry a manifest that validates, reported as
-    development-signed and not trusted."""
+    development-signed and not trusted, asserting the job's consent audit record."""
     with httpx.Client(base_url=serve_app.url, timeout=120) as client:
         response = post_job(
             client,
@@ -50,6 +52,14 @@ def test_verify_reads_the_job_id_back_from_a_finished_video(serve_app: ServeApp)
         assert manifest["development_certificate"] is True and manifest["job_id"] == job["id"]
         assert manifest["issuer"] == "kissgen development CA (not trusted)"
         assert manifest["validation_errors"] == ["signingCredential.untrusted: signing certificate untrusted"]
+
+        # The manifest asserts the consent attestation: the audit record admission wrote for this job.
+        consent = manifest["consent"]
+        assert consent["attested"] is True and consent["subjects"] == 2
+        record = AuditLog(LocalDirStore(serve_app.store_root)).find(consent["audit_record"])
+        assert record is not None and record.job_id == job["id"]
+        assert consent["policy_version"] == record.policy_version
+        assert record.consent.a.consented and record.consent.b.consented
 
         junk = client.post("/v1/verify", content=b"GIF89a" + bytes(200))
         assert_problem(junk, 415, "unsupported_media")

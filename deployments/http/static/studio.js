@@ -1054,6 +1054,13 @@ function verdictOf(report) {
   ];
   if (c2pa.signer || c2pa.issuer) entries.push(["Signed by", [c2pa.signer, c2pa.issuer].filter(Boolean).join(", ")]);
   if (c2pa.job_id) entries.push(["Job (C2PA)", c2pa.job_id]);
+  if (c2pa.consent) {
+    const consent = c2pa.consent;
+    entries.push([
+      "Consent (C2PA)",
+      `${consent.attested ? `attested for ${consent.subjects} people` : "not attested"}: audit record ${consent.audit_record}, policy ${consent.policy_version}`,
+    ]);
+  }
   entries.push([
     "Watermark",
     mark?.job_id ? `${mark.job_id} (in ${mark.frames_matching} of ${mark.frames_checked} frames read)` : "none found",

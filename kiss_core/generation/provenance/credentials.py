@@ -4,7 +4,9 @@ The manifest declares what a viewer needs to know (c2pa-python 0.38, c2pa-rs und
 - a `c2pa.actions` assertion with one `c2pa.created` action whose `digitalSourceType` is IPTC's
   `trainedAlgorithmicMedia` (made by a trained model, not captured) and whose software agent is kissgen;
 - claim generator info: name "kissgen" and the installed package's version;
-- a `com.kissgen.job` assertion with the job id (the same id the invisible watermark carries).
+- a `com.kissgen.job` assertion with the job id (the same id the invisible watermark carries);
+- a `com.kissgen.consent` assertion: consent was attested for both people, under which policy version,
+  in which audit record (see `consent_assertion` for what it holds and why nothing more).
 
 The manifest is bound to the file's bytes by a hash (BMFF hash for MP4, data hash for JPEG), so any
 change to the media after signing makes it read back invalid. Signing needs no network unless a
@@ -20,11 +22,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kiss_core.schemas import SUBJECTS, ConsentReference
 from kiss_core.settings import C2paSettings, ProvenanceSettings, Settings
 
 GENERATOR = "kissgen"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 JOB_ASSERTION = "com.kissgen.job"
+CONSENT_ASSERTION = "com.kissgen.consent"
 # The organisation of the development certificate (devcert.py): verify reports it as such, and
 # require_signing refuses it where the operator's own certificate is required.
 DEV_ORGANIZATION = "kissgen development CA (not trusted)"
@@ -117,29 +121,58 @@ def _probe_jpeg() -> bytes:
     return encode_jpeg(np.full((16, 16, 3), 128, np.uint8))
 
 
-def manifest_definition(job_id: str, mime: str) -> dict[str, Any]:
-    """The manifest kissgen signs: what made the file, that a trained model did, and which job."""
+def consent_assertion(consent: ConsentReference) -> dict[str, Any]:
+    """The `com.kissgen.consent` assertion: consent was attested for both people of the job.
+
+    `{"attested": true, "subjects": 2, "audit_record": "req_…", "policy_version": "…"}`. Signed with the
+    rest of the manifest, it lets a verifier tell an output this service made after a consent
+    attestation from one whose labels were forged: an edited manifest reads invalid, one signed by
+    anyone else is not trusted against the operator's CA. It gives the operator the key to the full
+    record (`AuditLog.find`, kiss_core.jobs.audit) when someone asks about a video.
+
+    Deliberately nothing more. The manifest travels with every copy of the file for ever and cannot be
+    erased or recalled, so it holds no personal data: the audit record's id is a random token that means
+    nothing outside the operator's audit store; the policy version is the same for everyone. Not in it:
+    the photos' SHA-256 (kept in the audit record) — a hash of a person's photo is a pseudonymous
+    identifier of it, so anyone holding the photo could link it to the video, which is personal data
+    under the GDPR; the operator's consent references (they may hold names or contract numbers); the
+    tenant (who made the video); the age estimates (derived from the face).
+    """
+    return {
+        "attested": True,
+        "subjects": len(SUBJECTS),
+        "audit_record": consent.audit_record,
+        "policy_version": consent.policy_version,
+    }
+
+
+def manifest_definition(job_id: str, mime: str, consent: ConsentReference | None = None) -> dict[str, Any]:
+    """The manifest kissgen signs: what made the file, that a trained model did, which job and, when
+    the job has one, the audit record of its consent attestation (without: no consent assertion)."""
     version = generator_version()
     kind = "video" if mime.startswith("video/") else "image"
+    assertions: list[dict[str, Any]] = [
+        {
+            "label": "c2pa.actions",
+            "data": {
+                "actions": [
+                    {
+                        "action": "c2pa.created",
+                        "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                        "softwareAgent": {"name": GENERATOR, "version": version},
+                    }
+                ]
+            },
+        },
+        {"label": JOB_ASSERTION, "data": {"job_id": job_id, "generator": GENERATOR}},
+    ]
+    if consent is not None:
+        assertions.append({"label": CONSENT_ASSERTION, "data": consent_assertion(consent)})
     return {
         "claim_generator_info": [{"name": GENERATOR, "version": version}],
         "title": f"kissgen {kind} {job_id}",
         "format": mime,
-        "assertions": [
-            {
-                "label": "c2pa.actions",
-                "data": {
-                    "actions": [
-                        {
-                            "action": "c2pa.created",
-                            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-                            "softwareAgent": {"name": GENERATOR, "version": version},
-                        }
-                    ]
-                },
-            },
-            {"label": JOB_ASSERTION, "data": {"job_id": job_id, "generator": GENERATOR}},
-        ],
+        "assertions": assertions,
     }
 
 
@@ -149,9 +182,14 @@ def _check_mime(mime: str) -> None:
 
 
 def sign_media(
-    data: bytes, mime: str, job_id: str, settings: C2paSettings | ProvenanceSettings | Settings
+    data: bytes,
+    mime: str,
+    job_id: str,
+    settings: C2paSettings | ProvenanceSettings | Settings,
+    consent: ConsentReference | None = None,
 ) -> bytes:
-    """The same media with a signed C2PA manifest embedded (MP4: a `uuid` box; JPEG: APP11 segments).
+    """The same media with a signed C2PA manifest embedded (MP4: a `uuid` box; JPEG: APP11 segments);
+    `consent`: the job's audit record, asserted in the manifest.
 
     Call only when `signing_configured(settings)`. Raises c2pa.C2paError when the media cannot be
     parsed or the certificate/key are refused.
@@ -175,7 +213,7 @@ def sign_media(
         settings=c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": c2pa_settings.thumbnail}}})
     )
     out = io.BytesIO()
-    with signer, c2pa.Builder(manifest_definition(job_id, mime), context=context) as builder:
+    with signer, c2pa.Builder(manifest_definition(job_id, mime, consent), context=context) as builder:
         builder.sign(signer, mime, io.BytesIO(data), out)
     return out.getvalue()
 

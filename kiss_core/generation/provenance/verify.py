@@ -12,9 +12,10 @@ from typing import Any
 import av
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from kiss_core.generation.provenance.credentials import (
+    CONSENT_ASSERTION,
     DEV_ORGANIZATION,
     JOB_ASSERTION,
     SUPPORTED_MIME,
@@ -26,6 +27,15 @@ from kiss_core.generation.provenance.watermark import (
     read_frames_watermark,
     read_video_watermark,
 )
+
+
+class ConsentReport(BaseModel):
+    """The manifest's com.kissgen.consent assertion: consent attested for both people (credentials.py)."""
+
+    attested: bool = Field(description="Consent was attested for every person in the video.")
+    subjects: int = Field(description="How many people the attestation covered (2).")
+    audit_record: str = Field(description="The operator's audit record of the attestation (req_…).")
+    policy_version: str = Field(description="The consent policy the attestation was made under.")
 
 
 class C2paReport(BaseModel):
@@ -50,6 +60,12 @@ class C2paReport(BaseModel):
         None, description="IPTC digital source type of the creating action (trainedAlgorithmicMedia: AI)."
     )
     job_id: str | None = Field(None, description="The kissgen job id in the com.kissgen.job assertion.")
+    consent: ConsentReport | None = Field(
+        None,
+        description="The com.kissgen.consent assertion: consent attested for both people, the audit record's"
+        " id and the policy version (no personal data). Believe it only when the manifest is valid and"
+        " trusted.",
+    )
     signer: str | None = Field(None, description="Common name of the signing certificate.")
     issuer: str | None = Field(None, description="Organisation named in the signing certificate.")
     signed_at: str | None = Field(None, description="Time stamp of the signature, when one was obtained.")
@@ -98,6 +114,7 @@ def c2pa_report(store: dict[str, Any] | None) -> C2paReport:
     generator = (manifest.get("claim_generator_info") or [{}])[0]
     actions: list[str] = []
     source_type = job_id = None
+    consent: ConsentReport | None = None
     for assertion in manifest.get("assertions") or []:
         label, data = assertion.get("label", ""), assertion.get("data") or {}
         if label.startswith("c2pa.actions"):
@@ -107,6 +124,11 @@ def c2pa_report(store: dict[str, Any] | None) -> C2paReport:
                     source_type = action.get("digitalSourceType")
         elif label == JOB_ASSERTION:
             job_id = data.get("job_id")
+        elif label == CONSENT_ASSERTION:
+            try:
+                consent = ConsentReport.model_validate(data)
+            except ValidationError:  # a malformed assertion (someone else's tool): said, not a crash
+                errors.append(f"{CONSENT_ASSERTION}: malformed assertion")
     signature = manifest.get("signature_info") or {}
     return C2paReport(
         present=True,
@@ -120,6 +142,7 @@ def c2pa_report(store: dict[str, Any] | None) -> C2paReport:
         actions=actions,
         digital_source_type=source_type,
         job_id=job_id,
+        consent=consent,
         signer=signature.get("common_name"),
         issuer=signature.get("issuer"),
         signed_at=signature.get("time"),
