@@ -77,6 +77,15 @@ def queue_key(created_at: datetime, job_id: str) -> str:
     return f"{QUEUE_PREFIX}{micros:016d}-{job_id}"
 
 
+WEBHOOKS_PENDING_PREFIX = "webhooks/pending/"
+
+
+def webhook_pending_key(job_id: str) -> str:
+    """A terminal job's webhook not yet delivered: a claim (owner, until) of the replica delivering it,
+    written before the job goes terminal, deleted once the delivery has its outcome (runner.py)."""
+    return f"{WEBHOOKS_PENDING_PREFIX}{job_id}"
+
+
 def encode_cursor(index_name: str) -> str:
     return base64.urlsafe_b64encode(index_name.encode()).decode().rstrip("=")
 

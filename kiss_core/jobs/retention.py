@@ -32,8 +32,8 @@ def lifecycle_days(retention: RetentionSettings) -> dict[str, int]:
     """Days per prefix for S3 lifecycle rules (whole days: S3 rounds expiry to days).
 
     `tenants/` holds the per-tenant list and active-job markers of each job; they go with its manifest
-    (a job can never be active that long: its photos expire after a day); so does `queue/`, the global
-    index of unfinished jobs.
+    (a job can never be active that long: its photos expire after a day); so do `queue/`, the global
+    index of unfinished jobs, and `webhooks/`, the claims of deliveries still pending.
     """
     outputs = max(1, math.ceil(retention.outputs_days))
     inputs = max(1, math.ceil(retention.inputs_hours / 24))
@@ -44,6 +44,7 @@ def lifecycle_days(retention: RetentionSettings) -> dict[str, int]:
         "jobs/": outputs,
         "tenants/": outputs,
         "queue/": outputs,
+        "webhooks/": outputs,
     }
 
 

@@ -6,6 +6,13 @@ and the serving-overhead benchmark (stages are plain function calls).
 
 Execution is at-least-once: a runner holds a lease on each job it runs and renews it; a job whose
 lease lapsed (its replica died) is recovered by any replica; outputs are idempotent.
+
+Webhooks are at-least-once too: before a job with a `webhook_url` goes terminal, its runner writes a
+claim under `webhooks/pending/{job_id}` (owner, until), and the terminal write itself records the
+delivery as pending; the runner holds the claim while it delivers and deletes it once the delivery has
+its outcome. A claim whose owner stopped renewing it (its replica died, or handed it back at shutdown)
+is taken by the next recovery pass of any replica, which delivers the event again under the same
+`webhook-id`, so a receiver that de-duplicates sees one event.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import random
 import secrets
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from kiss_core.errors import ClientError, JobCanceled, KissError, ServerError, unwrap_remote
+from kiss_core.errors import ClientError, JobCanceled, JobNotFound, KissError, ServerError, unwrap_remote
 from kiss_core.jobs.protocol import Stages
 from kiss_core.jobs.store import InvalidTransition, JobStore
-from kiss_core.jobs.webhooks import WebhookSender, event_for, message_id
+from kiss_core.jobs.webhooks import EVENT_COMPLETED, EVENT_FAILED, WebhookSender, event_for, message_id
 from kiss_core.schemas import TERMINAL_STATUSES, JobManifest, JobResult, StageRequest, WebhookDelivery, utcnow
 from kiss_core.settings import JobSettings
 from kiss_core.tracing import error_trace_id, inject_context, stage_span, trace_id_from
@@ -51,7 +59,7 @@ class JobRunner:
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.webhooks = webhooks
         self._running: dict[str, asyncio.Task[JobManifest]] = {}
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._deliveries: dict[str, asyncio.Task[None]] = {}  # job id -> its webhook delivery here
         # Called with each job this runner completed (the ingress learns durations for its ETAs).
         self.on_complete: list[Callable[[JobManifest], None]] = []
 
@@ -88,6 +96,10 @@ class JobRunner:
         of after the lease would have lapsed.
         """
         handed = []
+        for job_id, delivery in list(self._deliveries.items()):  # another replica delivers them at once
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+            await asyncio.to_thread(self.jobs.write_webhook_claim, job_id, self.owner, utcnow())
         for job_id, task in list(self._running.items()):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -121,7 +133,9 @@ class JobRunner:
                 manifest = await asyncio.to_thread(self.jobs.get, job_id)
                 continue
             stop_heartbeat = asyncio.Event()
-            heartbeat = asyncio.get_running_loop().create_task(self._hold_lease(job_id, stop_heartbeat))
+            heartbeat = asyncio.get_running_loop().create_task(
+                self._hold_lease(job_id, stop_heartbeat, self.jobs.write_lease)
+            )
             try:
                 result = await self._attempt(manifest)
             except asyncio.CancelledError:
@@ -135,7 +149,9 @@ class JobRunner:
                     log.info("job %s was canceled during attempt %d", job_id, attempt)
                     manifest = await asyncio.to_thread(self.jobs.settle_cancel, job_id)
                     continue
-                manifest = await asyncio.to_thread(self._after_failure, job_id, attempt, exc)
+                manifest = await asyncio.to_thread(
+                    self._after_failure, job_id, attempt, exc, manifest.webhook_url
+                )
                 ended_here = manifest.status in TERMINAL_STATUSES
                 if not ended_here:
                     await asyncio.sleep(min(2.0 * attempt, 10.0))
@@ -144,7 +160,7 @@ class JobRunner:
                 stop_heartbeat.set()
                 await heartbeat  # lets a renewal in flight finish, so nothing rewrites the lease later
             try:
-                manifest = await asyncio.to_thread(self._complete, job_id, result)
+                manifest = await asyncio.to_thread(self._complete, job_id, result, manifest.webhook_url)
                 ended_here = True
                 for callback in self.on_complete:
                     try:
@@ -180,6 +196,40 @@ class JobRunner:
                 log.info("recovering job %s (lease: %s)", manifest.id, lease)
                 self.start(manifest.id)
                 started.append(manifest.id)
+        await self.recover_webhooks()
+        return started
+
+    async def recover_webhooks(self) -> list[str]:
+        """Deliver the pending webhooks whose claim lapsed (the replica delivering them died), claiming
+        each first as `recover` claims jobs; claims of jobs that are gone, canceled or already have their
+        outcome are deleted. Ids of the deliveries started here."""
+        if self.webhooks is None:
+            return []
+        started = []
+        for job_id in await asyncio.to_thread(self.jobs.pending_webhooks):
+            if job_id in self._deliveries:
+                continue
+            claim = await asyncio.to_thread(self.jobs.read_webhook_claim, job_id)
+            if claim is not None and claim.until > utcnow():
+                continue
+            try:
+                manifest = await asyncio.to_thread(self.jobs.get, job_id)
+            except (JobNotFound, ValueError):
+                await asyncio.to_thread(self.jobs.clear_webhook_claim, job_id)
+                continue
+            if manifest.status not in TERMINAL_STATUSES:
+                continue  # claimed just before its terminal write: whoever ends the job delivers it
+            done = manifest.webhook is not None and manifest.webhook.status != "pending"
+            if manifest.status == "canceled" or manifest.webhook_url is None or done:
+                await asyncio.to_thread(self.jobs.clear_webhook_claim, job_id)
+                continue
+            await asyncio.to_thread(self.jobs.write_webhook_claim, job_id, self.owner, utcnow() + self.lease)
+            await asyncio.sleep(random.uniform(0.2, 0.5))
+            claimed = await asyncio.to_thread(self.jobs.read_webhook_claim, job_id)
+            if claimed is not None and claimed.owner == self.owner and job_id not in self._deliveries:
+                log.info("recovering the webhook of job %s (claim: %s)", job_id, claim)
+                self.notify(manifest)
+                started.append(job_id)
         return started
 
     def notify(self, manifest: JobManifest) -> asyncio.Task[None] | None:
@@ -187,9 +237,24 @@ class JobRunner:
         if manifest.webhook_url is None or self.webhooks is None:
             return None
         task = asyncio.get_running_loop().create_task(self._deliver(manifest), name=f"webhook-{manifest.id}")
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        self._deliveries[manifest.id] = task
+        task.add_done_callback(functools.partial(self._delivered, manifest.id))
         return task
+
+    def _delivered(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self._deliveries.get(job_id) is task:
+            del self._deliveries[job_id]
+
+    def _pending_webhook(
+        self, job_id: str, webhook_url: str | None, event: str
+    ) -> dict[str, WebhookDelivery]:
+        """Before a terminal write: claim the job's webhook (so it survives this replica) and return the
+        pending delivery the terminal write records (nothing when the job has no webhook)."""
+        if webhook_url is None or self.webhooks is None:
+            return {}
+        self.jobs.write_webhook_claim(job_id, self.owner, utcnow() + self.lease)
+        pending = WebhookDelivery(event=event, message_id=message_id(job_id, event), status="pending")
+        return {"webhook": pending}
 
     async def _attempt(self, manifest: JobManifest) -> JobResult:
         """One attempt: the conditioning handle goes from the identity stage to generation unresolved."""
@@ -207,23 +272,31 @@ class JobRunner:
             raise InvalidTransition(f"job {job_id} was canceled")
         return manifest
 
-    def _complete(self, job_id: str, result: JobResult) -> JobManifest:
+    def _complete(self, job_id: str, result: JobResult, webhook_url: str | None = None) -> JobManifest:
         """The job completed, unless it was canceled meanwhile: then InvalidTransition, once the outputs
         the attempt stored are erased (also when the cancel raced this write)."""
+        pending = self._pending_webhook(job_id, webhook_url, EVENT_COMPLETED)
         try:
-            manifest = self.jobs.complete(job_id, result)
-        except InvalidTransition:
+            try:
+                manifest = self.jobs.complete(job_id, result, **pending)
+            except InvalidTransition:
+                if self.jobs.cancel_requested(job_id):
+                    self.jobs.settle_cancel(job_id)
+                raise
             if self.jobs.cancel_requested(job_id):
                 self.jobs.settle_cancel(job_id)
+                raise InvalidTransition(f"job {job_id} was canceled")
+        except InvalidTransition:
+            if pending:
+                self.jobs.clear_webhook_claim(job_id)
             raise
-        if self.jobs.cancel_requested(job_id):
-            self.jobs.settle_cancel(job_id)
-            raise InvalidTransition(f"job {job_id} was canceled")
         return manifest
 
-    def _after_failure(self, job_id: str, attempt: int, exc: BaseException) -> JobManifest:
+    def _after_failure(
+        self, job_id: str, attempt: int, exc: BaseException, webhook_url: str | None = None
+    ) -> JobManifest:
         if isinstance(exc, ClientError):  # one line, no traceback: the request, not the server, is at fault
-            failed = self.jobs.fail(job_id, exc.to_problem())
+            failed = self._fail(job_id, exc.to_problem(), webhook_url)
             trace_id = error_trace_id(exc) or trace_id_from(failed.trace_context) or "-"
             line = "job %s failed: client error code=%s status=%d trace_id=%s"
             log.info(line, job_id, exc.code, exc.status, trace_id)
@@ -237,16 +310,28 @@ class JobRunner:
             if isinstance(exc, ServerError)
             else ServerError(f"generation failed after {attempt} attempts: {type(exc).__name__}").to_problem()
         )
-        return self.jobs.fail(job_id, problem)
+        return self._fail(job_id, problem, webhook_url)
 
-    async def _hold_lease(self, job_id: str, stop: asyncio.Event) -> None:
-        """Renews this runner's lease while an attempt runs; if this process dies, the lease lapses."""
+    def _fail(self, job_id: str, problem: dict[str, Any], webhook_url: str | None) -> JobManifest:
+        pending = self._pending_webhook(job_id, webhook_url, EVENT_FAILED)
+        try:
+            return self.jobs.fail(job_id, problem, **pending)
+        except InvalidTransition:
+            if pending:
+                self.jobs.clear_webhook_claim(job_id)
+            raise
+
+    async def _hold_lease(
+        self, job_id: str, stop: asyncio.Event, write: Callable[[str, str, datetime], object]
+    ) -> None:
+        """Renews this runner's lease (a job's, or its webhook claim) while the work runs; if this
+        process dies, the lease lapses."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.lease.total_seconds() / 3)
                 return
             try:
-                await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow() + self.lease)
+                await asyncio.to_thread(write, job_id, self.owner, utcnow() + self.lease)
             except Exception:  # storage briefly down: the next renewal may still make it in time
                 log.warning("could not renew the lease of job %s", job_id, exc_info=True)
 
@@ -258,6 +343,10 @@ class JobRunner:
         async def record(delivery: WebhookDelivery) -> None:
             await asyncio.to_thread(self.jobs.update, manifest.id, webhook=delivery)
 
+        stop = asyncio.Event()
+        claim = asyncio.get_running_loop().create_task(
+            self._hold_lease(manifest.id, stop, self.jobs.write_webhook_claim)
+        )
         try:
             delivery = await self.webhooks.deliver(
                 manifest.webhook_url, manifest.tenant, event, msg_id, record
@@ -269,5 +358,15 @@ class JobRunner:
                 delivery.status,
                 delivery.attempts,
             )
+        except asyncio.CancelledError:  # shutting down: the claim stays, another replica delivers
+            stop.set()
+            await asyncio.gather(claim, return_exceptions=True)
+            raise
         except Exception:
             log.exception("webhook delivery for job %s failed", manifest.id)
+        stop.set()
+        await claim
+        try:  # the outcome is recorded: nothing is pending any more
+            await asyncio.to_thread(self.jobs.clear_webhook_claim, manifest.id)
+        except Exception:  # the claim lapses; a later pass finds the outcome recorded and deletes it
+            log.warning("could not clear the webhook claim of job %s", manifest.id, exc_info=True)

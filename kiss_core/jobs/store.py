@@ -16,6 +16,7 @@ from kiss_core.errors import JobNotFound
 from kiss_core.keys import (
     QUEUE_PREFIX,
     TENANTS_PREFIX,
+    WEBHOOKS_PENDING_PREFIX,
     decode_cursor,
     encode_cursor,
     input_key,
@@ -24,6 +25,7 @@ from kiss_core.keys import (
     queue_key,
     tenant_active_key,
     tenant_index_key,
+    webhook_pending_key,
 )
 from kiss_core.schemas import (
     SUBJECTS,
@@ -140,11 +142,12 @@ class JobStore:
             self.store.delete(updated.queue_key or queue_key(updated.created_at, job_id))
         return updated
 
-    def complete(self, job_id: str, result: JobResult) -> JobManifest:
-        return self.update(job_id, status="completed", stage="done", progress=100, result=result)
+    def complete(self, job_id: str, result: JobResult, **changes: Any) -> JobManifest:
+        """`changes`: written in the same step (the runner's pending `webhook`)."""
+        return self.update(job_id, status="completed", stage="done", progress=100, result=result, **changes)
 
-    def fail(self, job_id: str, problem: dict[str, Any]) -> JobManifest:
-        return self.update(job_id, status="failed", error=Problem.model_validate(problem))
+    def fail(self, job_id: str, problem: dict[str, Any], **changes: Any) -> JobManifest:
+        return self.update(job_id, status="failed", error=Problem.model_validate(problem), **changes)
 
     def _cancel_key(self, job_id: str) -> str:
         return f"jobs/{job_id}/canceled"
@@ -196,6 +199,26 @@ class JobStore:
 
     def release_lease(self, job_id: str) -> None:
         self.store.delete(self._lease_key(job_id))
+
+    def write_webhook_claim(self, job_id: str, owner: str, until: datetime) -> Lease:
+        """Mark the job's webhook pending, delivered by `owner` until `until` (then anyone may)."""
+        lease = Lease(owner=owner, until=until)
+        self.store.put(webhook_pending_key(job_id), lease.model_dump_json().encode(), "application/json")
+        return lease
+
+    def read_webhook_claim(self, job_id: str) -> Lease | None:
+        try:
+            return Lease.model_validate_json(self.store.get(webhook_pending_key(job_id)))
+        except (ObjectNotFound, ValueError):
+            return None
+
+    def clear_webhook_claim(self, job_id: str) -> None:
+        """The webhook has its outcome (or there is none to send): nothing pending any more."""
+        self.store.delete(webhook_pending_key(job_id))
+
+    def pending_webhooks(self) -> list[str]:
+        """Ids of the jobs whose webhook is still pending (one listing)."""
+        return [key[len(WEBHOOKS_PENDING_PREFIX) :] for key in self.store.list(WEBHOOKS_PENDING_PREFIX)]
 
     def delete(self, job_id: str) -> int:
         """Erase everything the job owns (inputs, outputs, the manifest, then its tenant markers);

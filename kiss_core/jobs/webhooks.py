@@ -15,7 +15,8 @@ was checked, with the original Host header and TLS server name. Redirects are no
 
 Delivery runs after the job is terminal, in the background of the replica that finished it: up to
 `max_attempts` tries with exponential backoff and jitter; 2xx means delivered. It never changes the
-job's outcome. It is not resumed if that replica dies mid-way (at-most-`max_attempts`, best effort).
+job's outcome. It is durable (kiss_core.jobs.runner): if that replica dies before the outcome, another
+replica delivers the event again with the same `webhook-id` (at least once).
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ def test_lifecycle_rules_expire_inputs_and_outputs(s3_app: str, s3_server: S3End
         "jobs/": 7,
         "tenants/": 7,
         "queue/": 7,
+        "webhooks/": 7,
     }
 
 

@@ -93,6 +93,7 @@ def test_lifecycle_days_round_up_to_whole_days() -> None:
         "jobs/": 7,
         "tenants/": 7,
         "queue/": 7,
+        "webhooks/": 7,
     }
     assert lifecycle_days(RetentionSettings(inputs_hours=36, outputs_days=2.5)) == {
         "inputs/": 2,
@@ -101,4 +102,5 @@ def test_lifecycle_days_round_up_to_whole_days() -> None:
         "jobs/": 3,
         "tenants/": 3,
         "queue/": 3,
+        "webhooks/": 3,
     }
