@@ -68,6 +68,17 @@ def tenant_active_key(tenant: str, job_id: str) -> str:
     return f"{TENANTS_PREFIX}{tenant}/active/{job_id}"
 
 
+def tenant_slot_key(tenant: str, index: int) -> str:
+    """One of the tenant's job-cap slots (0 .. cap-1), created only if absent (kiss_core.jobs.slots)."""
+    return f"{TENANTS_PREFIX}{tenant}/slots/{index:04d}"
+
+
+def tenant_slot_released_key(tenant: str, job_id: str) -> str:
+    """Prefix of the locks (`.{generation}`, created only if absent) under which one party frees the
+    job's slot; deleted once it is free."""
+    return f"{TENANTS_PREFIX}{tenant}/slots-released/{job_id}"
+
+
 QUEUE_PREFIX = "queue/"
 
 

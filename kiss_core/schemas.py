@@ -346,6 +346,9 @@ class JobManifest(VideoJob):
     webhook_url: str | None = Field(None, description="Where the terminal event is delivered, if anywhere.")
     index_key: str | None = Field(None, description="The job's marker in its tenant's listing (jobs.py).")
     queue_key: str | None = Field(None, description="The job's marker in the global queue index (keys.py).")
+    tenant_slot: str | None = Field(
+        None, description="The tenant's job-cap slot the job holds until it ends (kiss_core.jobs.slots)."
+    )
     consent: ConsentReference | None = Field(
         None,
         description="The audit record of the job's consent attestation (None: a job accepted before manifests"

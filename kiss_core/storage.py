@@ -53,6 +53,12 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
 
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Create the object only if no object has the key (atomically, across processes and hosts):
+        True if this call created it. `data` should be unique to the caller (a retried request that did
+        create it is recognised by its content)."""
+        ...
+
     def get(self, key: str) -> bytes:
         """Raises `ObjectNotFound` when the key is missing."""
         ...
@@ -160,6 +166,33 @@ class LocalDirStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """The complete file is written aside, then hard-linked to the key: link(2) fails if the name
+        exists, so exactly one of concurrent callers wins, and nobody ever reads a half-written file."""
+        path = self._path(key)
+        for attempt in range(20):  # a concurrent delete may prune the parent meanwhile, as in `put`
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
+            except (FileNotFoundError, FileExistsError):
+                if attempt == 19:
+                    raise
+                continue
+            break
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def get(self, key: str) -> bytes:
         try:
@@ -340,6 +373,34 @@ class S3Store:
                 self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
             ),
         )
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """A PUT with `If-None-Match: *` (S3 conditional writes: AWS S3, MinIO, SeaweedFS; 412 when the
+        key exists). The minio SDK would send it as user metadata, so the request is made directly. A
+        412 after a retried PUT may be our own first write: the content tells."""
+        from minio.error import S3Error
+
+        check_key(key)
+
+        def create() -> bool:
+            headers: dict[str, str | list[str] | tuple[str]] = {
+                "If-None-Match": "*",
+                "Content-Type": content_type,
+            }
+            try:
+                self._client._execute("PUT", self.bucket, key, body=data, headers=headers)
+            except S3Error as exc:
+                if exc.code == "PreconditionFailed" or getattr(exc.response, "status", 0) == 412:
+                    return False
+                raise
+            return True
+
+        if self._call(f"put-if-absent {key!r}", create):
+            return True
+        try:
+            return self.get(key) == data
+        except ObjectNotFound:
+            return False
 
     def get(self, key: str) -> bytes:
         from minio.error import S3Error

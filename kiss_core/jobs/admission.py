@@ -86,10 +86,14 @@ class JobAdmission:
         active = self.running() + self._in_admission
         if active >= self.limits.max_active_jobs:
             raise Overloaded(f"this replica already has {active} jobs", self.limits.retry_after_s)
+        job_id = new_job_id()
+        slot: str | None = None
         if max_tenant_jobs is not None:
             await self._check_tenant_jobs(tenant, max_tenant_jobs)
+            slot = await self._claim_tenant_slot(tenant, job_id, max_tenant_jobs)
         self._in_admission += 1  # holds a slot while the photos are analysed; the runner takes it over
         self._in_admission_by_tenant[tenant] = self._in_admission_by_tenant.get(tenant, 0) + 1
+        stored = False
         try:
             self._check_upload_sizes(photos)
             with stage_span(
@@ -98,12 +102,16 @@ class JobAdmission:
                 trace = inject_context()
                 analyses = await self._analyse_photos(photos, trace)
                 job = (params, photos, attestation, analyses, trace)
-                return await self._store_job(*job, tenant, webhook_url)
+                manifest = await self._store_job(*job, tenant, webhook_url, job_id, slot)
+                stored = True
+                return manifest
         finally:
             self._in_admission -= 1
             self._in_admission_by_tenant[tenant] -= 1
             if not self._in_admission_by_tenant[tenant]:
                 del self._in_admission_by_tenant[tenant]
+            if slot is not None and not stored:  # refused after the claim: the slot is free again
+                await asyncio.shield(asyncio.to_thread(self.jobs.slots.release, tenant, job_id, slot))
 
     async def analyze(
         self, photo: bytes, subject: str, incoming_trace: dict[str, str] | None = None
@@ -168,9 +176,9 @@ class JobAdmission:
             self._keys_in_flight.discard((tenant, key))
 
     async def _check_tenant_jobs(self, tenant: str, limit: int) -> None:
-        """Refuse when the tenant's queued + running jobs (all replicas, from the job store's markers)
-        plus those being admitted here reach `limit`. Replicas admitting at the same instant may
-        overshoot by a job each: the cap is a fairness limit, not a security boundary."""
+        """A cheap first refusal: the tenant's queued + running jobs (all replicas, from the job store's
+        markers) plus those being admitted here reach `limit`. It also counts jobs accepted before slots
+        existed; the slot claim that follows makes the cap exact across replicas."""
         in_admission = self._in_admission_by_tenant.get(tenant, 0)
         active = await asyncio.to_thread(self.jobs.active, tenant)
         if len(active) + in_admission >= limit:  # markers may be stale: read the manifests before refusing
@@ -180,6 +188,17 @@ class JobAdmission:
                 f"tenant {tenant!r} has {len(active) + in_admission} unfinished jobs; the limit is {limit}",
                 self.limits.retry_after_s,
             )
+
+    async def _claim_tenant_slot(self, tenant: str, job_id: str, limit: int) -> str:
+        """The exact cap across replicas: one of the tenant's `limit` slots, claimed with a conditional
+        create (kiss_core.jobs.slots), held by the job until it ends; TooManyJobs when none is free."""
+        slot = await asyncio.to_thread(self.jobs.slots.claim, tenant, job_id, limit)
+        if slot is None:
+            raise TooManyJobs(
+                f"tenant {tenant!r} has {limit} unfinished jobs; the limit is {limit}",
+                self.limits.retry_after_s,
+            )
+        return slot
 
     def _check_upload_sizes(self, photos: Mapping[str, bytes]) -> None:
         for subject in SUBJECTS:
@@ -212,12 +231,23 @@ class JobAdmission:
         trace: dict[str, str],
         tenant: str,
         webhook_url: str | None,
+        job_id: str,
+        slot: str | None = None,
     ) -> JobManifest:
         """The audit record first (no job exists without the attestation that allowed it), then the
-        inputs and the manifest, which names the record (its outputs' C2PA manifests assert it)."""
-        job_id = new_job_id()
+        inputs and the manifest, which names the record (its outputs' C2PA manifests assert it) and the
+        tenant's slot the job holds."""
         record = await asyncio.to_thread(self.audit.record, job_id, attestation, photos, analyses, tenant)
         consent = ConsentReference(audit_record=record.request_id, policy_version=record.policy_version)
         return await asyncio.to_thread(
-            self.jobs.create, params, photos, analyses, trace, job_id, tenant, webhook_url, consent
+            self.jobs.create,
+            params,
+            photos,
+            analyses,
+            trace,
+            job_id,
+            tenant,
+            webhook_url,
+            consent,
+            tenant_slot=slot,
         )

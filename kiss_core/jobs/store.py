@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from kiss_core.errors import JobNotFound
+from kiss_core.jobs.slots import JobState, TenantSlots
 from kiss_core.keys import (
     QUEUE_PREFIX,
     TENANTS_PREFIX,
@@ -61,6 +62,15 @@ class JobStore:
 
     def __init__(self, store: ObjectStore):
         self.store = store
+        self.slots = TenantSlots(store, self.state)
+
+    def state(self, job_id: str) -> JobState:
+        """Whether the job is unfinished, finished or missing (for the job-cap slots)."""
+        try:
+            manifest = self.get(job_id)
+        except (JobNotFound, ValueError):
+            return "missing"
+        return "finished" if manifest.status in TERMINAL_STATUSES else "unfinished"
 
     def _manifest_key(self, job_id: str) -> str:
         return f"jobs/{job_id}/manifest.json"
@@ -75,6 +85,7 @@ class JobStore:
         tenant: str = "public",
         webhook_url: str | None = None,
         consent: ConsentReference | None = None,
+        tenant_slot: str | None = None,
     ) -> JobManifest:
         """Store the inputs and the tenant's markers, then the manifest: once this returns the job
         survives any crash. `consent`: the audit record admission wrote for it."""
@@ -100,6 +111,7 @@ class JobStore:
             queue_key=queue_key(now, job_id),
             revision=1,
             consent=consent,
+            tenant_slot=tenant_slot,
         )
         self.store.put(index_key, b"", "application/octet-stream")
         self.store.put(tenant_active_key(tenant, job_id), b"", "application/octet-stream")
@@ -140,6 +152,8 @@ class JobStore:
         if updated.status in TERMINAL_STATUSES and manifest.status not in TERMINAL_STATUSES:
             self.store.delete(tenant_active_key(updated.tenant, job_id))
             self.store.delete(updated.queue_key or queue_key(updated.created_at, job_id))
+            if updated.tenant_slot is not None:
+                self.slots.release(updated.tenant, job_id, updated.tenant_slot)
         return updated
 
     def complete(self, job_id: str, result: JobResult, **changes: Any) -> JobManifest:
@@ -227,6 +241,8 @@ class JobStore:
         erased = sum(self.store.delete_prefix(prefix) for prefix in reversed(job_prefixes(job_id)))
         self.store.delete(tenant_active_key(manifest.tenant, job_id))
         self.store.delete(manifest.queue_key or queue_key(manifest.created_at, job_id))
+        if manifest.tenant_slot is not None:
+            self.slots.release(manifest.tenant, job_id, manifest.tenant_slot)
         self.store.delete(
             manifest.index_key or tenant_index_key(manifest.tenant, manifest.created_at, job_id)
         )
