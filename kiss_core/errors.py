@@ -148,6 +148,48 @@ class ExplicitContent(ClientError):
     title = "A photo shows explicit content"
 
 
+class OutputBlocked(ClientError):
+    """The generated video failed the output safety check (kiss_core.safety.output_check): nothing of it
+    is stored or served.
+
+    A client error (422), not a server fault: the request (its photos, prompt, seed) produced these
+    frames, the backends are deterministic for a given request, so a retry would generate the same
+    frames again; the runner never retries a ClientError. The problem names the check
+    (`explicit_content` or `subject_may_be_minor`) and the frame index, as extension members
+    `check` and `frame`; `errors` carries the score (never any pixels).
+    """
+
+    code = "output_blocked"
+    status = 422
+    title = "The generated video was blocked by the output safety check"
+
+    def __init__(
+        self,
+        detail: str,
+        subject: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        *,
+        check: str = "",
+        frame: int = -1,
+    ):
+        super().__init__(detail, subject, errors)
+        self.check = check
+        self.frame = frame
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_output_blocked, (self.detail, self.subject, self.errors, self.check, self.frame))
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return {**super().to_problem(instance), "check": self.check, "frame": self.frame}
+
+
+def _output_blocked(
+    detail: str, subject: str | None, errors: list[dict[str, Any]] | None, check: str, frame: int
+) -> OutputBlocked:
+    """Unpickles an OutputBlocked (its keyword-only fields do not fit `type(self)(*args)`)."""
+    return OutputBlocked(detail, subject, errors, check=check, frame=frame)
+
+
 class JobNotFound(ClientError):
     code = "not_found"
     status = 404

@@ -384,6 +384,36 @@ class ContentFilterSettings(BaseModel):
     )
 
 
+class OutputCheckSettings(BaseModel):
+    enabled: bool = Field(
+        True,
+        description="Check sampled frames of every generated video (every backend, the preview included)"
+        " before anything is stored: content filter on each frame, age estimate on each full face. A"
+        " violation fails the job with output_blocked and stores nothing. Keep on in production.",
+    )
+    frames: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Frames checked: this many evenly spaced from first to last, plus the contact frame (the"
+        " frames the quality report samples when equal to generator.quality_frames: no extra decode).",
+    )
+    content_threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="A frame is explicit when an exposed class scores over this; None:"
+        " safety.content_filter.threshold (the photos' threshold).",
+    )
+    age: bool = Field(
+        True,
+        description="Estimate the age of every full face detected in the checked frames: the video is blocked"
+        " when a person's median estimate is under safety.age_gate.min_age, a single face reads under 18, or"
+        " a face nobody planned reads under min_age (faces touching the other person's are not read: the"
+        " estimate is unreliable there).",
+    )
+
+
 class SafetySettings(BaseModel):
     """Checks that run inside the pipeline, on by default."""
 
@@ -396,6 +426,12 @@ class SafetySettings(BaseModel):
         default_factory=ContentFilterSettings,
         description="Content filter: NudeNet's detector on both input photos; explicit photos are refused"
         " (FaceAnalyzer, before the 202).",
+    )
+    output_check: OutputCheckSettings = Field(
+        default_factory=OutputCheckSettings,
+        description="Output check: sampled frames of each generated video go through the content filter and"
+        " the age estimate before anything is stored (VideoGenerator); a violation fails the job with"
+        " output_blocked, stores no output and writes a record under blocked/.",
     )
 
 

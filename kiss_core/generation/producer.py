@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kiss_core.errors import GenerationError
-from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.errors import GenerationError, OutputBlocked
+from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
 from kiss_core.faces.embedding import identity_model
 from kiss_core.generation.backends.base import FrameSource, PreviewSink, StepProgress
 from kiss_core.generation.backends.preview import PreviewFrames
@@ -35,6 +35,7 @@ from kiss_core.generation.quality import (
 from kiss_core.keys import OUTPUT_NAMES, output_key
 from kiss_core.media.images import decode_image
 from kiss_core.media.video import encode_jpeg, encode_mp4, make_thumbnail
+from kiss_core.safety.output_check import FrameFace, OutputChecker, planned_box, record_blocked
 from kiss_core.scene.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.scene.lighting import harmonize_photos
 from kiss_core.schemas import (
@@ -63,6 +64,7 @@ class VideoProducer:
         store: ObjectStore,
         analyzer: DlibFaceAnalyzer | None = None,
         backends: Mapping[str, FrameSource] | None = None,
+        output_checker: OutputChecker | None = None,
     ):
         # With provenance.c2pa.dev_certificate (the local profile) and no certificate of the operator's:
         # sign with the development one, made here on first start.
@@ -71,6 +73,8 @@ class VideoProducer:
         self.analyzer = analyzer or DlibFaceAnalyzer(settings.faces)
         self.identity = identity_model(settings.faces)  # ArcFace when a pack is mounted, else dlib
         self.backends: dict[str, FrameSource] = dict(backends or {"preview": PreviewFrames()})
+        # The generated frames' safety check (kiss_core.safety.output_check); its models load here.
+        self.output_checker = output_checker or OutputChecker(self.settings.safety)
 
     def backend_for(self, conditioning: Conditioning) -> FrameSource:
         """The backend the IdentityEncoder conditioned for (it chose it from the request and settings)."""
@@ -108,13 +112,16 @@ class VideoProducer:
         self._check_identity(conditioning)
         scene = self._prepare(request, timings)
         rendered = self._render_encode(request, scene, conditioning, report, timings, preview)
+        faces = _FrameFaces(self.analyzer, scene.plan)  # detected once, for the output check and the report
+        with stage_span("output_check", None), _timed(timings, "output_check"):
+            self._check_output(request.job_id, scene.plan, rendered, conditioning.backend, faces)
         report("quality", 85)
         signed = signing_configured(self.settings.provenance)
         if signed:  # last: nothing may change the bytes after signing
             with _timed(timings, "sign"):
                 self._sign(request, rendered.outputs)
         with stage_span("quality", None, frames=len(rendered.sampled)), _timed(timings, "quality"):
-            quality = self._measure(request.params, scene, rendered, conditioning)
+            quality = self._measure(request.params, scene, rendered, conditioning, faces)
         report("storing", 95)
         with stage_span("store", None), _timed(timings, "store"):
             keys = self._store(request.job_id, rendered.outputs)
@@ -166,6 +173,7 @@ class VideoProducer:
         """Frames from the backend, marked, sampled for the report and streamed into the encoder."""
         plan, params = scene.plan, request.params
         checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
+        checked |= self._output_sample(plan)
         sampled: dict[int, np.ndarray] = {}
         contact: list[np.ndarray] = []
         shape = (plan.height, plan.width)
@@ -207,14 +215,46 @@ class VideoProducer:
             mime, provenance = OUTPUT_NAMES[variant][1], self.settings.provenance
             outputs[variant] = sign_media(data, mime, request.job_id, provenance, request.consent)
 
+    def _output_sample(self, plan: KissPlan) -> set[int]:
+        """The frames the output check reads (none when it is off)."""
+        if not self.output_checker.enabled:
+            return set()
+        return quality_sample(plan.frame_count, plan.contact_frame, self.output_checker.frames)
+
+    def _check_output(
+        self, job_id: str, plan: KissPlan, rendered: _Rendered, backend: str, faces: _FrameFaces
+    ) -> None:
+        """The generated frames as served (marked) through the output check, before anything is stored.
+
+        Blocked: the outputs prefix is emptied (a diffusion backend's progress preview, an earlier
+        attempt's files), the blocked record written, and `OutputBlocked` raised: the job fails with it.
+        """
+        indices = sorted(self._output_sample(plan))
+        if not indices:
+            return
+        planned = {i: {s: planned_box(t.landmarks[i]) for s, t in plan.tracks.items()} for i in indices}
+        try:
+            self.output_checker.check({i: rendered.sampled[i] for i in indices}, faces, planned)
+        except OutputBlocked as blocked:
+            self.store.delete_prefix(f"outputs/{job_id}/")
+            record_blocked(self.store, job_id, backend, blocked, indices)
+            raise
+
     def _measure(
-        self, params: VideoParams, scene: _Scene, rendered: _Rendered, conditioning: Conditioning
+        self,
+        params: VideoParams,
+        scene: _Scene,
+        rendered: _Rendered,
+        conditioning: Conditioning,
+        faces: _FrameFaces,
     ) -> QualityReport:
         """The quality report: identity on the sampled frames, contact, flicker and lighting."""
         plan, sampled = scene.plan, rendered.sampled
-        indices = sorted(sampled)
+        indices = sorted(
+            quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
+        )
         centers = face_centers(plan)
-        upsample = 0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1
+        upsample = faces.upsample
         identity = identity_report(
             [sampled[i] for i in indices],
             {s: c[indices] for s, c in centers.items()},
@@ -223,6 +263,7 @@ class VideoProducer:
             self.identity.threshold,
             upsample=upsample,
             embedder=self.identity.embedder,
+            detections=[faces.detected(i, sampled[i]) for i in indices],
         )
         tracks = plan.tracks
         return identity.model_copy(
@@ -277,6 +318,28 @@ class _Rendered:
 
 
 _NO_UPSAMPLE_FACE_PX = 100  # HOG finds faces this wide without its (slow) upsampling pass
+
+
+class _FrameFaces:
+    """The faces of a job's sampled frames, detected once and shared by the output check and the report.
+
+    A `FacesOf` for kiss_core.safety.output_check (which knows no detector) and, through `detected`, the
+    identity report's detections. Upsampling as the report always did: none when the planned faces are
+    large enough for HOG's window.
+    """
+
+    def __init__(self, analyzer: DlibFaceAnalyzer, plan: KissPlan):
+        self.analyzer = analyzer
+        self.upsample = 0 if planned_face_width(plan) >= _NO_UPSAMPLE_FACE_PX else 1
+        self._found: dict[int, list[DetectedFace]] = {}
+
+    def detected(self, index: int, frame: np.ndarray) -> list[DetectedFace]:
+        if index not in self._found:
+            self._found[index] = self.analyzer.detect(frame, self.upsample)
+        return self._found[index]
+
+    def __call__(self, index: int, frame: np.ndarray) -> list[FrameFace]:
+        return [FrameFace(face.box, face.landmarks) for face in self.detected(index, frame)]
 
 
 def quality_sample(frame_count: int, contact_frame: int, count: int) -> set[int]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
 from kiss_core.faces.embedding import FaceEmbedder, cosine_similarity
 from kiss_core.generation.quality.faces import MATCH_RADIUS, assign_faces
 from kiss_core.schemas import QualityReport, SubjectQuality
@@ -20,6 +20,7 @@ def identity_report(
     threshold: float,
     upsample: int | None = None,
     embedder: FaceEmbedder | None = None,
+    detections: Sequence[Sequence[DetectedFace]] | None = None,
 ) -> QualityReport:
     """Per-subject similarity of the faces found where the plan expects each person, over `frames`.
 
@@ -28,6 +29,8 @@ def identity_report(
     meet at the contact cannot both claim the same face. Faces are found by `analyzer`; similarities
     are cosines (-1..1) of `embedder`'s embeddings (None: the analyzer's dlib descriptors), so the
     `references` must come from the same embedder; `visible_share` = frames_found / frames_checked (0..1).
+    `detections[i]`, when given, are the faces already detected in `frames[i]` (the producer detects once
+    for the output check and this report); else they are detected here.
     """
     subjects = sorted(references)
     for subject in subjects:
@@ -39,7 +42,10 @@ def identity_report(
     embedder = embedder or analyzer
     similarities: dict[str, list[float]] = {s: [] for s in subjects}
     for index, frame in enumerate(frames):
-        found = analyzer.find_faces(frame, upsample, embedder)
+        if detections is None:
+            found = analyzer.find_faces(frame, upsample, embedder)
+        else:
+            found = [(face, embedder.embed(frame, face.landmarks)) for face in detections[index]]
         expected = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
         for subject, face_index in assign_faces(found, expected, {}, MATCH_RADIUS).items():
             similarities[subject].append(cosine_similarity(found[face_index][1], references[subject]))

@@ -1,0 +1,266 @@
+"""The output check: generated frames go through the content filter and the age estimate before storing.
+
+Real frames throughout: the preview compositor's video of two synthetic subjects (composites, nobody
+real) through the producer's real work. Two test doubles, both at the edge and named as such:
+
+- `InjectingFrames`: a FrameSource wrapping the real preview that replaces one frame by
+  scikit-image's `color.png` test chart letterboxed to the frame (black right and bottom, as the
+  filter's own letterbox pads). The real ContentFilter, at its default threshold, reads that chart
+  as BUTTOCKS_EXPOSED at ~0.8 (a false positive of NudeNet's that suits a test: no explicit image is
+  made or stored anywhere); no preview frame of the synthetic pairs scores any exposed class at all.
+- `ForcedAgeEstimator`: no child-like face ships in the wheels here (the insightface and
+  scikit-image photos are adults), so a face that reads young is made by wrapping the real
+  AgeEstimator at its boundary: the real estimate minus a fixed number of years.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from kiss_core.errors import OutputBlocked
+from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.generation.backends.preview import PreviewFrames
+from kiss_core.generation.producer import VideoProducer, quality_sample
+from kiss_core.jobs.admission import JobAdmission
+from kiss_core.jobs.runner import JobRunner
+from kiss_core.jobs.stages import InProcessStages
+from kiss_core.jobs.store import JobStore
+from kiss_core.keys import new_job_id
+from kiss_core.safety.age import AgeEstimator
+from kiss_core.safety.content import ContentFilter
+from kiss_core.safety.output_check import (
+    BLOCKED_PREFIX,
+    OutputChecker,
+    blocked_records,
+    face_owner,
+)
+from kiss_core.schemas import Attestation, JobResult, StageRequest, SubjectConsent, VideoParams
+from kiss_core.settings import JobSettings, Settings
+from tests.support.photos import load_rgb, skimage_path
+from tests.support.studio import SyntheticPair, SyntheticStudio
+
+PARAMS = VideoParams(style="peck", seconds=2, fps=24, size="832x480")
+ATTESTED = Attestation(a=SubjectConsent(consented=True), b=SubjectConsent(consented=True))
+
+
+def flagged_frame(width: int, height: int) -> np.ndarray:
+    """scikit-image's colour chart letterboxed into a frame: the real filter flags it (see above)."""
+    chart = load_rgb(skimage_path("color.png"))
+    scale = min(width / chart.shape[1], height / chart.shape[0])
+    size = (round(chart.shape[1] * scale), round(chart.shape[0] * scale))
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[: size[1], : size[0]] = cv2.resize(chart, size, interpolation=cv2.INTER_AREA)
+    return frame
+
+
+class InjectingFrames:
+    """Test double (a FrameSource): the real preview's frames, one of them replaced by `flagged_frame`."""
+
+    name = "preview"
+
+    def __init__(self, index: int):
+        self.index = index
+        self.inner = PreviewFrames()
+
+    def frames(self, plan: Any, *args: Any, **kwargs: Any) -> Iterator[np.ndarray]:
+        for index, frame in enumerate(self.inner.frames(plan, *args, **kwargs)):
+            yield flagged_frame(plan.width, plan.height) if index == self.index else frame
+
+    def check_health(self) -> None:
+        self.inner.check_health()
+
+
+class ForcedAgeEstimator(AgeEstimator):
+    """Test double at the AgeEstimator boundary: the real estimate, `years` younger."""
+
+    def __init__(self, years: float):
+        super().__init__()
+        self.years = years
+
+    def estimate(self, image: np.ndarray, landmarks: np.ndarray) -> float:
+        return super().estimate(image, landmarks) - self.years
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> SyntheticStudio:
+    return SyntheticStudio(Settings(), str(tmp_path_factory.mktemp("outputs")))
+
+
+@pytest.fixture(scope="module")
+def pair(studio: SyntheticStudio) -> SyntheticPair:
+    return studio.pair(0, 1)
+
+
+def _produce(
+    studio: SyntheticStudio,
+    pair: SyntheticPair,
+    job_id: str | None = None,
+    producer: VideoProducer | None = None,
+) -> JobResult:
+    job_id = job_id or new_job_id()
+    keys = {s: f"inputs/{job_id}/{s}.png" for s in pair.pngs}
+    for subject, key in keys.items():
+        studio.store.put(key, pair.pngs[subject], "image/png")
+    request = StageRequest(
+        job_id=job_id, params=PARAMS, input_keys=keys, analyses=[pair.analyses["a"], pair.analyses["b"]]
+    )
+    return (producer or studio.producer).produce(request, pair.conditioning)
+
+
+def _checked(studio: SyntheticStudio, result: JobResult) -> list[int]:
+    """The frames of a PARAMS job the output check reads: evenly spaced, plus the contact frame."""
+    count = studio.settings.safety.output_check.frames
+    return sorted(quality_sample(result.frames, result.contact_frame, count))
+
+
+@pytest.fixture(scope="module")
+def normal(studio: SyntheticStudio, pair: SyntheticPair) -> JobResult:
+    return _produce(studio, pair)
+
+
+@pytest.fixture
+def swap_backend(studio: SyntheticStudio) -> Iterator[None]:
+    """Puts the producer's real preview back after a test replaced it."""
+    original = studio.producer.backends["preview"]
+    checker = studio.producer.output_checker
+    yield
+    studio.producer.backends["preview"] = original
+    studio.producer.output_checker = checker
+
+
+def test_a_normal_job_passes_and_is_stored(studio: SyntheticStudio, normal: JobResult) -> None:
+    assert set(normal.keys) == {"video", "thumbnail", "image"}
+    assert all(studio.store.exists(key) for key in normal.keys.values())
+    assert normal.timings["output_check"] > 0
+    job_id = normal.keys["video"].split("/")[1]
+    assert blocked_records(studio.store, job_id) == []
+    # The quality report still measures its own sample (the check adds no frames to it by default).
+    assert all(s.frames_checked == len(_checked(studio, normal)) for s in normal.quality.subjects)
+
+
+def test_the_flagged_chart_is_flagged_and_preview_frames_are_not(normal: JobResult) -> None:
+    """The premise of the injection test: the real filter flags the chart, on its own and marked."""
+    content = ContentFilter()
+    explicit = content.explicit(content.detect(flagged_frame(normal.width, normal.height)))
+    assert explicit and explicit[0].score > 0.6
+
+
+@pytest.mark.parametrize("where", ["spaced", "contact"])
+def test_a_flagged_frame_blocks_the_job_and_nothing_is_stored(
+    studio: SyntheticStudio, pair: SyntheticPair, normal: JobResult, swap_backend: None, where: str
+) -> None:
+    checked = _checked(studio, normal)
+    index = normal.contact_frame if where == "contact" else checked[2]
+    studio.producer.backends["preview"] = InjectingFrames(index)
+    job_id = new_job_id()
+    # A progress preview written while generating (a diffusion backend's) must go too.
+    studio.store.put(f"outputs/{job_id}/progress.jpg", b"preview", "image/jpeg")
+    with pytest.raises(OutputBlocked) as blocked:
+        _produce(studio, pair, job_id)
+    problem = blocked.value.to_problem()
+    assert (problem["code"], problem["status"]) == ("output_blocked", 422)
+    assert (problem["check"], problem["frame"]) == ("explicit_content", index)
+    assert problem["errors"][0]["label"] == "BUTTOCKS_EXPOSED" and problem["errors"][0]["score"] > 0.5
+    assert f"frame {index}" in problem["detail"]
+    assert studio.store.list(f"outputs/{job_id}/") == []
+    (record,) = blocked_records(studio.store, job_id)
+    assert (record.check, record.frame, record.backend) == ("explicit_content", index, "preview")
+    assert record.score > 0.5 and record.threshold == 0.5 and record.frames_checked == checked
+    assert record.label == "BUTTOCKS_EXPOSED"
+    again = pickle.loads(pickle.dumps(blocked.value))
+    assert type(again) is OutputBlocked and again.to_problem() == problem
+
+
+def test_a_face_read_as_a_minor_blocks_the_job(
+    studio: SyntheticStudio, pair: SyntheticPair, normal: JobResult, swap_backend: None
+) -> None:
+    studio.producer.output_checker = OutputChecker(
+        studio.settings.safety, age_estimator=ForcedAgeEstimator(years=15.0)
+    )
+    job_id = new_job_id()
+    with pytest.raises(OutputBlocked) as blocked:
+        _produce(studio, pair, job_id)
+    problem = blocked.value.to_problem()
+    # Every full face now reads ~12-16: the first face read (frame 0) is under 18 and blocks on its own.
+    assert (problem["code"], problem["check"], problem["frame"]) == (
+        "output_blocked",
+        "subject_may_be_minor",
+        0,
+    )
+    assert problem["subject"] in {"a", "b"} and problem["errors"][0]["estimated_age"] < 18
+    assert studio.store.list(f"outputs/{job_id}/") == []
+    (record,) = blocked_records(studio.store, job_id)
+    assert (record.check, record.frame, record.threshold) == ("subject_may_be_minor", 0, 25.0)
+    assert record.score < 18 and record.label is None
+
+
+def test_a_person_whose_median_reads_under_the_threshold_blocks(
+    studio: SyntheticStudio, pair: SyntheticPair, normal: JobResult, swap_backend: None
+) -> None:
+    """Estimates 5 years lower: no face under 18, but a person's median under 25 (the synthetic pair reads
+    27-31 on its full faces); the problem names the person's lowest-reading frame."""
+    studio.producer.output_checker = OutputChecker(
+        studio.settings.safety, age_estimator=ForcedAgeEstimator(5.0)
+    )
+    with pytest.raises(OutputBlocked) as blocked:
+        _produce(studio, pair)
+    problem = blocked.value.to_problem()
+    error = problem["errors"][0]
+    assert problem["check"] == "subject_may_be_minor" and problem["frame"] in _checked(studio, normal)
+    assert 18 <= error["frame_estimated_age"] <= error["estimated_age"] < 25
+    assert "median" in problem["detail"]
+
+
+def test_switched_off_the_check_stores_the_flagged_frame(
+    studio: SyntheticStudio, pair: SyntheticPair, normal: JobResult
+) -> None:
+    settings = Settings.model_validate({"safety": {"output_check": {"enabled": False}}})
+    injecting = {"preview": InjectingFrames(normal.contact_frame)}
+    off = VideoProducer(settings, studio.store, studio.analyzer, backends=injecting)
+    assert off.output_checker.content_filter is None and off.output_checker.age_estimator is None
+    blocked_before = studio.store.list(BLOCKED_PREFIX)
+    result = _produce(studio, pair, producer=off)
+    assert studio.store.exists(result.keys["video"])
+    assert studio.store.list(BLOCKED_PREFIX) == blocked_before
+
+
+def test_which_faces_the_age_model_reads() -> None:
+    planned = {"a": (100.0, 100.0, 200.0, 220.0), "b": (400.0, 100.0, 500.0, 220.0)}
+    assert face_owner((95.0, 95.0, 205.0, 225.0), planned) == "a"  # a's full face
+    assert face_owner((395.0, 90.0, 505.0, 230.0), planned) == "b"
+    assert face_owner((650.0, 100.0, 750.0, 220.0), planned) == ""  # someone nobody planned: read alone
+    assert face_owner((150.0, 100.0, 450.0, 220.0), planned) is None  # a blend spanning both: skipped
+    assert face_owner((120.0, 100.0, 410.0, 220.0), planned) is None  # touches b's face: not read
+    assert face_owner((150.0, 150.0, 260.0, 300.0), planned) is None  # part of a's face only: not read
+
+
+@pytest.mark.slow  # ~12 s: every stage's models load
+def test_the_runner_fails_the_job_once_with_output_blocked(tmp_path: Path) -> None:
+    """Through admission, the in-process stages and the runner: failed at the first attempt, never retried."""
+    from kiss_core.storage import LocalDirStore
+
+    settings = Settings()
+    store = LocalDirStore(tmp_path)
+    stages = InProcessStages(settings, store)
+    params = VideoParams(style="peck", seconds=1, fps=24, size="832x480")
+    photos = {"a": synthetic_subject_png(2), "b": synthetic_subject_png(3)}
+    jobs = JobStore(store)
+    manifest = asyncio.run(JobAdmission(jobs, stages, settings.limits).submit(params, photos, ATTESTED))
+    stages.generation.producer.backends["preview"] = InjectingFrames(0)
+    runner = JobRunner(jobs, stages, JobSettings(max_attempts=3), owner="test")
+    done = asyncio.run(runner.run(manifest.id))
+    assert done.status == "failed" and done.attempts == 1 and done.result is None
+    assert done.error is not None and done.error.code == "output_blocked"
+    extra = done.error.model_dump()
+    assert (extra["check"], extra["frame"]) == ("explicit_content", 0)
+    assert store.list(f"outputs/{manifest.id}/") == []
+    assert [r.check for r in blocked_records(store, manifest.id)] == ["explicit_content"]
+    assert store.list("audit/"), "the consent audit is untouched beside the blocked record"
