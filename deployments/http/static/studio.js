@@ -43,6 +43,7 @@ const REFUSALS = {
   multiple_faces: "More than one face is in this photo. Use a photo of this person alone.",
   subject_may_be_minor: "This person may be under 18. Only photos of adults can be used.",
   explicit_content: "This photo looks sexually explicit. Use a photo without nudity.",
+  output_blocked: "The generated video did not pass the safety check and was not kept. Try other photos.",
   image_unreadable: "This file could not be read as an image.",
   unsupported_image: "This image format is not supported. Use a JPEG, PNG or WebP photo.",
   unsupported_media: "This kind of file is not supported here.",
