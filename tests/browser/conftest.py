@@ -57,8 +57,11 @@ def require_browser() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """Package-scoped, not session-scoped: Playwright's sync API runs an event loop in this thread while it
+    is open, and every later test that calls asyncio.run() would fail with "cannot be called from a
+    running event loop"; it stops when the browser tests are done."""
     from playwright.sync_api import sync_playwright
 
     executable = require_browser()
