@@ -112,7 +112,13 @@ class VideoProducer:
         self._check_identity(conditioning)
         scene = self._prepare(request, timings)
         rendered = self._render_encode(request, scene, conditioning, report, timings, preview)
-        faces = _FrameFaces(self.analyzer, scene.plan)  # detected once, for the output check and the report
+        # Faces detected once, for the output check and the report: timed apart ("faces"), so that
+        # "output_check" is what the check adds (bench/output_check.py).
+        faces = _FrameFaces(self.analyzer, scene.plan)
+        if self.output_checker.age_estimator is not None:
+            with _timed(timings, "faces"):
+                for index in self._output_sample(scene.plan):
+                    faces.detected(index, rendered.sampled[index])
         with stage_span("output_check", None), _timed(timings, "output_check"):
             self._check_output(request.job_id, scene.plan, rendered, conditioning.backend, faces)
         report("quality", 85)
@@ -275,6 +281,7 @@ class VideoProducer:
                     self.analyzer,
                     upsample,
                     target="cheek" if params.style == "cheek" else "lips",
+                    detections=faces.detected(plan.contact_frame, rendered.contact),
                 ),
                 "flicker": rendered.flicker,
                 "lighting": LightingQuality(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
 from kiss_core.generation.quality.faces import (
     MATCH_RADIUS,
     Box,
@@ -33,6 +33,7 @@ def contact_quality(
     analyzer: DlibFaceAnalyzer | None = None,
     upsample: int | None = None,
     target: Literal["lips", "cheek"] = "lips",
+    detections: Sequence[DetectedFace] | None = None,
 ) -> ContactQuality:
     """How far a's mouth is from where it should touch b at the contact frame, in face widths.
 
@@ -47,7 +48,8 @@ def contact_quality(
     detection within 0.75 face widths of the expected place replaces it (the render may differ from
     the plan); a centre nobody was found at becomes a square of the other subject's size. The
     landmarks come from dlib's shape predictor run on each box (see `predict_landmarks`), so a
-    half-hidden back face that HOG misses is still measured at its expected box.
+    half-hidden back face that HOG misses is still measured at its expected box. `detections`, when
+    given, are the analyzer's faces of this frame already found (the producer detects once).
     """
     image = require_rgb(frame)
     boxes: dict[str, Box | None] = {}
@@ -79,7 +81,8 @@ def contact_quality(
             if s in centres or boxes[s]
         }
         widths = {s: boxes[s][2] - boxes[s][0] for s in wanted if boxes[s] is not None}  # type: ignore[index]
-        found = [(face, np.empty(0)) for face in analyzer.detect(image, upsample)]
+        faces = analyzer.detect(image, upsample) if detections is None else detections
+        found = [(face, np.empty(0)) for face in faces]
         for matched, face_index in assign_faces(found, wanted, widths, MATCH_RADIUS).items():
             boxes[matched] = found[face_index][0].box
     for placed, centre in centres.items():
