@@ -162,13 +162,21 @@ class GenerationStage:
                 self._stop_if_canceled(request.job_id)
 
         previewed = -float("inf")
+        content = self.producer.output_checker.content_filter
 
         def preview(rgb: np.ndarray) -> None:
             """A backend's low-resolution preview: stored at the job's progress key and named in the
-            manifest, at most every 0.5 s. A failed write loses that preview, never the job."""
+            manifest, at most every 0.5 s. A failed write loses that preview, never the job. One the
+            output check's content filter flags is not shown (the next one may be); the job itself is
+            decided on its final frames (kiss_core.safety.output_check)."""
             nonlocal previewed
             now = time.monotonic()
             if now - previewed < _PROGRESS_INTERVAL_S:
+                return
+            if content is not None and content.explicit(content.detect(rgb)):
+                log.warning(
+                    "a progress preview of job %s was not shown: the content filter flags it", request.job_id
+                )
                 return
             previewed = now
             job_id = request.job_id

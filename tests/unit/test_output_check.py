@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import pickle
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -27,13 +26,15 @@ import pytest
 
 from kiss_core.errors import OutputBlocked
 from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.generation.backends.base import preview_sink
 from kiss_core.generation.backends.preview import PreviewFrames
 from kiss_core.generation.producer import VideoProducer, quality_sample
 from kiss_core.jobs.admission import JobAdmission
 from kiss_core.jobs.runner import JobRunner
 from kiss_core.jobs.stages import InProcessStages
 from kiss_core.jobs.store import JobStore
-from kiss_core.keys import new_job_id
+from kiss_core.keys import new_job_id, output_key
+from kiss_core.media.images import decode_image
 from kiss_core.safety.age import AgeEstimator
 from kiss_core.safety.content import ContentFilter
 from kiss_core.safety.output_check import (
@@ -42,8 +43,16 @@ from kiss_core.safety.output_check import (
     blocked_records,
     face_owner,
 )
-from kiss_core.schemas import Attestation, JobResult, StageRequest, SubjectConsent, VideoParams
+from kiss_core.schemas import (
+    Attestation,
+    JobManifest,
+    JobResult,
+    StageRequest,
+    SubjectConsent,
+    VideoParams,
+)
 from kiss_core.settings import JobSettings, Settings
+from kiss_core.storage import LocalDirStore
 from tests.support.photos import load_rgb, skimage_path
 from tests.support.studio import SyntheticPair, SyntheticStudio
 
@@ -242,25 +251,67 @@ def test_which_faces_the_age_model_reads() -> None:
     assert face_owner((150.0, 150.0, 260.0, 300.0), planned) is None  # part of a's face only: not read
 
 
-@pytest.mark.slow  # ~12 s: every stage's models load
-def test_the_runner_fails_the_job_once_with_output_blocked(tmp_path: Path) -> None:
-    """Through admission, the in-process stages and the runner: failed at the first attempt, never retried."""
-    from kiss_core.storage import LocalDirStore
+class PreviewingFrames(InjectingFrames):
+    """Test double: the real preview's frames (none replaced), after two progress previews as a diffusion
+    backend sends them: first the flagged chart, then a plain grey one."""
 
+    GREY = 128
+
+    def __init__(self) -> None:
+        super().__init__(index=-1)
+
+    def frames(self, plan: Any, *args: Any, **kwargs: Any) -> Iterator[np.ndarray]:
+        sink = preview_sink(args[-1])
+        assert sink is not None, "the generation stage asks for previews"
+        sink(cv2.resize(flagged_frame(plan.width, plan.height), (208, 120), interpolation=cv2.INTER_AREA))
+        sink(np.full((120, 208, 3), self.GREY, np.uint8))
+        yield from super().frames(plan, *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalDirStore, InProcessStages, JobStore]:
     settings = Settings()
-    store = LocalDirStore(tmp_path)
-    stages = InProcessStages(settings, store)
+    store = LocalDirStore(tmp_path_factory.mktemp("in_process"))
+    return store, InProcessStages(settings, store), JobStore(store)
+
+
+def _run_job(in_process: tuple[LocalDirStore, InProcessStages, JobStore], backend: Any) -> JobManifest:
+    """Admission, then the runner over the in-process stages, with `backend` as the preview."""
+    _, stages, jobs = in_process
     params = VideoParams(style="peck", seconds=1, fps=24, size="832x480")
     photos = {"a": synthetic_subject_png(2), "b": synthetic_subject_png(3)}
-    jobs = JobStore(store)
-    manifest = asyncio.run(JobAdmission(jobs, stages, settings.limits).submit(params, photos, ATTESTED))
-    stages.generation.producer.backends["preview"] = InjectingFrames(0)
+    manifest = asyncio.run(
+        JobAdmission(jobs, stages, stages.analysis.limits).submit(params, photos, ATTESTED)
+    )
+    stages.generation.producer.backends["preview"] = backend
     runner = JobRunner(jobs, stages, JobSettings(max_attempts=3), owner="test")
-    done = asyncio.run(runner.run(manifest.id))
+    return asyncio.run(runner.run(manifest.id))
+
+
+@pytest.mark.slow  # ~12 s: every stage's models load
+def test_the_runner_fails_the_job_once_with_output_blocked(
+    in_process: tuple[LocalDirStore, InProcessStages, JobStore],
+) -> None:
+    """Through admission, the in-process stages and the runner: failed at the first attempt, never retried."""
+    store = in_process[0]
+    done = _run_job(in_process, InjectingFrames(0))
     assert done.status == "failed" and done.attempts == 1 and done.result is None
     assert done.error is not None and done.error.code == "output_blocked"
     extra = done.error.model_dump()
     assert (extra["check"], extra["frame"]) == ("explicit_content", 0)
-    assert store.list(f"outputs/{manifest.id}/") == []
-    assert [r.check for r in blocked_records(store, manifest.id)] == ["explicit_content"]
+    assert store.list(f"outputs/{done.id}/") == []
+    assert [r.check for r in blocked_records(store, done.id)] == ["explicit_content"]
     assert store.list("audit/"), "the consent audit is untouched beside the blocked record"
+
+
+@pytest.mark.slow  # shares the stages above
+def test_a_flagged_progress_preview_is_not_shown(
+    in_process: tuple[LocalDirStore, InProcessStages, JobStore],
+) -> None:
+    """The generation stage stores no progress preview the content filter flags; the next one is shown, and
+    the job, whose final frames pass, completes."""
+    store = in_process[0]
+    done = _run_job(in_process, PreviewingFrames())
+    assert done.status == "completed" and done.progress_preview is not None
+    shown = decode_image(store.get(output_key(done.id, "progress")), Settings().limits, "a")
+    assert np.abs(shown.astype(int) - PreviewingFrames.GREY).max() <= 8, "the grey preview, not the chart"
