@@ -158,7 +158,7 @@ def test_a_normal_job_passes_and_is_stored(studio: SyntheticStudio, normal: JobR
 def test_small_previews_pass(studio: SyntheticStudio, pair: SyntheticPair) -> None:
     """The soak's job (416x240, 12 fps, romantic): faces ~70 px wide, where single age estimates wobble
     with each job's watermark (a per-face rule blocked ~1 % of them at 23.5-24.7 years); full faces and
-    the per-person median pass every one. Five jobs: five watermarks."""
+    the per-person median pass every one (70 measured). Five jobs: five watermarks."""
     small = VideoParams(style="romantic", seconds=2, fps=12, size="416x240")
     for _ in range(5):
         job_id = new_job_id()
