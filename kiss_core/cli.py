@@ -392,7 +392,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The `kissgen` parser and its subcommands; workflows.cli adds the Ray Data / Ray Train ones."""
     parser = argparse.ArgumentParser(prog="kissgen", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL, help=f"service base URL (default {DEFAULT_URL})")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -482,13 +483,22 @@ def main(argv: list[str] | None = None) -> int:
         " KISS_CONFIG_FILE, as the service reads them",
     )
     p.set_defaults(func=_cmd_reports)
+    return parser, sub
 
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (ApiError, httpx.HTTPError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The service's commands only; the installed `kissgen` is workflows.cli:main, which adds the rest."""
+    parser, _ = build_parser()
+    return run(parser, argv)
 
 
 if __name__ == "__main__":

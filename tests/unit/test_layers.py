@@ -1,8 +1,9 @@
 """The layers of kiss_core as a rule: imports point down, never into Ray or the web framework, no cycles.
 
-media → faces, safety → scene → generation → jobs; the shared modules (settings, errors, schemas,
-storage, keys, tracing) sit under every layer and import only each other. cli is on top. Imports
-inside functions and under TYPE_CHECKING count too: a lazy import is still a dependency.
+media → faces, safety → scene → generation → jobs | curation → training; the shared modules
+(settings, errors, schemas, storage, keys, tracing) sit under every layer and import only each other.
+cli is on top. Imports inside functions and under TYPE_CHECKING count too: a lazy import is still
+a dependency.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ RANK = {
     "scene": 3,
     "generation": 4,
     "jobs": 5,
-    "config_docs": 6,
-    "cli": 7,
+    # Offline: curation beside jobs (it reuses faces, scene, generation); training reads the curated set.
+    "curation": 5,
+    "training": 6,
+    "config_docs": 7,
+    "cli": 8,
 }
 # The request schema applies the prompt policy while parsing: the one shared → layer edge, to a leaf
 # module that imports nothing of kiss_core.
