@@ -57,8 +57,10 @@ class VideoRoutes:
     async def create_video(self, request: Request) -> JSONResponse:
         self.service.start_maintenance()
         caller = self._caller(request)
-        form = await parse_video_form(request, self.service.limits)
         key = request.headers.get("idempotency-key")
+        if key is None:  # refuse before the body is read (photos are large); a keyed retry may be a replay
+            self.service.admission.check_capacity()
+        form = await parse_video_form(request, self.service.limits)
         manifest, replayed = await self.service.create(caller, form, trace_headers(request), key)
         headers = {"Location": f"/v1/videos/{manifest.id}"}
         if replayed:
@@ -115,6 +117,7 @@ class VideoRoutes:
     )
     async def analyze_photo(self, request: Request) -> JSONResponse:
         caller = self._caller(request)
+        self.service.admission.check_capacity()
         photo, subject = await parse_analysis_form(request, self.service.limits)
         return JSONResponse(await self.service.analyze(caller, photo, subject, trace_headers(request)))
 

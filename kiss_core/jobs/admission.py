@@ -63,6 +63,17 @@ class JobAdmission:
         self._in_admission_by_tenant: dict[str, int] = {}
         self._keys_in_flight: set[tuple[str, str]] = set()
 
+    def check_capacity(self) -> None:
+        """Raise Overloaded (503 with Retry-After) while this replica is at `limits.max_active_jobs`.
+
+        The HTTP layer calls it before reading a request's body as well: under overload most submissions
+        are refused, and a refusal that first parses two photos costs the replica the same CPU and
+        allocator churn as an accepted one. submit() checks again, since admission may fill meanwhile.
+        """
+        active = self.running() + self._in_admission
+        if active >= self.limits.max_active_jobs:
+            raise Overloaded(f"this replica already has {active} jobs", self.limits.retry_after_s)
+
     async def submit(
         self,
         params: VideoParams,
@@ -83,9 +94,7 @@ class JobAdmission:
             if self.webhooks is None:
                 raise WebhookUrlRefused("webhooks are not enabled on this service")
             await asyncio.to_thread(self.webhooks.check, webhook_url, tenant)
-        active = self.running() + self._in_admission
-        if active >= self.limits.max_active_jobs:
-            raise Overloaded(f"this replica already has {active} jobs", self.limits.retry_after_s)
+        self.check_capacity()
         job_id = new_job_id()
         slot: str | None = None
         if max_tenant_jobs is not None:
@@ -123,9 +132,7 @@ class JobAdmission:
         submission, but an analysis holds no slot of it (it takes a second, a job minutes; a page checks
         each photo as it is chosen, and that must not count as a job against the limit).
         """
-        active = self.running() + self._in_admission
-        if active >= self.limits.max_active_jobs:
-            raise Overloaded(f"this replica already has {active} jobs", self.limits.retry_after_s)
+        self.check_capacity()
         if len(photo) > self.limits.max_upload_bytes:
             raise ImageTooLarge(
                 f"the photo is larger than the limit of {self.limits.max_upload_bytes} bytes", subject

@@ -91,6 +91,42 @@ def test_overload_answers_503_with_retry_after_and_loses_nothing(serve_app: Serv
             assert job["status"] == "completed", job.get("error")
 
 
+def test_an_overloaded_replica_refuses_before_reading_the_body(serve_app: ServeApp) -> None:
+    """While the replica is full, a submission is refused with 503 before its form is parsed: a body
+    that would otherwise be a 422 (no photos, no consent) gets `overloaded`, so refusals under load cost
+    no photo parsing. With an Idempotency-Key the form is read (a retry may replay a stored job)."""
+    photos = synthetic_subject_png(0), synthetic_subject_png(1)
+
+    def submit(_: int) -> httpx.Response:
+        with httpx.Client(base_url=serve_app.url, timeout=60) as c:
+            return post_job(c, *photos, style="peck", seconds=2, fps=12, size="256x144")
+
+    with (
+        ThreadPoolExecutor(max_workers=2) as pool,
+        httpx.Client(base_url=serve_app.url, timeout=60) as client,
+    ):
+        submitted = [pool.submit(submit, i) for i in range(2)]
+        codes: list[str] = []
+        keyed: list[int] = []
+        while not all(f.done() for f in submitted) or len(codes) < 40:
+            bare = client.post("/v1/videos", files={"nothing": ("x.txt", b"x", "text/plain")})
+            codes.append(bare.json().get("code", ""))
+            if codes[-1] == "overloaded":
+                again = client.post(
+                    "/v1/videos",
+                    files={"nothing": ("x.txt", b"x", "text/plain")},
+                    headers={"Idempotency-Key": "k1"},
+                )
+                keyed.append(again.status_code)
+                break
+        accepted = [f.result() for f in submitted if f.result().status_code == 202]
+        for response in accepted:
+            wait_terminal(client, response.headers["location"])
+    assert "overloaded" in codes, f"never refused before parsing while full: {codes}"
+    assert set(codes) <= {"overloaded", "invalid_request"}, codes
+    assert keyed == [422], "a keyed request is parsed (and refused for its form) even while full"
+
+
 def test_a_job_that_always_fails_ends_failed_after_bounded_attempts_and_others_complete(
     serve_app: ServeApp,
 ) -> None:
