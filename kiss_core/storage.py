@@ -142,10 +142,12 @@ class LocalDirStore:
             raise ValueError(f"object key {key!r} resolves outside the store root")
         return path
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        path = self._path(key)
-        # A concurrent delete may prune an (empty) parent while we create it or before the temp
-        # file lands in it: mkdir then sees "exists" but no directory, or mkstemp "not found". Retry.
+    def _write_aside(self, path: Path, data: bytes) -> str:
+        """`data` in a complete, synced temp file beside `path` (its name); the caller links or renames it.
+
+        A concurrent delete may prune an (empty) parent while we create it or before the temp file lands
+        in it: mkdir then sees "exists" but no directory, or mkstemp "not found". Retry.
+        """
         for attempt in range(20):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +163,16 @@ class LocalDirStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o644)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        tmp = self._write_aside(path, data)
+        try:
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -171,21 +183,8 @@ class LocalDirStore:
         """The complete file is written aside, then hard-linked to the key: link(2) fails if the name
         exists, so exactly one of concurrent callers wins, and nobody ever reads a half-written file."""
         path = self._path(key)
-        for attempt in range(20):  # a concurrent delete may prune the parent meanwhile, as in `put`
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
-            except (FileNotFoundError, FileExistsError):
-                if attempt == 19:
-                    raise
-                continue
-            break
+        tmp = self._write_aside(path, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
             os.link(tmp, path)
             return True
         except FileExistsError:

@@ -107,7 +107,8 @@ def test_twenty_concurrent_submissions_to_two_replicas_admit_at_most_the_cap(
 
         with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
             for response in accepted:
-                assert wait_terminal(client, response.headers["location"])["status"] == "completed"
+                job = wait_terminal(client, response.headers["location"])
+                assert job["status"] == "completed", job.get("error")
             assert jobs.slots.held("acme") == [], "every slot came back when its job ended"
             again = post_job(client, *photos, style="peck", seconds=1, fps=8, size="256x144")
             assert again.status_code == 202, again.text
