@@ -116,8 +116,21 @@ def _usable(files: DevCertificate) -> bool:
     return leaf.not_valid_after_utc > soon
 
 
-def _write(folder: Path) -> None:
-    """A CA and a leaf it issued, EC P-256, as PEM files in a new `folder` (the key: owner-only)."""
+@dataclass(frozen=True)
+class SigningChain:
+    """PEM bytes of a CA, the chain a signer sends (leaf then CA) and the leaf's PKCS#8 key."""
+
+    ca: bytes
+    chain: bytes
+    key: bytes
+
+
+def issue_signing_chain(
+    organization: str, ca_name: str, signer_name: str, ca_days: int = _CA_DAYS, leaf_days: int = _LEAF_DAYS
+) -> SigningChain:
+    """A CA and an EC P-256 signing leaf it issued, meeting c2pa-rs's certificate profile (see above).
+
+    The tests make their operator certificates with it too, so the profile is written down once."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -126,7 +139,7 @@ def _write(folder: Path) -> None:
     def name(common_name: str) -> x509.Name:
         return x509.Name(
             [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEV_ORGANIZATION),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             ]
         )
@@ -146,15 +159,15 @@ def _write(folder: Path) -> None:
 
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name(DEV_CA_NAME)
+    ca_subject = name(ca_name)
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=_CA_DAYS))
+        .not_valid_after(now + datetime.timedelta(days=ca_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -163,12 +176,12 @@ def _write(folder: Path) -> None:
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     leaf_cert = (
         x509.CertificateBuilder()
-        .subject_name(name(DEV_SIGNER_NAME))
-        .issuer_name(ca_name)
+        .subject_name(name(signer_name))
+        .issuer_name(ca_subject)
         .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=_LEAF_DAYS))
+        .not_valid_after(now + datetime.timedelta(days=leaf_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(key_usage(ca=False), critical=True)
         .add_extension(
@@ -184,15 +197,23 @@ def _write(folder: Path) -> None:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
+    return SigningChain(
+        ca=ca_cert.public_bytes(pem),
+        chain=leaf_cert.public_bytes(pem) + ca_cert.public_bytes(pem),
+        key=leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+
+
+def _write(folder: Path) -> None:
+    """The development CA and leaf as PEM files in a new `folder` (the key: owner-only)."""
+    made = issue_signing_chain(DEV_ORGANIZATION, DEV_CA_NAME, DEV_SIGNER_NAME)
     folder.mkdir(mode=0o700)
     files = _files(folder)
-    files.ca.write_bytes(ca_cert.public_bytes(pem))
-    files.chain.write_bytes(leaf_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
+    files.ca.write_bytes(made.ca)
+    files.chain.write_bytes(made.chain)
     key_fd = os.open(files.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(key_fd, "wb") as out:
-        out.write(
-            leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
+        out.write(made.key)
     for path in (files.ca, files.chain, files.key):
         with path.open("rb+") as handle:
             os.fsync(handle.fileno())
