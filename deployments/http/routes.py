@@ -62,7 +62,8 @@ class VideoRoutes:
             self.service.admission.check_capacity()
         form = await parse_video_form(request, self.service.limits)
         manifest, replayed = await self.service.create(caller, form, trace_headers(request), key)
-        headers = {"Location": f"/v1/videos/{manifest.id}"}
+        # Under a route prefix (Serve sets it as the ASGI root_path) the job lives below it.
+        headers = {"Location": f"{request.scope.get('root_path', '')}/v1/videos/{manifest.id}"}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(manifest.public(), status_code=202, headers=headers)

@@ -22,7 +22,14 @@ def post_job(
     return client.post("/v1/videos", data=data, files=files)
 
 
+def under_base(client: httpx.Client, location: str) -> str:
+    """A Location (the full path, route prefix included) as a path below the client's base_url."""
+    prefix = client.base_url.path.rstrip("/")
+    return location.removeprefix(prefix) if prefix and location.startswith(prefix + "/") else location
+
+
 def wait_terminal(client: httpx.Client, location: str, timeout_s: float = 240.0) -> dict[str, Any]:
+    location = under_base(client, location)
     deadline = time.monotonic() + timeout_s
     seen: set[str] = set()
     job: dict[str, Any] = {}

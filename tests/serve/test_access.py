@@ -44,6 +44,7 @@ def acme_job(acme: httpx.Client) -> dict[str, Any]:
     """acme's job; while it runs, a second POST meets acme's cap of one unfinished job."""
     first = post_job(acme, synthetic_subject_png(0), synthetic_subject_png(1), **PARAMS)
     assert first.status_code == 202, first.text
+    assert first.headers["location"] == f"/keyed/v1/videos/{first.json()['id']}", "below the route prefix"
     second = post_job(acme, synthetic_subject_png(2), synthetic_subject_png(3), **PARAMS)
     job = wait_terminal(acme, first.headers["location"])
     assert job["status"] == "completed", job.get("error")
