@@ -75,6 +75,8 @@ SCHEMA = pa.schema(
         pa.field("contact_frame", pa.int64()),
         pa.field("segment_start_s", pa.float64()),  # where the segment starts in the source clip
         pa.field("segment_end_s", pa.float64()),
+        pa.field("shot_count", pa.int64()),  # shots left after dropping the short ones (source rows)
+        pa.field("stage_seconds", pa.string()),  # JSON {stage: seconds} of the worker's time on the clip
         *[pa.field(name, pa.float64()) for name in SCORE_COLUMNS],
     ]
 )

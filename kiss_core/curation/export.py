@@ -1,0 +1,135 @@
+"""The kept segment in the training format: resampled to 16 fps, scaled and cropped to 832x480 or
+480x832 by orientation, 4k+1 frames, H.264; and its landmark tracks in the trimmed clip's pixels.
+
+A second decode pass reads only up to the segment's end, keeping one source frame at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from kiss_core.curation.config import CurateConfig
+from kiss_core.curation.decode import iter_frames
+from kiss_core.curation.faces import ShotFaces
+from kiss_core.curation.kiss import Kiss
+from kiss_core.generation.quality.faces import predict_landmarks
+from kiss_core.media.video import encode_mp4
+
+
+@dataclass(frozen=True)
+class ExportedSegment:
+    segment_id: str  # sha256 of the MP4's bytes
+    mp4: bytes
+    tracks_npz: bytes
+    width: int
+    height: int
+    num_frames: int
+    contact_frame: int
+
+
+def output_size(width: int, height: int, config: CurateConfig) -> tuple[int, int]:
+    """832x480 for landscape (and square) sources, 480x832 for portrait ones."""
+    if height > width:
+        return config.out_short_side, config.out_long_side
+    return config.out_long_side, config.out_short_side
+
+
+def cover_transform(
+    src: tuple[int, int], dst: tuple[int, int], centre_x: float, centre_y: float
+) -> tuple[float, float, float]:
+    """(scale, x0, y0): scale the source to cover `dst`, crop a window around the centre (source px)."""
+    (sw, sh), (dw, dh) = src, dst
+    scale = max(dw / sw, dh / sh)
+    win_w, win_h = dw / scale, dh / scale
+    x0 = float(np.clip(centre_x - win_w / 2, 0, sw - win_w))
+    y0 = float(np.clip(centre_y - win_h / 2, 0, sh - win_h))
+    return scale, x0, y0
+
+
+def _frames_at(path: Path, times: np.ndarray) -> Iterator[np.ndarray]:
+    """For each wanted time, the RGB source frame shown then (the last one starting at or before it)."""
+    wanted = 0
+    previous: np.ndarray | None = None
+    for frame in iter_frames(path):
+        t = float(frame.time or 0.0)
+        while wanted < len(times) and times[wanted] < t - 1e-6 and previous is not None:
+            yield previous
+            wanted += 1
+        if wanted >= len(times):
+            return
+        previous = frame.to_ndarray(format="rgb24")
+    while previous is not None and wanted < len(times):
+        yield previous
+        wanted += 1
+
+
+def export_segment(
+    path: Path,
+    kiss: Kiss,
+    faces: ShotFaces,
+    sample_times: np.ndarray,
+    source_size: tuple[int, int],
+    analysis_scale: float,
+    config: CurateConfig,
+) -> ExportedSegment:
+    """Re-encode [kiss.start_s, kiss.end_s] and predict both faces' landmarks on every output frame."""
+    out_w, out_h = output_size(*source_size, config)
+    times = kiss.start_s + np.arange(kiss.num_frames) / config.out_fps
+    # Crop around where the faces are at the contact (source pixels).
+    at = int(np.argmin(np.abs(sample_times - kiss.contact_s)))
+    centre = faces.boxes[:, at].reshape(2, 2, 2).mean(axis=(0, 1)) / analysis_scale
+    scale, x0, y0 = cover_transform(source_size, (out_w, out_h), float(centre[0]), float(centre[1]))
+    affine = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], dtype=np.float64)
+
+    # Boxes at every output time: interpolated between the sampled frames, mapped into output pixels.
+    boxes = np.zeros((kiss.num_frames, 2, 4))
+    for p in range(2):
+        for k in range(4):
+            boxes[:, p, k] = np.interp(times, sample_times, faces.boxes[p, :, k])
+    boxes = boxes / analysis_scale * scale
+    boxes[..., [0, 2]] -= x0 * scale
+    boxes[..., [1, 3]] -= y0 * scale
+    valid = np.zeros((kiss.num_frames, 2), dtype=bool)
+    for p in range(2):
+        seen = sample_times[faces.valid[:, p]]
+        if seen.size:
+            valid[:, p] = (times >= seen.min() - 1e-6) & (times <= seen.max() + 1e-6)
+
+    landmarks = np.zeros((kiss.num_frames, 2, 68, 2), dtype=np.float32)
+
+    def frames() -> Iterator[np.ndarray]:
+        for i, source in enumerate(_frames_at(path, times)):
+            out = cv2.warpAffine(
+                source,
+                affine,
+                (out_w, out_h),
+                flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            for p in range(2):
+                box = boxes[i, p]
+                if box[2] - box[0] > 4 and box[3] - box[1] > 4:
+                    points = predict_landmarks(out, box)
+                    landmarks[i, p] = points
+            yield out
+
+    mp4 = encode_mp4(frames(), config.out_fps, crf=config.crf)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, landmarks=landmarks, valid=valid)
+    contact = round((kiss.contact_s - kiss.start_s) * config.out_fps)
+    return ExportedSegment(
+        segment_id=hashlib.sha256(mp4).hexdigest(),
+        mp4=mp4,
+        tracks_npz=buffer.getvalue(),
+        width=out_w,
+        height=out_h,
+        num_frames=kiss.num_frames,
+        contact_frame=int(np.clip(contact, 0, kiss.num_frames - 1)),
+    )
