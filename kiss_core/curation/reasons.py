@@ -18,7 +18,6 @@ class Reason(StrEnum):
     # Listing: the file itself is not safe to open.
     UNSAFE_PATH = "unsafe_path"  # symlink, path outside SOURCE, `..` in a key
     BAD_FILENAME = "bad_filename"  # name is not valid UTF-8
-    UNSUPPORTED_EXTENSION = "unsupported_extension"
     # Probe and decode.
     EMPTY_FILE = "empty_file"
     FILE_TOO_LARGE = "file_too_large"
@@ -62,7 +61,6 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.ORIGIN_MISSING: "The sidecar gives neither `origin` nor `source_id`.",
     Reason.UNSAFE_PATH: "A symlink, a path leaving SOURCE or a key with `..`: never opened.",
     Reason.BAD_FILENAME: "The file name is not valid UTF-8.",
-    Reason.UNSUPPORTED_EXTENSION: "Not one of the video extensions in `extensions`.",
     Reason.EMPTY_FILE: "Zero bytes.",
     Reason.FILE_TOO_LARGE: "Larger than `max_file_bytes`.",
     Reason.UNREADABLE: "PyAV finds no decodable video stream.",
