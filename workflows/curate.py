@@ -61,7 +61,7 @@ class CurateWorker:
         try:
             with self._opened(name, fetched, open_local) as path:
                 source_id = file_sha256(path)
-                if source_id in self.done:
+                if done_key(source_id, name) in self.done:
                     return [
                         manifest.empty_row(kind=SKIPPED, source_id=source_id, source_path=name, decision="")
                     ]
@@ -104,13 +104,19 @@ class Summary:
     report: dict[str, Any]
 
 
+def done_key(source_id: str, source_path: str) -> str:
+    """What a rerun skips on: the content hash, with the path (the same bytes may come with another
+    sidecar under another name, and be decided differently)."""
+    return f"{source_id} {source_path}"
+
+
 def _previous_rows(dest: Store) -> dict[str, list[dict[str, Any]]]:
-    """source_id -> its rows in DEST's manifest, for clips decided before (failed ones are retried)."""
+    """done_key -> its rows in DEST's manifest, for clips decided before (failed ones are retried)."""
     if not dest.exists(manifest.MANIFEST_NAME):
         return {}
     previous: dict[str, list[dict[str, Any]]] = {}
     for row in manifest.read_rows(dest.get(manifest.MANIFEST_NAME)):
-        previous.setdefault(row["source_id"], []).append(row)
+        previous.setdefault(done_key(row["source_id"], row["source_path"]), []).append(row)
     return {
         sid: rows
         for sid, rows in previous.items()
@@ -175,7 +181,7 @@ def curate(
             for row in batch.to_pylist():  # type: ignore[union-attr]
                 if row["kind"] == SKIPPED:
                     skipped += 1
-                    rows.extend(previous.get(row["source_id"], []))
+                    rows.extend(previous.get(done_key(row["source_id"], row["source_path"]), []))
                 else:
                     rows.append(row)
 

@@ -90,6 +90,8 @@ def contact_sheet_png(rows: Sequence[Mapping[str, Any]], store: Store, per_kind:
         for row in rows:
             if row["kind"] != manifest.KIND_SOURCE or row["decision"] != decision or count >= per_kind:
                 continue
+            if row.get("num_frames") is None:  # never decoded: no picture of its own
+                continue
             try:
                 image = Image.open(io.BytesIO(store.get(thumb_key(row["source_id"])))).convert("RGB")
             except (ObjectNotFound, OSError):

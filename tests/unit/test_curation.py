@@ -1,0 +1,205 @@
+"""Curation's per-clip pieces without Ray and without the corpus: fast checks on real inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from kiss_core.curation import manifest
+from kiss_core.curation.config import CurateConfig
+from kiss_core.curation.decode import decode_sampled, probe
+from kiss_core.curation.kiss import caption_for, mouth_distances, odd_frames
+from kiss_core.curation.quality import blockiness, detail_sharpness, exposure
+from kiss_core.curation.reasons import DESCRIPTIONS, Reason, Rejected
+from kiss_core.curation.sidecar import check_sidecar, parse_sidecar, sidecar_name
+from kiss_core.curation.sources import Entry, Location, list_local, open_local, read_local_sidecar
+from kiss_core.media.video import encode_jpeg, encode_mp4
+from kiss_core.safety.prompt import STYLE_PROMPTS
+
+VIDEO = (".mp4", ".mov", ".webm", ".mkv")
+GOOD = {"licence": "CC-BY-4.0", "consent_refs": ["c/1", "c/2"], "origin": "https://example.org/1"}
+
+
+def reasons_of(exc: pytest.ExceptionInfo[Rejected]) -> list[str]:
+    return [str(r) for r in exc.value.reasons]
+
+
+def test_every_reason_is_described() -> None:
+    assert set(DESCRIPTIONS) == set(Reason)
+
+
+@pytest.mark.parametrize(
+    ("data", "reasons"),
+    [
+        (None, ["no_sidecar"]),
+        (b"\xff\xfe not utf-8", ["bad_sidecar"]),
+        (b"[1, 2]", ["bad_sidecar"]),
+        (json.dumps({**GOOD, "consent_refs": "c/1"}).encode(), ["bad_sidecar"]),
+        (json.dumps({**GOOD, "licence": "All-Rights-Reserved"}).encode(), ["licence_not_allowed"]),
+        (json.dumps({**GOOD, "consent_refs": ["c/1", " "]}).encode(), ["consent_missing"]),
+        (
+            json.dumps({"consent_refs": []}).encode(),
+            ["licence_not_allowed", "consent_missing", "origin_missing"],
+        ),
+    ],
+)
+def test_sidecar_refusals_name_every_reason(data: bytes | None, reasons: list[str]) -> None:
+    with pytest.raises(Rejected) as exc:
+        _, sidecar = parse_sidecar(data)
+        assert sidecar is not None
+        check_sidecar(sidecar, CurateConfig())
+    assert reasons_of(exc) == reasons
+
+
+def test_a_good_sidecar_passes_and_source_id_is_an_origin() -> None:
+    raw, sidecar = parse_sidecar(json.dumps({**GOOD, "origin": None, "source_id": "vendor/17"}).encode())
+    assert sidecar is not None and sidecar.origin == "vendor/17" and raw["licence"] == "CC-BY-4.0"
+    check_sidecar(sidecar, CurateConfig())
+    assert sidecar_name("dir/clip.final.mp4") == "dir/clip.final.json"
+
+
+def test_config_rejects_frame_counts_that_are_not_4k_plus_1(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="multiple of 4 plus 1"):
+        CurateConfig(max_frames=80)
+    path = tmp_path / "curate.yaml"
+    path.write_text("sample_fps: 2\nlicences: [CC0-1.0]\n")
+    config = CurateConfig.from_yaml(path)
+    assert config.sample_fps == 2 and config.licences == ("CC0-1.0",)
+    path.write_text("sample_fsp: 2\n")
+    with pytest.raises(ValueError, match="sample_fsp"):
+        CurateConfig.from_yaml(path)
+    assert all(field.description for field in CurateConfig.model_fields.values())
+
+
+def test_odd_frames_and_captions_follow_the_training_format() -> None:
+    assert [odd_frames(n) for n in (0, 1, 4, 5, 80, 81, 100)] == [0, 1, 1, 5, 77, 81, 97]
+    for style, action in STYLE_PROMPTS.items():
+        assert action in caption_for(style) and "adults" in caption_for(style)
+
+
+def test_quality_numbers_see_blur_blocks_and_clipping() -> None:
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.integers(0, 255, (240, 416), dtype=np.uint8), (0, 0), 1.0)
+    scene = cv2.cvtColor(scene, cv2.COLOR_GRAY2RGB)
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    blurred = cv2.GaussianBlur(gray, (0, 0), 5)
+    assert detail_sharpness(blurred) < detail_sharpness(gray) / 5
+    jpeg = cv2.imdecode(np.frombuffer(encode_jpeg(scene, 3), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert blockiness(gray) < 1.3 < 1.6 < blockiness(jpeg)
+    assert exposure(np.full((8, 8), 255, np.uint8)) == (1.0, 0.0)
+    assert exposure(np.zeros((8, 8), np.uint8)) == (0.0, 1.0)
+
+
+def test_mouth_distance_is_in_face_widths() -> None:
+    face = np.zeros((68, 2))
+    face[:17, 0] = np.linspace(0, 100, 17)  # jaw 100 px wide
+    face[48:68] = (50, 80)
+    other = face + np.array([150.0, 0.0])  # mouths 150 px apart: 1.5 face widths
+    lips, _ = mouth_distances(np.stack([face, other])[None])
+    assert lips[0] == pytest.approx(1.5)
+
+
+def _clip(tmp_path: Path, frames: int = 40, fps: int = 16, size: tuple[int, int] = (320, 240)) -> Path:
+    rng = np.random.default_rng(1)
+    base = cv2.resize(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), size, interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(encode_mp4([np.roll(base, t, axis=1) for t in range(frames)], fps))
+    return path
+
+
+def test_decode_samples_at_the_configured_rate_and_keeps_only_samples(tmp_path: Path) -> None:
+    path = _clip(tmp_path)
+    config = CurateConfig(min_duration_s=1.0)
+    decoded = decode_sampled(path, probe(path, config), config)
+    assert decoded.frame_count == 40 and decoded.fps == pytest.approx(16)
+    assert [s.index for s in decoded.samples] == list(range(0, 40, 4))  # 4 fps of 16
+    assert decoded.cut_distance.max() < config.cut_threshold
+    # The scene moves 1 px a frame at 320 wide: 2.6 px at the 832-wide reference.
+    assert np.median(decoded.shift_px[1:]) == pytest.approx(832 / 320, abs=0.5)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"min_short_side": 480}, "too_small"),
+        ({"min_duration_s": 5.0}, "too_short"),
+        ({"max_duration_s": 1.0}, "too_long"),
+        ({"min_fps": 20.0}, "bad_fps"),
+        ({"max_frame_pixels": 320 * 239}, "frame_too_large"),
+    ],
+)
+def test_probe_refuses_from_the_header(tmp_path: Path, change: dict[str, float], reason: str) -> None:
+    path = _clip(tmp_path)
+    with pytest.raises(Rejected) as exc:
+        probe(path, CurateConfig(**change))  # type: ignore[arg-type]
+    assert reasons_of(exc) == [reason]
+
+
+def test_probe_refuses_empty_and_garbage_files(tmp_path: Path) -> None:
+    empty, garbage = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    empty.write_bytes(b"")
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    for path, reason in ((empty, "empty_file"), (garbage, "unreadable")):
+        with pytest.raises(Rejected) as exc:
+            probe(path, CurateConfig())
+        assert reasons_of(exc) == [reason]
+
+
+def test_listing_refuses_symlinks_and_undecodable_names(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "ok.mp4").write_bytes(b"x")
+    (root / "notes.txt").write_bytes(b"x")
+    os.symlink("loop.mp4", root / "loop.mp4")
+    (tmp_path / "secret.mp4").write_bytes(b"x")
+    os.symlink("../secret.mp4", root / "escape.mp4")
+    os.symlink(str(tmp_path), root / "dir_link")  # a directory symlink is not followed either
+    with open(os.fsencode(root) + b"/caf\xe9.mp4", "wb") as f:
+        f.write(b"x")
+    entries = {e.name: e.refused for e in list_local(root, VIDEO)}
+    assert entries == {
+        "caf\\xe9.mp4": Reason.BAD_FILENAME,
+        "escape.mp4": Reason.UNSAFE_PATH,
+        "loop.mp4": Reason.UNSAFE_PATH,
+        "sub/ok.mp4": None,
+    }
+    assert open_local(root, "sub/ok.mp4") == root / "sub" / "ok.mp4"
+    with pytest.raises(PermissionError):
+        open_local(root, "escape.mp4")
+    (tmp_path / "secret.json").write_text("{}")
+    os.symlink("../secret.json", root / "escape.json")
+    assert read_local_sidecar(root, "escape.mp4") is None  # a symlinked sidecar is not read
+    assert len(Entry("x").name_id) == 64
+
+
+def test_locations_parse_directories_and_s3_prefixes() -> None:
+    s3 = Location.parse("s3://bucket/some/prefix/")
+    assert (s3.bucket, s3.prefix, s3.is_local) == ("bucket", "some/prefix/", False)
+    assert Location.parse("s3://bucket").prefix == ""
+    assert Location.parse("relative/dir").root == Path("relative/dir").absolute()
+    with pytest.raises(ValueError, match="no bucket"):
+        Location.parse("s3:///prefix")
+
+
+def test_manifest_round_trip_and_segments_for_training(tmp_path: Path) -> None:
+    kept = manifest.empty_row(
+        kind="segment", source_id="s" * 64, source_path="a.mp4", segment_id="f" * 64, decision="kept",
+        clip=f"clips/{'f' * 64}.mp4", tracks=f"tracks/{'f' * 64}.npz", caption="c", style="peck",
+        fps=16.0, width=832, height=480, num_frames=81, contact_frame=40, score_flicker=0.1,
+    )  # fmt: skip
+    source = manifest.empty_row(kind="source", source_id="s" * 64, source_path="a.mp4", decision="kept")
+    rejected = {"kind": "source", "source_id": "t" * 64, "source_path": "b.mp4", "decision": "rejected",
+                "reasons": ["blurred"]}  # fmt: skip
+    manifest.write_manifest(tmp_path, [source, kept, rejected])
+    rows = manifest.read_rows(tmp_path)
+    assert [r["reasons"] for r in rows] == [[], [], ["blurred"]]
+    (segment,) = manifest.read_segments(tmp_path)
+    assert segment.clip_path(tmp_path) == tmp_path / "clips" / f"{'f' * 64}.mp4"
+    assert (segment.num_frames, segment.contact_frame, segment.scores["score_flicker"]) == (81, 40, 0.1)
+    with pytest.raises(ValueError, match="unknown manifest columns"):
+        manifest.empty_row(colour="red")
