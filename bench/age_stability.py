@@ -1,4 +1,4 @@
-"""How far the age gate's estimate moves under ordinary photo changes (issue 17, item 2: the measurement).
+"""How far the age gate's estimate moves under ordinary photo changes (issue 17, item 2).
 
     .venv/bin/python bench/age_stability.py
 
@@ -6,12 +6,18 @@ Faces: every adult face available here: the six adults of insightface's t1.jpg (
 face-sized margin), scikit-image's astronaut, insightface's Tom_Hanks_54745.png (analysis only, as
 everywhere in the tests) and the four synthetic subjects. Changes: grayscale (saved as JPEG q90), JPEG
 quality 10, half and double size, mirror, brightness +/-30 %, a 10-degree rotation. Each changed photo
-goes through the service's own analysis (detection, 68 landmarks) and the production AgeEstimator, as a
+goes through the service's own analysis (detection, 68 landmarks) and the age estimator, as a
 submission would.
 
-Prints one table (median and largest absolute shift per change, and the faces a change moves across the
-gate's threshold in either direction) and writes bench/results/age_stability.json with every estimate.
-No timing: the figures are deterministic for a given set of wheels.
+Two estimators over the same analyses: "before" is the single-view estimate the gate used until issue
+17 (`AgeEstimator(robust=False)`: the chip and its mirror image), "after" the production estimator
+(the robust aggregate of kiss_core.safety.age_views). Prints one table per estimator (median, largest
+and largest upward shift per change; accepted faces refused after the change; faces more than 2 years
+under the threshold raised to it), the change of the originals' estimates and the time per estimate,
+and writes bench/results/age_stability.json with every estimate.
+
+This module is also the shared definition of the face set, the changes and the figures:
+tests/unit/test_safety_age_stability.py imports it and asserts the targets on the same numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import io
 import json
 import platform
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,60 +95,146 @@ def adult_faces(analyzer: DlibFaceAnalyzer) -> dict[str, np.ndarray]:
     return faces
 
 
-def main() -> int:
-    settings = Settings()
-    analyzer = DlibFaceAnalyzer(settings.faces)
-    estimator = AgeEstimator(mirror=settings.safety.age_gate.mirror)
-    threshold = settings.safety.age_gate.min_age
+MARGIN = 2.0  # years: "well under the threshold" for the raised-over check
+Analysed = dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]]
+Estimates = dict[str, dict[str, float | None]]
 
-    def estimate(image: np.ndarray) -> float | None:
-        try:
-            analysis = analyzer.analyze(image, "a")
-        except ClientError:  # the change lost the face (e.g. too small at half size)
-            return None
-        return estimator.estimate(image, np.asarray(analysis.landmarks, np.float32))
 
-    estimates: dict[str, dict[str, float | None]] = {}
+def analysed_faces(analyzer: DlibFaceAnalyzer) -> Analysed:
+    """Every face in its original form and after each change, with the landmarks the service finds
+    there (None: the change lost the face, e.g. too small at half size)."""
+    out: Analysed = {}
     for name, image in adult_faces(analyzer).items():
-        estimates[name] = {"original": estimate(image)}
-        for change, apply in CHANGES.items():
-            estimates[name][change] = estimate(apply(image))
+        out[name] = {}
+        for change, photo in {"original": image, **{c: f(image) for c, f in CHANGES.items()}}.items():
+            try:
+                landmarks = np.asarray(analyzer.analyze(photo, "a").landmarks, np.float32)
+            except ClientError:
+                landmarks = None
+            out[name][change] = (photo, landmarks)
+    return out
 
+
+def estimate_all(estimator: AgeEstimator, analysed: Analysed) -> Estimates:
+    return {
+        name: {
+            change: None if landmarks is None else estimator.estimate(photo, landmarks)
+            for change, (photo, landmarks) in photos.items()
+        }
+        for name, photos in analysed.items()
+    }
+
+
+def stability_rows(estimates: Estimates, threshold: float, margin: float = MARGIN) -> list[dict]:
+    """Per change: faces read, median / largest / largest upward shift (years), the faces accepted in
+    their original form and refused after it, the faces more than `margin` under `threshold` raised to it."""
     rows = []
-    print(f"age gate threshold {threshold:g} years; {len(estimates)} adult faces")
-    header = f"{'change':<16}{'faces':>6}{'median |shift|':>16}{'max |shift|':>13}"
-    print(header + "  crossings (original -> changed)")
     for change in CHANGES:
-        shifts, crossings = [], []
+        shifts, refused, raised = [], [], []
         for name, ages in estimates.items():
             before, after = ages["original"], ages[change]
             if before is None or after is None:
                 continue
             shifts.append(after - before)
-            if (before >= threshold) != (after >= threshold):
-                crossings.append(f"{name} {before:.1f}->{after:.1f}")
-        magnitudes = np.abs(np.asarray(shifts))
-        row = {
-            "change": change,
-            "faces": len(shifts),
-            "median_abs_shift": round(float(np.median(magnitudes)), 2),
-            "max_abs_shift": round(float(magnitudes.max()), 2),
-            "crossings": crossings,
-        }
-        rows.append(row)
-        print(
-            f"{change:<16}{row['faces']:>6}{row['median_abs_shift']:>16.2f}{row['max_abs_shift']:>13.2f}  "
-            + (", ".join(crossings) or "-")
+            if before >= threshold > after:
+                refused.append(f"{name} {before:.1f}->{after:.1f}")
+            if before < threshold - margin and after >= threshold:
+                raised.append(f"{name} {before:.1f}->{after:.1f}")
+        values = np.asarray(shifts)
+        rows.append(
+            {
+                "change": change,
+                "faces": len(shifts),
+                "median_abs_shift": round(float(np.median(np.abs(values))), 2),
+                "max_abs_shift": round(float(np.abs(values).max()), 2),
+                "max_up_shift": round(float(values.max()), 2),
+                "refused_after": refused,
+                "raised_over": raised,
+            }
         )
+    return rows
+
+
+def originals_change(before: Estimates, after: Estimates) -> dict[str, float]:
+    """How the new estimator moves the unchanged photos: mean, largest rise and largest fall (years)."""
+    diff = np.array([after[n]["original"] - before[n]["original"] for n in before])  # type: ignore[operator]
+    return {
+        "mean": round(float(diff.mean()), 2),
+        "max": round(float(diff.max()), 2),
+        "min": round(float(diff.min()), 2),
+    }
+
+
+def seconds_per_estimate(estimator: AgeEstimator, analysed: Analysed, rounds: int = 5) -> float:
+    """Best-of-`rounds` mean time of one estimate over the original photos (one thread)."""
+    faces = [photos["original"] for photos in analysed.values()]
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for photo, landmarks in faces:
+            estimator.estimate(photo, landmarks)  # type: ignore[arg-type]
+        best = min(best, (time.perf_counter() - start) / len(faces))
+    return best
+
+
+def _print_table(label: str, rows: list[dict]) -> None:
+    print(f"\n{label}")
+    print(
+        f"{'change':<16}{'faces':>6}{'median |shift|':>16}{'max |shift|':>13}{'max up':>8}"
+        "  refused after / raised over"
+    )
+    for row in rows:
+        notes = row["refused_after"] + [f"RAISED {r}" for r in row["raised_over"]]
+        print(
+            f"{row['change']:<16}{row['faces']:>6}{row['median_abs_shift']:>16.2f}{row['max_abs_shift']:>13.2f}"
+            f"{row['max_up_shift']:>+8.2f}  " + (", ".join(notes) or "-")
+        )
+
+
+def main() -> int:
+    settings = Settings()
+    analyzer = DlibFaceAnalyzer(settings.faces)
+    threshold = settings.safety.age_gate.min_age
+    mirror = settings.safety.age_gate.mirror
+    estimators = {"before": AgeEstimator(mirror=mirror, robust=False), "after": AgeEstimator(mirror=mirror)}
+    analysed = analysed_faces(analyzer)
+    estimates = {label: estimate_all(e, analysed) for label, e in estimators.items()}
+    rows = {label: stability_rows(e, threshold) for label, e in estimates.items()}
+    timing = {label: round(seconds_per_estimate(e, analysed) * 1000, 1) for label, e in estimators.items()}
+    print(f"age gate threshold {threshold:g} years; {len(analysed)} adult faces")
+    for label in estimators:
+        _print_table(
+            f"{label}: {'single view' if label == 'before' else 'robust aggregate'}"
+            f" ({timing[label]} ms per estimate)",
+            rows[label],
+        )
+    change = originals_change(estimates["before"], estimates["after"])
+    print(
+        f"\noriginals, after - before: mean {change['mean']:+.2f}, max {change['max']:+.2f},"
+        f" min {change['min']:+.2f} years"
+    )
+    print(
+        "originals:",
+        ", ".join(
+            f"{n} {estimates['before'][n]['original']:.1f}->{estimates['after'][n]['original']:.1f}"
+            for n in analysed
+        ),
+    )
     out = ROOT / "bench" / "results" / "age_stability.json"
     report = {
         "machine": platform.platform(),
         "threshold": threshold,
-        "mirror": estimator.mirror,
+        "margin": MARGIN,
+        "mirror": mirror,
+        "ms_per_estimate": timing,
+        "originals_after_minus_before": change,
         "rows": rows,
         "estimates": {
-            name: {change: None if age is None else round(age, 2) for change, age in ages.items()}
-            for name, ages in estimates.items()
+            label: {
+                name: {c: None if age is None else round(age, 2) for c, age in ages.items()}
+                for name, ages in per_face.items()
+            }
+            for label, per_face in estimates.items()
         },
     }
     out.write_text(json.dumps(report, indent=1) + "\n")
