@@ -143,6 +143,11 @@ class CurateConfig(BaseModel):
     contact_distance: float = Field(
         0.3, gt=0, description="Mouth distance over face width under which the mouths touch (as the report)."
     )
+    contact_slack: float = Field(
+        0.1,
+        ge=0,
+        description="The contact frame is the first within this many face widths of the closest distance.",
+    )
     apart_distance: float = Field(
         0.5, gt=0, description="Mouth distance at which the approach starts / the separation ends."
     )

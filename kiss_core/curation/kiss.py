@@ -109,7 +109,10 @@ def find_kiss(
             detail="no approach" if not before else "no separation",
         )
     step = 1.0 / config.sample_fps
-    contact_s = float(times[first])
+    # The contact frame: the first moment the mouths are (nearly) as close as they get. The first
+    # frame under `contact_distance` is still the end of the approach (lips a few pixels apart).
+    settled = distance[closest] + config.contact_slack
+    contact_s = float(times[next(i for i in range(first, last + 1) if distance[i] <= settled)])
     contact_duration = float(times[last] - times[first]) + step
     scores["score_contact_s"] = contact_duration
     rolls = [
@@ -131,7 +134,7 @@ def find_kiss(
     fps = config.out_fps
     span = (config.max_frames - 1) / fps
     if end - start > span:  # too long: centre the window on the contact
-        middle = (contact_s + float(times[last])) / 2
+        middle = (float(times[first]) + float(times[last])) / 2
         start = min(max(shot[0], middle - span / 2), shot[1] - span)
         end = start + span
     frames = odd_frames(int(np.floor((end - start) * fps + 1e-6)) + 1)
