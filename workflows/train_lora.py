@@ -1,11 +1,11 @@
 """`kissgen train-lora DATASET OUT --base wan-i2v|wan-vace`: a curated set → a served LoRA, on Ray Train.
 
 A thin driver over kiss_core.training: the checks run here before anything starts (a bad dataset, base
-model or config exits 2 with the reason), the precompute runs once as a Ray task (GPU when the cluster
-has one), then `TorchTrainer` runs `kiss_core.training.loop.train_worker` on every worker (DDP; gloo on
-CPU, NCCL on GPUs) with Ray Train's checkpoints, reporting and failure recovery injected. At the end the
-newest checkpoint's LoRA is copied to OUT/loras/ (<name>.safetensors + <name>.yaml): copy both into the
-service's model_root/loras/ and request it with lora=<name>.
+model or config exits 2 with the reason), the precompute runs once (a one-GPU Ray task when the cluster
+has GPUs, else in this process), then `TorchTrainer` runs `kiss_core.training.loop.train_worker` on
+every worker (DDP: gloo on CPU, NCCL on GPUs) with Ray Train's checkpoints, reporting and failure
+recovery injected. At the end the newest checkpoint's LoRA is copied to OUT/loras/ (<name>.safetensors
++ <name>.yaml): copy both into the service's model_root/loras/ and request it with lora=<name>.
 
 OUT/  loras/<name>.{safetensors,yaml}   tensorboard/ (loss, lr, grad norm, validation metrics)
       validation/step_*.mp4             checkpoints/ (Ray Train's run folder unless checkpoint_storage)
@@ -79,18 +79,19 @@ def run(args: argparse.Namespace) -> int:
     from kiss_core.training.plan import TrainPlan
     from kiss_core.training.validation import validation_prompt
 
-    task = ray.remote(_precompute).options(num_cpus=args.cpus_per_worker, num_gpus=1 if use_gpu else 0)
-    data = ray.get(
-        task.remote(
-            args.dataset.resolve(),
-            segments,
-            directory.path.resolve(),
-            args.base,
-            config,
-            directory.image_conditioned,
-            validation_prompt(config.validation, config.trigger_words),
-        )
+    inputs = (
+        args.dataset.resolve(),
+        segments,
+        directory.path.resolve(),
+        args.base,
+        config,
+        directory.image_conditioned,
+        validation_prompt(config.validation, config.trigger_words),
     )
+    if use_gpu:  # the VAE and UMT5 on one GPU of the cluster, once
+        data = ray.get(ray.remote(_precompute).options(num_cpus=1, num_gpus=1).remote(*inputs))
+    else:  # a CPU-only cluster: here, without starting one more process that imports the model stack
+        data = _precompute(*inputs)
     print(f"precomputed {len(data.samples)} clips ({data.computed} records computed, the rest cached)")
     plan = TrainPlan(config=config, base=args.base, base_dir=directory.path.resolve(), data=data, log_dir=out)
     result = _fit(plan, out, workers, use_gpu, args.cpus_per_worker)

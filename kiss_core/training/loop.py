@@ -210,4 +210,5 @@ def _writer(plan: TrainPlan, ctx: WorkerContext, step: int) -> Any:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(plan.log_dir / "tensorboard"), purge_step=step or None)
+    # Events after the checkpoint's step were written by the run that died; they are replayed from here.
+    return SummaryWriter(str(plan.log_dir / "tensorboard"), purge_step=step + 1 if step else None)
