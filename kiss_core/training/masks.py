@@ -50,6 +50,18 @@ def contact_mask(
     return _grow(mask, radius)
 
 
+def lip_masks(landmarks: np.ndarray, width: int, height: int, dilation: float = 0.0) -> np.ndarray:
+    """(F, H, W) uint8: every person's outer lips in each frame of (F, P, 68, 2) landmarks, grown by
+    `dilation` x the face width (the inference-time attention bias's region)."""
+    masks = np.zeros((landmarks.shape[0], height, width), np.uint8)
+    for frame, people in enumerate(landmarks):
+        for points in people:
+            masks[frame] |= _fill((height, width), points[OUTER_LIPS], hull=False)
+        width_px = float(np.mean([np.linalg.norm(p[16] - p[0]) for p in people])) if len(people) else 0.0
+        masks[frame] = _grow(masks[frame], dilation * width_px)
+    return masks
+
+
 def pixel_masks(
     landmarks: np.ndarray | None,
     valid: np.ndarray | None,
