@@ -45,7 +45,7 @@ def attention_probabilities(
     attn: Any, hidden_states: torch.Tensor, rotary_emb: Any, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """(B, heads, N, N) softmax of a self-attention's logits (+ bias), as WanAttnProcessor forms them."""
-    query, key, _ = _get_qkv_projections(attn, hidden_states, None)
+    query, key, _ = _get_qkv_projections(attn, hidden_states, hidden_states)  # self-attention
     query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
     key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
     if rotary_emb is not None:
