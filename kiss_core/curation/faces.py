@@ -25,6 +25,7 @@ from kiss_core.generation.quality.faces import Box, boxes_per_frame, predict_lan
 from kiss_core.media.geometry import face_width
 
 PERSONS = ("a", "b")  # track names; "a" is the person on the left at the first two-face frame
+MERGED_WIDTH = 1.15  # a detection this much wider than its track's median covers both faces
 
 
 @dataclass
@@ -117,6 +118,13 @@ def shot_faces(
     tracked = track_faces(
         {i: [(f, np.empty(0)) for f in faces] for i, faces in enumerate(found)}, list(range(n)), list(PERSONS)
     )
+    # At the contact HOG often finds one wide box over both faces, and the tracker hands it to one
+    # person: a detection much wider than its track's median is not that person's face.
+    for s in PERSONS:
+        median = float(np.median([found[i][f].width for i, f in tracked[s].items()]))
+        tracked[s] = {
+            i: f for i, f in tracked[s].items() if found[i][f].width <= MERGED_WIDTH * median
+        } or tracked[s]
     detected_boxes: dict[str, dict[int, Box]] = {
         s: {i: found[i][f].box for i, f in tracked[s].items()} for s in PERSONS
     }
@@ -149,14 +157,18 @@ def shot_faces(
     # Identity: every pair of embedded faces of a track must be one person (a swap fails the pair across it).
     identity_min = 1.0
     sharp: list[float] = []
-    # Only frames where both people were detected: with one face in view (the contact, where the back
-    # face hides), the tracker may hand that one face to the wrong track.
+    # Only frames where both people were detected apart: with one face in view (the contact, where the
+    # back face hides) the tracker may hand that face to the wrong track, and a face half covered by
+    # the other one is not recognised as itself (dlib similarity drops to that of strangers).
     both = sorted(set(tracked["a"]) & set(tracked["b"]))
+    apart = [i for i in both if _apart(found[i][tracked["a"][i]].box, found[i][tracked["b"][i]].box)]
+    both = apart if len(apart) >= 2 else both
     for p in range(len(PERSONS)):
         picks = _pick_frames(both, config.embed_frames)
         vectors = [embedder.embed(samples[i].frame, landmarks[i, p].astype(np.float32)) for i in picks]
         for u, v in itertools.combinations(vectors, 2):
             identity_min = min(identity_min, cosine_similarity(u, v))
+
         for i in picks:
             sharp.append(_face_sharpness(samples[i].frame, box_array[p, i]))
     scores["score_identity_min"] = identity_min
@@ -186,6 +198,11 @@ def shot_faces(
     if share < config.min_landmark_share:
         raise Rejected(Reason.LANDMARKS_UNSTABLE, detail=f"usable on {share:.2f} of the frames")
     return result
+
+
+def _apart(one: Box, other: Box) -> bool:
+    """The two boxes do not overlap."""
+    return one[2] <= other[0] or other[2] <= one[0] or one[3] <= other[1] or other[3] <= one[1]
 
 
 def _face_sharpness(frame: np.ndarray, box: np.ndarray) -> float:

@@ -109,10 +109,9 @@ def find_kiss(
             detail="no approach" if not before else "no separation",
         )
     step = 1.0 / config.sample_fps
-    # The contact frame: the first moment the mouths are (nearly) as close as they get. The first
-    # frame under `contact_distance` is still the end of the approach (lips a few pixels apart).
-    settled = distance[closest] + config.contact_slack
-    contact_s = float(times[next(i for i in range(first, last + 1) if distance[i] <= settled)])
+    # The contact frame: the first sampled frame where the lips meet (under `contact_distance`). The
+    # back face is hidden from then on, so the distance is not read finer than that.
+    contact_s = float(times[first])
     contact_duration = float(times[last] - times[first]) + step
     scores["score_contact_s"] = contact_duration
     rolls = [

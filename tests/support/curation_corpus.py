@@ -154,8 +154,9 @@ def third_face(frames: list[np.ndarray], index: int = 2) -> list[np.ndarray]:
     return out
 
 
-def identity_swap(clean: Rendered, swapped: Rendered, at: float = 0.5) -> list[np.ndarray]:
-    """From `at` of the clip on, b's face is another subject's (same motion, same background)."""
+def identity_swap(clean: Rendered, swapped: Rendered, at: float = 0.15) -> list[np.ndarray]:
+    """From `at` of the clip on (during the approach), b's face is another subject's (same motion, same
+    background): a swap, or a cut between look-alikes."""
     start = round(at * len(clean.frames))
     out = clean.frames[:start]
     for t in range(start, len(clean.frames)):
