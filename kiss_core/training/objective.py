@@ -54,10 +54,18 @@ def stack_samples(samples: list[dict[str, torch.Tensor]], device: torch.device, 
 
 
 def training_scheduler(scheduler_config: dict[str, Any]) -> Any:
-    """FlowMatchEulerDiscreteScheduler from the base model's scheduler config (its shift, 1000 steps)."""
+    """FlowMatchEulerDiscreteScheduler with the base model's shift and training timesteps.
+
+    The Wan Diffusers checkpoints ship UniPCMultistepScheduler (shift as `flow_shift`), the tiny test
+    models FlowMatchEulerDiscreteScheduler (`shift`); either way the training sigmas are the flow-matching
+    ones with that shift, as the inference schedule uses it.
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
+    shift = scheduler_config.get("shift", scheduler_config.get("flow_shift")) or 1.0
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=int(scheduler_config.get("num_train_timesteps", 1000)), shift=float(shift)
+    )
 
 
 def sample_timesteps(

@@ -188,3 +188,16 @@ def test_a_manifest_without_captions_is_refused(tmp_path: Path) -> None:
 def test_a_base_directory_of_the_wrong_pipeline_class_is_refused(tiny_root: Path) -> None:
     with pytest.raises(TrainingInputError, match="'WanImageToVideoPipeline' but is 'WanVACEPipeline'"):
         check_base(tiny_root / "wan-vace", "wan-i2v")
+
+
+def test_the_lora_parameter_count_of_the_memory_arithmetic_is_what_peft_adds() -> None:
+    from kiss_core.training.memory import lora_parameters, training_memory
+    from tests.support.tiny_wan import TINY_TRANSFORMER, _i2v_transformer
+
+    config = small_config(rank=3)
+    transformer = _i2v_transformer(0, image_dim=4)
+    added = sum(p.numel() for p in add_lora(transformer, config))
+    tiny = {**TINY_TRANSFORMER, "in_channels": 36, "num_layers": 2, "image_dim": 4, "added_kv_proj_dim": 24}
+    assert lora_parameters(tiny, config.targets, 3) == added
+    row = training_memory("tiny", tiny, config.targets, 3, frames=9, width=64, height=64)
+    assert row.tokens == 3 * 4 * 4 and row.lora_parameters == added
