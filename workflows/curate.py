@@ -41,6 +41,9 @@ class CurateWorker:
         self.dest = Location.parse(dest).store(storage)
         self.done = frozenset(done)
         self.models = FaceModels.load()
+        import cv2
+
+        cv2.setNumThreads(1)  # the actor holds one CPU: OpenCV's pool would compete with the other actors
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         rows: list[dict[str, Any]] = []
@@ -174,7 +177,7 @@ def curate(
             },
             batch_size=1,
             batch_format="numpy",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -129,7 +129,7 @@ class CurateConfig(BaseModel):
         " another synthetic subject swapped in scores 0.918 (the service's photo-vs-video threshold: 0.92).",
     )
     embed_frames: int = Field(
-        4, ge=2, description="Frames per track embedded, spread over the frames showing both faces."
+        3, ge=2, description="Frames per track embedded, spread over the frames showing both faces."
     )
     max_landmark_jitter: float = Field(
         0.03,

@@ -105,18 +105,21 @@ def export_segment(
     landmarks = np.zeros((kiss.num_frames, 2, 68, 2), dtype=np.float32)
 
     def frames() -> Iterator[np.ndarray]:
+        identity = scale == 1.0 and x0 == 0.0 and y0 == 0.0 and source_size == (out_w, out_h)
         for i, source in enumerate(_frames_at(path, times)):
-            out = cv2.warpAffine(
-                source,
-                affine,
-                (out_w, out_h),
-                flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
-            )
+            out = source
+            if not identity:
+                out = cv2.warpAffine(
+                    source,
+                    affine,
+                    (out_w, out_h),
+                    flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
             for p in range(2):
                 box = boxes[i, p]
                 if box[2] - box[0] > 4 and box[3] - box[1] > 4:
-                    points = predict_landmarks(out, box)
+                    points = predict_landmarks(out, box, refine=0)  # boxes follow the refined samples
                     landmarks[i, p] = points
             yield out
 

@@ -150,7 +150,9 @@ def shot_faces(
         box_array[p] = track_boxes
         first, last = min(tracked[s]), max(tracked[s])
         for i in range(n):
-            landmarks[i, p] = predict_landmarks(samples[i].frame, track_boxes[i])
+            # A HOG box is what the predictor was trained on; an interpolated one is refined once.
+            refine = 0 if i in tracked[s] else 1
+            landmarks[i, p] = predict_landmarks(samples[i].frame, track_boxes[i], refine)
             valid[i, p] = first <= i <= last
             detected[i, p] = i in tracked[s]
 

@@ -1,0 +1,231 @@
+"""Curation throughput: clips per minute per core on 5 s 832x480 clips, per stage, 1 vs 2 Ray Data
+workers, and the workers' peak memory against the corpus size.
+
+    .venv/bin/python bench/curate.py [--clips 16] [--memory-sizes 8,48] [--distinct 8]
+
+The corpus is clean kisses of synthetic subjects rendered by the preview compositor (5 s, 832x480,
+24 fps; every clip is kept, the most expensive path: all stages including the export), `--distinct`
+renders copied round-robin to the corpus size. Three measurements:
+1. one process pinned to one core, `curate_clip` on each distinct clip (no Ray): seconds per stage;
+2. `workflows.curate.curate` on a local Ray with 2 CPUs, `--clips` clips, 1 then 2 workers (actor
+   start-up included: what a user waits for);
+3. the same with 2 workers on each of `--memory-sizes`: peak RSS of the curation actors and of the
+   driver, sampled every 0.2 s from /proc (streaming: it must not grow with the corpus).
+Prints one table and writes bench/results/curate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kiss_core.curation import manifest  # noqa: E402
+from kiss_core.curation.config import CurateConfig  # noqa: E402
+from tests.support.curation_corpus import SIDECAR, render, write_clip  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "curate.json"
+PAIRS = ((0, 1), (2, 3), (1, 2), (3, 0))
+STYLES = ("romantic", "peck")
+
+
+def build(directory: Path, distinct: int) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(distinct):
+        clip = render(PAIRS[k % len(PAIRS)], STYLES[(k // len(PAIRS)) % len(STYLES)], "832x480", 24, 5.0)
+        path = directory / f"distinct_{k:03d}.mp4"
+        write_clip(path, clip.frames, 24, SIDECAR)
+        paths.append(path)
+    return paths
+
+
+def corpus(base: list[Path], directory: Path, size: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for k in range(size):
+        source = base[k % len(base)]
+        shutil.copyfile(source, directory / f"clip_{k:04d}.mp4")
+        shutil.copyfile(source.with_suffix(".json"), directory / f"clip_{k:04d}.json")
+    return directory
+
+
+def single_core(paths: list[Path], config: CurateConfig) -> dict[str, Any]:
+    """curate_clip in a child pinned to one core: per-stage seconds (median over clips)."""
+    import subprocess
+
+    code = (
+        "import json, os, sys, time\n"
+        "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "from pathlib import Path\n"
+        "from kiss_core.curation.clip import FaceModels, curate_clip\n"
+        "from kiss_core.curation.config import CurateConfig\n"
+        "models, config = FaceModels.load(), CurateConfig.model_validate_json(sys.argv[1])\n"
+        "out = []\n"
+        "for p in map(Path, sys.argv[2:]):\n"
+        "    t = time.perf_counter()\n"
+        "    r = curate_clip(p, p.with_suffix('.json').read_bytes(), models, config)\n"
+        "    out.append({'seconds': time.perf_counter() - t, 'decision': r.decision,\n"
+        "                'stages': json.loads(r.row['stage_seconds'])})\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, config.model_dump_json(), *map(str, paths)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    stages = sorted({s for r in runs for s in r["stages"]})
+    per_stage = {s: statistics.median(r["stages"].get(s, 0.0) for r in runs) for s in stages}
+    seconds = statistics.median(r["seconds"] for r in runs)
+    return {
+        "clips": len(runs),
+        "kept": sum(r["decision"] == "kept" for r in runs),
+        "seconds_per_clip": round(seconds, 3),
+        "clips_per_min_per_core": round(60 / seconds, 1),
+        "stage_seconds_median": {k: round(v, 3) for k, v in per_stage.items()},
+    }
+
+
+def process_rss_bytes(proc: Path) -> int:
+    """Resident memory of one process (its /proc/<pid> directory), 0 if it is gone (as bench/load.py)."""
+    try:
+        for line in (proc / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class RssSampler:
+    """Peak RSS of the curation actors (Ray Data map workers) and of this driver, from /proc."""
+
+    def __init__(self) -> None:
+        self.worker_peak = 0
+        self.driver_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = Path(f"/proc/{os.getpid()}")
+        while not self._stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"MapWorker" in cmdline or b"CurateWorker" in cmdline:
+                    self.worker_peak = max(self.worker_peak, process_rss_bytes(entry))
+            self.driver_peak = max(self.driver_peak, process_rss_bytes(me))
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def ray_run(source: Path, dest: Path, config: CurateConfig, workers: int) -> dict[str, Any]:
+    from workflows.curate import curate
+
+    shutil.rmtree(dest, ignore_errors=True)
+    with RssSampler() as rss:
+        started = time.perf_counter()
+        summary = curate(str(source), str(dest), config, workers=workers)
+        seconds = time.perf_counter() - started
+    rows = manifest.read_rows(dest)
+    stages: dict[str, float] = {}
+    for row in rows:
+        if row["kind"] == manifest.KIND_SOURCE and row.get("stage_seconds"):
+            for k, v in json.loads(row["stage_seconds"]).items():
+                stages[k] = stages.get(k, 0.0) + v
+    return {
+        "workers": workers,
+        "clips": summary.clips,
+        "kept": summary.kept,
+        "seconds": round(seconds, 2),
+        "clips_per_min": round(60 * summary.clips / seconds, 1),
+        "clips_per_min_per_worker": round(60 * summary.clips / seconds / workers, 1),
+        "worker_stage_seconds_per_clip": {k: round(v / summary.clips, 3) for k, v in sorted(stages.items())},
+        "peak_worker_rss_mib": round(rss.worker_peak / 2**20, 1),
+        "peak_driver_rss_mib": round(rss.driver_peak / 2**20, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--memory-sizes", default="8,48")
+    parser.add_argument("--distinct", type=int, default=8)
+    args = parser.parse_args()
+    config = CurateConfig()
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="kissgen-bench-curate-"))
+    try:
+        base = build(work / "distinct", args.distinct)
+        one_core = single_core(base, config)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
+        source = corpus(base, work / f"corpus_{args.clips}", args.clips)
+        scaling = [ray_run(source, work / "dest", config, w) for w in (1, 2)]
+        memory = []
+        for size in (int(s) for s in args.memory_sizes.split(",") if s):
+            source = corpus(base, work / f"corpus_{size}", size)
+            memory.append({"corpus": size, **ray_run(source, work / "dest", config, 2)})
+        ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    speedup = scaling[1]["clips_per_min"] / scaling[0]["clips_per_min"]
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+        "clip": "5 s, 832x480, 24 fps, preview-compositor kiss of synthetic subjects (all kept)",
+        "sample_fps": config.sample_fps,
+        "single_core": one_core,
+        "ray_scaling": scaling,
+        "speedup_2_vs_1": round(speedup, 2),
+        "memory": memory,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+    stages = one_core["stage_seconds_median"]
+    print(f"single core (no Ray): {one_core['seconds_per_clip']} s/clip = ", end="")
+    print(f"{one_core['clips_per_min_per_core']} clips/min/core; stages (median s): {stages}")
+    header = ("run", "clips", "seconds", "clips/min", "/worker", "worker MiB", "driver MiB")
+    print(f"{header[0]:<22}" + "".join(f"{h:>11}" for h in header[1:]))
+    lines = [(f"ray, {r['workers']} worker(s)", r) for r in scaling]
+    lines += [(f"memory, {r['corpus']} clips", r) for r in memory]
+    for label, r in lines:
+        keys = ("clips", "seconds", "clips_per_min", "clips_per_min_per_worker")
+        values = [r[k] for k in keys] + [r["peak_worker_rss_mib"], r["peak_driver_rss_mib"]]
+        print(f"{label:<22}" + "".join(f"{v:>11}" for v in values))
+    print(f"2 workers vs 1: x{speedup:.2f}; wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
