@@ -253,6 +253,30 @@ def generator_deployments(settings: Settings, profile: str) -> list[GeneratorDep
     return split
 
 
+# glibc malloc settings for every replica process (read by glibc when the process starts; Ray sets a
+# runtime_env's env_vars before it execs the worker). With the defaults, each thread that allocates gets
+# its own arena (up to 8 per core) and the mmap threshold rises after the first large free, so the
+# frames and photos a replica handles land in fragmented arenas that never shrink: in bench/soak.py the
+# preview generator grew to ~1 GiB and kept growing. Two arenas, large blocks always mmapped (returned
+# on free) and a low trim threshold held every replica flat at half that size (docs/benchmarks.md).
+# serve_config.yaml and the image (infra/docker/Dockerfile) set the same, for deploy configs that
+# replace a deployment's ray_actor_options; values the operator sets win.
+ALLOCATOR_ENV = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+    "MALLOC_TRIM_THRESHOLD_": "131072",
+}
+
+
+def with_allocator_env(options: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's options with ALLOCATOR_ENV under its ray_actor_options' runtime_env (a copy)."""
+    actor = dict(options.get("ray_actor_options", {}))
+    runtime_env = dict(actor.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**ALLOCATOR_ENV, **(runtime_env.get("env_vars") or {})}
+    actor["runtime_env"] = runtime_env
+    return {**options, "ray_actor_options": actor}
+
+
 def build_app(args: AppArgs) -> Application:
     """Bind the four deployments into one application; every replica gets the same Settings object."""
     settings = Settings(**args.settings)
@@ -272,7 +296,7 @@ def build_app(args: AppArgs) -> Application:
     options = deployment_options(args.profile, args.deployment_options, extra)
 
     def deployment(cls: type, name: str) -> serve.Deployment:
-        return serve.deployment(name=name, **options[name])(cls)
+        return serve.deployment(name=name, **with_allocator_env(options[name]))(cls)
 
     analyzer = deployment(FaceAnalyzerDeployment, "FaceAnalyzer").bind(settings)
     identity = deployment(IdentityEncoderDeployment, "IdentityEncoder").bind(settings)

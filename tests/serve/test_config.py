@@ -68,3 +68,23 @@ def test_production_refuses_to_build_without_the_safety_checks() -> None:
         with pytest.raises(ValueError, match="refuses to start"):
             build_app(AppArgs(profile="production", settings={"safety": disabled}))
     build_app(AppArgs(profile="local", settings={"safety": {"age_gate": {"enabled": False}}}))
+
+
+def test_every_replica_process_starts_with_the_allocator_settings(serve_app) -> None:
+    """glibc reads MALLOC_* when a process starts, so they must be in each replica's initial environment
+    (/proc/<pid>/environ), not set later by Python; graph.py puts them in every deployment's runtime_env."""
+    import ray
+
+    from graph import ALLOCATOR_ENV
+
+    # The GCS actor table (the public state API needs the dashboard, which the test cluster does not run).
+    replicas = {
+        row["Name"]: row["Pid"]
+        for row in ray._private.state.actors().values()
+        if (row.get("Name") or "").startswith("SERVE_REPLICA::kissgen#") and row.get("State") == "ALIVE"
+    }
+    assert {name.split("#")[1] for name in replicas} >= {"Ingress", "FaceAnalyzer", "VideoGenerator"}
+    for name, pid in replicas.items():
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        environ = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+        assert {k: environ.get(k) for k in ALLOCATOR_ENV} == ALLOCATOR_ENV, name

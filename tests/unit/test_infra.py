@@ -421,3 +421,22 @@ def test_nginx_passes_the_event_stream_unbuffered_and_outlasts_it() -> None:
     request_timeout_s = _serve_config()["http_options"]["request_timeout_s"]
     assert events.max_stream_s < request_timeout_s, "the service ends a stream before Serve cuts it"
     assert re.match(r"^/v1/videos/[^/]+/events$", "/v1/videos/video_ab12/events")
+
+
+def test_the_allocator_settings_reach_production_replicas_whatever_the_deploy_config_replaces() -> None:
+    """serve_config.yaml replaces each deployment's ray_actor_options (and with them graph.py's
+    runtime_env), so the application's env_vars and the image carry graph.ALLOCATOR_ENV too."""
+    from graph import ALLOCATOR_ENV
+
+    for config in (
+        _serve_config(),
+        _rayservice()["spec"]["serveConfigV2"],
+        _yaml(ROOT / "serve_config.single_gpu.yaml"),
+    ):
+        if isinstance(config, str):
+            config = yaml.safe_load(config)
+        env = config["applications"][0]["runtime_env"]["env_vars"]
+        assert {k: env.get(k) for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
+    dockerfile = (INFRA / "docker" / "Dockerfile").read_text()
+    for name, value in ALLOCATOR_ENV.items():
+        assert re.search(rf"^(ENV |\s+){name}={value}\b", dockerfile, re.M), name
