@@ -22,6 +22,7 @@ tests/unit/test_safety_age_stability.py imports it and asserts the targets on th
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import platform
@@ -177,6 +178,84 @@ def seconds_per_estimate(estimator: AgeEstimator, analysed: Analysed, rounds: in
     return best
 
 
+def generated_frames(settings: Settings, jobs: list[tuple[tuple[int, int], str, str]]) -> list[dict]:
+    """The output check's age readings on generated frames, before and after, for each preview job
+    (pair of synthetic subjects, style, size): every full face the check reads, by person. Each job
+    runs once with the production check; the faces it read are estimated by both estimators."""
+    import tempfile
+
+    from kiss_core.keys import new_job_id
+    from kiss_core.safety.output_check import face_owner
+    from kiss_core.schemas import StageRequest, VideoParams
+    from tests.support.studio import SyntheticStudio
+
+    single = AgeEstimator(mirror=settings.safety.age_gate.mirror, robust=False)
+    out = []
+    with tempfile.TemporaryDirectory() as root:
+        studio = SyntheticStudio(settings, root)
+        checker = studio.producer.output_checker
+        check = checker.check
+        for (a, b), style, size in jobs:
+            readings: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+
+            def recording(frames, faces_of, planned, readings=readings):  # type: ignore[no-untyped-def]
+                for index, frame in frames.items():
+                    for face in faces_of(index, frame):
+                        owner = face_owner(face.box, planned.get(index, {}))
+                        if owner is None:
+                            continue
+                        for label, estimator in (("before", single), ("after", checker.age_estimator)):
+                            try:
+                                age = estimator.estimate(frame, face.landmarks)
+                            except ValueError:
+                                continue
+                            readings[label].setdefault(owner or "unplanned", []).append(age)
+                return check(frames, faces_of, planned)
+
+            checker.check = recording  # type: ignore[method-assign]
+            pair = studio.pair(a, b)
+            job_id = new_job_id()
+            keys = {s: f"inputs/{job_id}/{s}.png" for s in pair.pngs}
+            for subject, key in keys.items():
+                studio.store.put(key, pair.pngs[subject], "image/png")
+            params = VideoParams(style=style, seconds=5, fps=24 if size == "832x480" else 12, size=size)
+            request = StageRequest(
+                job_id=job_id,
+                params=params,
+                input_keys=keys,
+                analyses=[pair.analyses["a"], pair.analyses["b"]],
+            )
+            try:
+                studio.producer.produce(request, pair.conditioning)
+                blocked = None
+            except ClientError as error:
+                blocked = error.code
+            row: dict = {"pair": f"{a}+{b}", "style": style, "size": size, "blocked_after": blocked}
+            for label, by_person in readings.items():
+                row[label] = {
+                    person: {
+                        "faces": len(ages),
+                        "median": round(float(np.median(ages)), 2),
+                        "min": round(min(ages), 2),
+                    }
+                    for person, ages in sorted(by_person.items())
+                }
+            out.append(row)
+            print(
+                f"{row['pair']:>4} {style:<9}{size:>8}  "
+                + "  ".join(
+                    f"{label}: "
+                    + ", ".join(
+                        f"{p} med {v['median']:.1f} min {v['min']:.1f}" for p, v in row[label].items()
+                    )
+                    for label in ("before", "after")
+                )
+                + (f"  BLOCKED {blocked}" if blocked else "")
+            )
+    checker.check = check  # type: ignore[method-assign]
+    return out
+
+
 def _print_table(label: str, rows: list[dict]) -> None:
     print(f"\n{label}")
     print(
@@ -192,6 +271,14 @@ def _print_table(label: str, rows: list[dict]) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--generated",
+        action="store_true",
+        help="also read the generated frames of 16 preview jobs (4 pairs x 4 styles, 832x480, 5 s) and"
+        " 8 small ones (416x240, romantic, pair 0+1) as the output check does (a few minutes)",
+    )
+    args = parser.parse_args()
     settings = Settings()
     analyzer = DlibFaceAnalyzer(settings.faces)
     threshold = settings.safety.age_gate.min_age
@@ -220,6 +307,13 @@ def main() -> int:
             for n in analysed
         ),
     )
+    generated = None
+    if args.generated:
+        print("\ngenerated frames: full faces read by the output check, per person (median, lowest)")
+        pairs = ((0, 1), (2, 3), (1, 2), (3, 0))
+        jobs = [(p, style, "832x480") for p in pairs for style in ("peck", "romantic", "french", "cheek")]
+        jobs += [((0, 1), "romantic", "416x240")] * 8
+        generated = generated_frames(settings, jobs)
     out = ROOT / "bench" / "results" / "age_stability.json"
     report = {
         "machine": platform.platform(),
@@ -229,6 +323,7 @@ def main() -> int:
         "ms_per_estimate": timing,
         "originals_after_minus_before": change,
         "rows": rows,
+        "generated_frames": generated,
         "estimates": {
             label: {
                 name: {c: None if age is None else round(age, 2) for c, age in ages.items()}

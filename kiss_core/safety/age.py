@@ -17,7 +17,7 @@ The model is sensitive to the exact crop (a 1-pixel shift of the landmarks moves
 up to ~4 years on the test faces) and to ordinary photo changes: grayscale, brightness and heavy
 JPEG moved the same adult's estimate by up to 7-11 years (issue 17; bench/age_stability.py). So
 `estimate` is a robust aggregate (kiss_core.safety.age_views): the model's class probabilities
-averaged over five slightly shifted crops and their mirror images, each chip first put in a
+averaged over four slightly shifted crops and their mirror images, each chip first put in a
 canonical form (standard luma, one fixed skin tint, 60 % of its own colour variation), a face with
 JPEG blocking deblocked first. Measured on the bench's adult faces, the median shift per change
 went from up to 2.5 years to under 1.2, no accepted face is refused after any change, and the
