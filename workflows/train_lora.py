@@ -26,6 +26,7 @@ from typing import Any
 from kiss_core.generation.backends.weights import DIFFUSION_BACKENDS
 
 RUN_NAME = "train-lora"
+CHECKPOINT_PREFIX = "training-checkpoints"  # under the service's storage, with checkpoint_storage: storage
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     workers = args.workers or max(gpus, 1)
     use_gpu = gpus > 0
-    if config.cache_dir is None and not _uses_shared_storage():
-        config = config.model_copy(update={"cache_dir": out / "cache"})
     from kiss_core.training.plan import TrainPlan
     from kiss_core.training.validation import validation_prompt
 
@@ -102,13 +101,6 @@ def _service_model_root() -> Path:
     from kiss_core.settings import Settings
 
     return Settings().generator.model_root
-
-
-def _uses_shared_storage() -> bool:
-    """With S3 storage the cache goes there (every node reaches it); a local store stays under OUT."""
-    from kiss_core.settings import Settings
-
-    return Settings().storage.backend == "s3"
 
 
 def _precompute(*args: Any) -> Any:
@@ -155,6 +147,7 @@ def _fit(plan: Any, out: Path, workers: int, use_gpu: bool, cpus_per_worker: flo
     from ray.train.torch import TorchTrainer
 
     config = plan.config
+    storage_path, filesystem = checkpoint_location(config.checkpoint_storage, out)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"plan": plan},
@@ -163,12 +156,36 @@ def _fit(plan: Any, out: Path, workers: int, use_gpu: bool, cpus_per_worker: flo
         ),
         run_config=RunConfig(
             name=RUN_NAME,
-            storage_path=config.checkpoint_storage or str(out / "checkpoints"),
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
     )
     return trainer.fit()
+
+
+def checkpoint_location(setting: str | None, out: Path) -> tuple[str, Any]:
+    """Ray Train's (storage_path, storage_filesystem) for `checkpoint_storage` (see TrainConfig)."""
+    if setting is None:
+        return str(out / "checkpoints"), None
+    if setting != "storage":
+        return setting, None
+    from kiss_core.settings import Settings
+
+    storage = Settings().storage
+    if storage.backend == "local":
+        return str(storage.local_root.resolve() / CHECKPOINT_PREFIX), None
+    import pyarrow.fs  # type: ignore[import-untyped]
+
+    filesystem = pyarrow.fs.S3FileSystem(
+        access_key=storage.access_key,
+        secret_key=storage.secret_key,
+        endpoint_override=storage.endpoint,
+        scheme="https" if storage.secure else "http",
+        region=storage.region or "us-east-1",
+    )
+    return f"{storage.bucket}/{CHECKPOINT_PREFIX}", filesystem
 
 
 def _finish(result: Any, plan: Any, out: Path) -> int:

@@ -129,8 +129,9 @@ class TrainConfig(BaseModel):
     )
     checkpoint_storage: str | None = Field(
         None,
-        description="Ray Train storage_path for checkpoints: a local directory or s3://bucket/prefix;"
-        " None: OUT/checkpoints.",
+        description="Where Ray Train keeps checkpoints: None: OUT/checkpoints; `storage`: the service's"
+        " storage (Settings().storage) under training-checkpoints/, its S3 bucket and credentials when it is"
+        " S3; a local directory; or s3://bucket/prefix with pyarrow's default AWS credentials.",
     )
     max_failures: int = Field(
         3, ge=0, description="Worker failures Ray Train recovers from (from a checkpoint)."

@@ -27,7 +27,7 @@ from kiss_core.training.config import TrainConfig
 from kiss_core.training.lora import add_lora, export_lora, load_lora_state, lora_state
 from kiss_core.training.objective import flow_matching_loss, stack_samples, training_scheduler
 from kiss_core.training.plan import TrainPlan
-from kiss_core.training.precompute import SampleKeys, cache_store, read_sample
+from kiss_core.training.precompute import SampleKeys, read_sample
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class SampleCache:
     """The precomputed records a worker has read, newest kept (a small LRU in front of the store)."""
 
     def __init__(self, plan: TrainPlan, size: int = 256):
-        self.store = cache_store(plan.config)
+        self.store = plan.data.store(plan.config)
         self.size = size
         self.records: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 

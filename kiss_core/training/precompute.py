@@ -32,6 +32,7 @@ from PIL import Image
 
 from kiss_core.curation.manifest import Segment
 from kiss_core.generation.backends.weights import PIPELINE_CLASSES, DiffusionBackend
+from kiss_core.settings import StorageSettings
 from kiss_core.storage import LocalDirStore, ObjectNotFound, ObjectStore, open_store
 from kiss_core.training.config import TrainConfig
 from kiss_core.training.dataset import load_clip, training_caption
@@ -41,13 +42,22 @@ CACHE_PREFIX = "training-cache"
 RECORD_VERSION = "1"  # bump when a record's content changes meaning
 
 
-def cache_store(config: TrainConfig) -> ObjectStore:
-    """The cache: `cache_dir`, else the service's storage (Settings().storage, local or S3)."""
+def cache_location(config: TrainConfig) -> StorageSettings | None:
+    """Where the cache lives, resolved once by the driver: None for `cache_dir`, else the service's storage
+    (Settings().storage, local or S3) with a local root made absolute, so every worker finds the same one."""
     if config.cache_dir is not None:
-        return LocalDirStore(config.cache_dir)
+        return None
     from kiss_core.settings import Settings
 
-    return open_store(Settings().storage)
+    storage = Settings().storage
+    return storage.model_copy(update={"local_root": storage.local_root.resolve()})
+
+
+def cache_store(config: TrainConfig, storage: StorageSettings | None = None) -> ObjectStore:
+    """The cache: `cache_dir` when set, else `storage` (the driver's `cache_location`)."""
+    if config.cache_dir is not None:
+        return LocalDirStore(config.cache_dir)
+    return open_store(storage if storage is not None else cache_location(config))  # type: ignore[arg-type]
 
 
 def component_fingerprint(base_dir: Path, component: str) -> str:
@@ -85,6 +95,10 @@ class PrecomputedSet:
     samples: tuple[SampleKeys, ...]
     validation_text: str  # the validation prompt's text record
     computed: int  # records computed by this run (the others came from the cache)
+    storage: StorageSettings | None = None  # the cache's store; None: the config's `cache_dir`
+
+    def store(self, config: TrainConfig) -> ObjectStore:
+        return cache_store(config, self.storage)
 
 
 def save_record(store: ObjectStore, key: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -180,7 +194,8 @@ def precompute(
     log: Callable[[str], None] = lambda _: None,
 ) -> PrecomputedSet:
     """Every sample's clip and text record in the cache (computing only the missing ones)."""
-    store = cache_store(config)
+    storage = cache_location(config)
+    store = cache_store(config, storage)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae_print = component_fingerprint(base_dir, "vae")
     text_print = component_fingerprint(base_dir, "text_encoder")
@@ -234,7 +249,7 @@ def precompute(
         caption = training_caption(segment.caption, config.trigger_words)
         samples.append(SampleKeys(segment.segment_id, clip_key, text_record(caption)))
     validation = text_record(validation_prompt)
-    return PrecomputedSet(tuple(samples), validation, computed)
+    return PrecomputedSet(tuple(samples), validation, computed, storage)
 
 
 def read_sample(store: ObjectStore, keys: SampleKeys) -> dict[str, torch.Tensor]:

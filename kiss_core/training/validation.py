@@ -24,7 +24,7 @@ from kiss_core.safety.prompt import build_prompt
 from kiss_core.schemas import QualityReport, SubjectAnalysis, VideoParams
 from kiss_core.training.config import ValidationConfig
 from kiss_core.training.plan import TrainPlan
-from kiss_core.training.precompute import cache_store, load_record
+from kiss_core.training.precompute import load_record
 
 _PLAN_SIZE = "320x192"  # the composed start frame is planned at a size VideoParams accepts, then resized
 
@@ -83,7 +83,9 @@ class Validator:
             self.pipe.image_encoder.to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.device = device
-        self.prompt_embeds = load_record(cache_store(plan.config), plan.data.validation_text)["prompt_embeds"]
+        self.prompt_embeds = load_record(plan.data.store(plan.config), plan.data.validation_text)[
+            "prompt_embeds"
+        ]
         self.start, self.analyses, self.analyzer = validation_pair(self.config)
 
     def render(self) -> np.ndarray:

@@ -1,6 +1,7 @@
 """`kissgen train-lora` on Ray Train (TorchTrainer, 2 CPU workers, DDP over gloo) with the tiny random Wan.
 
-One run trains 30 steps with a checkpoint every 5; a watcher SIGKILLs one training worker as soon as
+One run trains 30 steps with a checkpoint every 5 (precompute cache and checkpoints in the service's
+storage, here the suite's S3 server); a watcher SIGKILLs one training worker as soon as
 the second checkpoint is being stored, so the run must restart its workers from a checkpoint and still
 end at step 30. Its LoRA then goes through the service's production loader and through the diffusion
 Serve app. Bad input stops the command before Ray is touched.
@@ -24,10 +25,13 @@ import torch
 import yaml
 
 from kiss_core.faces.synthetic import synthetic_subject_png
+from kiss_core.storage import ObjectStore, open_store
 from tests.conftest import graph_copy
 from tests.serve.helpers import post_job, wait_terminal
+from tests.support.s3server import S3Endpoint
 from tests.training.conftest import SMALL
 from workflows.cli import main
+from workflows.train_lora import CHECKPOINT_PREFIX, RUN_NAME
 
 NAME = "kiss-trained"
 STEPS = 30
@@ -38,6 +42,7 @@ class TrainedRun:
     out: Path
     killed_pid: int | None
     killed_after: str | None  # the checkpoint that was stored when the worker was killed
+    cached: list[str] | None = None  # the precompute cache's keys in the bucket
 
 
 def _train_workers() -> list[dict[str, Any]]:
@@ -48,14 +53,15 @@ def _train_workers() -> list[dict[str, Any]]:
     return [a for a in actors if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
 
 
-def _kill_a_worker_after_two_checkpoints(checkpoints: Path, run: TrainedRun, stop: threading.Event) -> None:
+def _kill_a_worker_after_two_checkpoints(store: ObjectStore, run: TrainedRun, stop: threading.Event) -> None:
+    prefix = f"{CHECKPOINT_PREFIX}/{RUN_NAME}/step_"
     while not stop.is_set():
-        # step_0000010 being written means step_0000005's report (a barrier on every worker) has returned:
+        # step_0000010 being uploaded means step_0000005's report (a barrier on every worker) has returned:
         # the restarted workers have a registered checkpoint to resume from.
-        stored = sorted(checkpoints.glob("step_*")) if checkpoints.is_dir() else []
+        stored = sorted({key.removeprefix(prefix).split("/")[0] for key in store.list(prefix)})
         workers = _train_workers() if len(stored) >= 2 else []
         if workers:
-            run.killed_pid, run.killed_after = int(workers[-1]["Pid"]), stored[-1].name
+            run.killed_pid, run.killed_after = int(workers[-1]["Pid"]), stored[-1]
             os.kill(run.killed_pid, signal.SIGKILL)
             return
         time.sleep(0.05)
@@ -66,9 +72,10 @@ def trained(
     ray_cluster: None,
     tiny_root: Path,
     training_set: Path,
-    cache_dir: Path,
+    s3_server: S3Endpoint,
     tmp_path_factory: pytest.TempPathFactory,
-) -> TrainedRun:
+) -> Iterator[TrainedRun]:
+    """The run, with the service's storage on the S3 server: the precompute cache and checkpoints there."""
     out = tmp_path_factory.mktemp("train-out")
     config = out.parent / "train.yaml"
     fields = SMALL | {
@@ -76,38 +83,29 @@ def trained(
         "steps": STEPS,
         "checkpoint_every": 5,
         "validate_every": 10,
-        "cache_dir": str(cache_dir),
+        "checkpoint_storage": "storage",
     }
     config.write_text(yaml.safe_dump(fields), encoding="utf-8")
+    storage = s3_server.settings()
     run = TrainedRun(out, None, None)
     stop = threading.Event()
     watcher = threading.Thread(
-        target=_kill_a_worker_after_two_checkpoints, args=(out / "checkpoints" / "train-lora", run, stop)
+        target=_kill_a_worker_after_two_checkpoints, args=(open_store(storage), run, stop)
     )
-    watcher.start()
-    try:
-        code = main(
-            [
-                "train-lora",
-                str(training_set),
-                str(out),
-                "--base",
-                "wan-i2v",
-                "--config",
-                str(config),
-                "--model-root",
-                str(tiny_root),
-                "--workers",
-                "2",
-                "--cpus-per-worker",
-                "0.5",
-            ]
-        )
-    finally:
-        stop.set()
-        watcher.join()
+    args = ["train-lora", str(training_set), str(out), "--base", "wan-i2v", "--config", str(config)]
+    args += ["--model-root", str(tiny_root), "--workers", "2", "--cpus-per-worker", "0.5"]
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("backend", "endpoint", "access_key", "secret_key", "bucket", "region", "secure"):
+            env.setenv(f"KISS_STORAGE__{name.upper()}", str(getattr(storage, name)))
+        watcher.start()
+        try:
+            code = main(args)
+        finally:
+            stop.set()
+            watcher.join()
     assert code == 0
-    return run
+    run.cached = open_store(storage).list("training-cache/")
+    yield run
 
 
 @pytest.mark.slow
@@ -117,13 +115,18 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_the_run_ends_at_th
     import json
 
     assert trained.killed_pid is not None, "a training worker was killed mid-run"
+    assert trained.cached is not None and len(trained.cached) == 4 + 2, (
+        "4 clips, the caption, the validation prompt"
+    )
     summary = json.loads((trained.out / "summary.json").read_text())
     metrics = summary["metrics"]
     assert metrics["step"] == STEPS
     resumed = int(metrics["resumed_from"])
     assert trained.killed_after is not None
     assert 5 <= resumed < STEPS and resumed % 5 == 0, "the restarted workers began at a stored checkpoint"
-    assert summary["checkpoint"].endswith(f"step_{STEPS:07d}")
+    assert summary["checkpoint"] == f"kiss-test/{CHECKPOINT_PREFIX}/{RUN_NAME}/step_{STEPS:07d}", (
+        "in the bucket"
+    )
     assert all(trained.killed_pid != int(w["Pid"]) for w in _train_workers())
     # Validation renders (steps 10, 20, 30) and the loss in TensorBoard events, written by rank 0.
     assert {p.name for p in (trained.out / "validation").glob("*.mp4")} >= {"step_0000030.mp4"}
