@@ -176,7 +176,7 @@ class AgeGate:
     models typically err by ~5 years on average; the single-view estimate read skimage's astronaut
     (Eileen Collins, over 33 in any NASA portrait) as 29 (the robust aggregate: 35.5); a 1-pixel
     change in the landmarks moves a single chip's estimate by up to ~4 years, a photo change (a
-    30 % brighter copy) still moves the aggregate by up to 5.6. So the gate keeps a safety margin:
+    30 % brighter copy) still moves the aggregate by up to 4.8. So the gate keeps a safety margin:
     by default only estimates of 25 and more pass. That refuses some young adults; a false refusal
     is the acceptable error here, a minor let through is not. The client's consent attestation
     covers adulthood too; this gate is the check that does not rely on it.
