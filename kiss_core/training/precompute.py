@@ -145,10 +145,24 @@ def _normalise(vae: Any, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def vace_control(pipe: Any, count: int, height: int, width: int) -> torch.Tensor:
+    """WanVACEPipeline's control input for no control video and no references: the same for every clip of
+    a size, so it is encoded once per run."""
+    device = pipe.vae.device
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    control, mask, references = pipe.preprocess_conditions(
+        None, None, None, 1, height, width, count, torch.float32, device
+    )
+    latents = pipe.prepare_video_latents(control, mask, references, generator, device)
+    return torch.cat([latents, pipe.prepare_masks(mask, references, generator)], dim=1)
+
+
+@torch.no_grad()
 def encode_clip(
-    pipe: Any, base: DiffusionBackend, frames: np.ndarray, image: bool
+    pipe: Any, base: DiffusionBackend, frames: np.ndarray, image: bool, control: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
-    """latents and the backend's condition for (F, H, W, 3) uint8 frames (see the module docstring)."""
+    """latents and the backend's condition for (F, H, W, 3) uint8 frames (see the module docstring);
+    VACE's `control` when already encoded for this size."""
     device = pipe.vae.device
     count, height, width = frames.shape[:3]
     video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0).to(device)
@@ -163,11 +177,7 @@ def encode_clip(
         if image:
             record["image_embeds"] = pipe.encode_image(Image.fromarray(frames[0]), device)
     else:
-        control, mask, references = pipe.preprocess_conditions(
-            None, None, None, 1, height, width, count, torch.float32, device
-        )
-        latents = pipe.prepare_video_latents(control, mask, references, generator, device)
-        record["control"] = torch.cat([latents, pipe.prepare_masks(mask, references, generator)], dim=1)
+        record["control"] = control if control is not None else vace_control(pipe, count, height, width)
     return record
 
 
@@ -201,6 +211,7 @@ def precompute(
     text_print = component_fingerprint(base_dir, "text_encoder")
     image_print = component_fingerprint(base_dir, "image_encoder") if image_conditioned else None
     pipe: Any = None
+    control: torch.Tensor | None = None
     computed = 0
 
     def encoders() -> Any:
@@ -233,7 +244,9 @@ def precompute(
         clip_key = f"{CACHE_PREFIX}/clips/{digest}.safetensors"
         if not store.exists(clip_key):
             clip = load_clip(dataset, segment, config.width, config.height, config.num_frames)
-            record = encode_clip(encoders(), base, clip.frames, image_conditioned)
+            if base == "wan-vace" and control is None:
+                control = vace_control(encoders(), config.num_frames, config.height, config.width)
+            record = encode_clip(encoders(), base, clip.frames, image_conditioned, control)
             masks = pixel_masks(
                 clip.landmarks,
                 clip.valid,

@@ -201,3 +201,51 @@ def test_the_lora_parameter_count_of_the_memory_arithmetic_is_what_peft_adds() -
     assert lora_parameters(tiny, config.targets, 3) == added
     row = training_memory("tiny", tiny, config.targets, 3, frames=9, width=64, height=64)
     assert row.tokens == 3 * 4 * 4 and row.lora_parameters == added
+
+
+@pytest.mark.slow
+def test_a_vace_lora_trains_validates_and_loads_into_the_vace_generator(
+    tiny_root: Path, training_set: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """The VACE base in one process: 3 steps, a validation render, the export, the production loader."""
+    import shutil
+
+    from kiss_core.generation.backends.wan import WanVACEFrames, adapter_name
+    from kiss_core.settings import Settings
+    from kiss_core.training.loop import LORA_SUBDIR
+
+    config = small_config(
+        name="kiss-vace", steps=3, checkpoint_every=3, validate_every=3, cache_dir=cache_dir
+    )
+    plan = _plan(tiny_root, training_set, config, base="wan-vace", logs=tmp_path / "logs")
+    checkpoints: list[Path] = []
+    final = train_worker(
+        plan, WorkerContext(scratch=tmp_path / "run", report=lambda m, c: checkpoints.append(c))
+    )
+    assert final["step"] == 3 and "val/mouth_distance" in final
+    assert (tmp_path / "logs" / "validation" / "step_0000003.mp4").stat().st_size > 0
+    root = tmp_path / "models"
+    shutil.copytree(tiny_root, root)
+    for suffix in (".safetensors", ".yaml"):
+        shutil.copyfile(
+            checkpoints[-1] / LORA_SUBDIR / f"kiss-vace{suffix}", root / "loras" / f"kiss-vace{suffix}"
+        )
+    settings = Settings(generator={"model_root": str(root), "enabled": ["wan-vace"], "backend": "wan-vace"})
+    backend = WanVACEFrames(settings.generator)
+    assert set(backend.loras) == {"kiss-vace"}, "only the VACE LoRA is for this backend"
+    g = torch.Generator().manual_seed(0)
+    inputs = {
+        "hidden_states": torch.randn(1, 16, 3, 8, 8, generator=g),
+        "timestep": torch.tensor([500.0]),
+        "encoder_hidden_states": torch.randn(1, 8, 32, generator=g),
+        "control_hidden_states": torch.randn(1, 96, 3, 8, 8, generator=g),
+        "control_hidden_states_scale": torch.ones(2),
+        "return_dict": False,
+    }
+    with torch.no_grad():
+        backend.pipe.disable_lora()
+        plain = backend.pipe.transformer(**inputs)[0]
+        backend.pipe.enable_lora()
+        backend.pipe.set_adapters([adapter_name("kiss-vace")], [1.0])
+        styled = backend.pipe.transformer(**inputs)[0]
+    assert (styled - plain).abs().mean() > 1e-4
