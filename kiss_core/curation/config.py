@@ -137,7 +137,7 @@ class CurateConfig(BaseModel):
         description="Highest landmark residual after rigid alignment to its neighbours, face widths.",
     )
     min_landmark_share: float = Field(
-        0.6, ge=0, le=1, description="Share of sampled frames where both faces' landmarks must be usable."
+        0.35, ge=0, le=1, description="Share of sampled frames where both faces' landmarks must be usable."
     )
 
     # The kiss.

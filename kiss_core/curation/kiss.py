@@ -77,13 +77,10 @@ def find_kiss(
     """
     both = valid.all(axis=1)
     lips, cheek = mouth_distances(landmarks)
-    nearest = np.where(both, np.minimum(lips, cheek), np.inf)
-    if not np.isfinite(nearest).any():
+    if not both.any():
         raise Rejected(Reason.NO_CONTACT, detail="never both mouths")
-    # Lips or cheek, by what is closest at the closest moment; the whole kiss is then read on that one
-    # (a mouth stays near the other's cheek while lips part, so the minimum of both never separates).
-    closest = int(np.argmin(nearest))
-    on_cheek = bool(cheek[closest] < lips[closest])
+    # Lips, unless the lips never meet and a mouth reaches the other's cheek.
+    on_cheek = bool(lips[both].min() > config.contact_distance >= cheek[both].min())
     distance = np.where(both, cheek if on_cheek else lips, np.inf)
     closest = int(np.argmin(distance))
     scores["score_min_mouth_distance"] = float(distance[closest])
@@ -93,11 +90,10 @@ def find_kiss(
         raise Rejected(Reason.JUMP_CUT, detail=f"closest mouths at the cut, {times[closest]:.2f} s")
     if distance[closest] > config.contact_distance:
         raise Rejected(Reason.NO_CONTACT, detail=f"closest {distance[closest]:.2f} face widths")
-    first = last = closest
-    while first > 0 and distance[first - 1] <= config.contact_distance:
-        first -= 1
-    while last < n - 1 and distance[last + 1] <= config.contact_distance:
-        last += 1
+    # The contact spans the first to the last sample where the mouths touch: in between, the back face
+    # is hidden and its landmarks (predicted on an interpolated box) drift, so gaps are not separations.
+    touching = np.flatnonzero(distance <= config.contact_distance)
+    first, last = int(touching[0]), int(touching[-1])
     before = [i for i in range(first) if distance[i] >= config.apart_distance]
     after = [
         i for i in range(last + 1, n) if distance[i] >= config.apart_distance and np.isfinite(distance[i])
