@@ -100,9 +100,13 @@ class AgeEstimator:
     estimator of the process. Thread-safe.
     """
 
-    def __init__(self, mirror: bool = True, robust: bool = True):
+    def __init__(self, mirror: bool = True, robust: bool = True, shifted_views: bool = True):
         self.mirror = mirror
         self.robust = robust
+        # False: the robust form (canonical colour, deblocking, mirror) of the one detected crop, a
+        # quarter of the model runs. For callers that already take a median over many faces of the
+        # same person (the output check on generated frames), which averages the crop noise out.
+        self.shifted_views = shifted_views
         self._model = _load_age_model()
         self._ellipse = face_ellipse(self._model.size)
 
@@ -154,7 +158,8 @@ class AgeEstimator:
         if not self.robust:
             return self.estimate_chip(self._chip_from_five(image, five))
         image = deblocked_if_blocky(require_rgb(image), five)
-        chips = [canonical_chip(self._chip_from_five(image, p), self._ellipse) for p in view_points(five)]
+        points = view_points(five) if self.shifted_views else [five]
+        chips = [canonical_chip(self._chip_from_five(image, p), self._ellipse) for p in points]
         if self.mirror:
             chips += [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
         probabilities = self.probabilities(np.stack(chips)).astype(np.float64).mean(axis=0)

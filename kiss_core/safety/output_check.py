@@ -137,7 +137,12 @@ class OutputChecker:
         self.min_age = settings.age_gate.min_age
         self.content_filter = content_filter or (ContentFilter(threshold) if check.enabled else None)
         self.age_estimator = age_estimator or (
-            AgeEstimator(mirror=settings.age_gate.mirror) if check.enabled and check.age else None
+            # The robust estimate's canonical colour and deblocking, on the detected crop only: each
+            # person is judged on the median over the sampled frames, which averages out the crop noise
+            # the photo gate's shifted views are for, at a third of the cost (4.5 vs 13 ms per face).
+            AgeEstimator(mirror=settings.age_gate.mirror, shifted_views=False)
+            if check.enabled and check.age
+            else None
         )
 
     def check(

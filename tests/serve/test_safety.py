@@ -22,7 +22,7 @@ PARAMS = {"style": "peck", "seconds": 1, "fps": 8, "size": "128x128"}
 def strict_app(http_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = {
         "storage": {"backend": "local", "local_root": str(tmp_path_factory.mktemp("strict"))},
-        # Above every synthetic subject's estimated age (27-33), and a content threshold low enough
+        # Above every synthetic subject's estimated age (26.7-29.8), and a content threshold low enough
         # that a known false positive (coffee: BUTTOCKS_EXPOSED 0.30) proves the filter is wired in.
         "safety": {"age_gate": {"min_age": 79}, "content_filter": {"threshold": 0.2}},
     }
