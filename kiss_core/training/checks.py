@@ -62,6 +62,12 @@ def check_dataset(root: Path, config: TrainConfig) -> list[Segment]:
                 f"dataset {root}: segment {segment.segment_id[:16]} has {segment.num_frames} frames but"
                 f" `num_frames` is {config.num_frames}; lower it or curate longer segments"
             )
+    orientations = {s.height > s.width for s in segments}
+    if config.batch > 1 and len(orientations) > 1:
+        raise TrainingInputError(
+            f"dataset {root}: landscape and portrait clips are trained at their own orientation, so a batch"
+            f" cannot mix them; `batch` is {config.batch}: set it to 1 or train on one orientation"
+        )
     return segments
 
 

@@ -1,4 +1,4 @@
-"""One curated segment at the training size: its first frames, its landmark tracks, its caption.
+"""One curated segment at the training size: the frames around its contact, its landmark tracks, its caption.
 
 Clips are centre-cropped to the training aspect ratio and resized (area filter), and the tracks get the
 same crop and scale, so the contact mask lands where the pixels are. A segment without tracks trains
@@ -35,15 +35,34 @@ def crop_box(width: int, height: int, target_w: int, target_h: int) -> tuple[int
     return (width - w) // 2, (height - h) // 2, w, h
 
 
+def clip_size(segment: Segment, width: int, height: int) -> tuple[int, int]:
+    """The training size for a segment: the configured one, turned to portrait for a portrait clip (curation
+    writes 832x480 and 480x832), so no clip loses most of its frame to the crop."""
+    if (segment.height > segment.width) != (height > width):
+        return height, width
+    return width, height
+
+
+def window_start(segment: Segment, frame_count: int, num_frames: int) -> int:
+    """First frame of the `num_frames` window: centred on the contact frame when the manifest has one (the
+    kiss is what the LoRA should learn), else the segment's start."""
+    if segment.contact_frame is None:
+        return 0
+    return max(0, min(segment.contact_frame - num_frames // 2, frame_count - num_frames))
+
+
 def load_clip(root: Path, segment: Segment, width: int, height: int, num_frames: int) -> TrainingClip:
-    """The segment's first `num_frames` frames at width x height, with its tracks mapped alike."""
+    """`num_frames` frames of the segment around its contact frame at width x height (swapped for a
+    portrait clip, see `clip_size`), with its tracks mapped alike."""
     frames, _ = decode_mp4(segment.clip_path(root).read_bytes())
     if len(frames) < num_frames:
         raise ValueError(
             f"segment {segment.segment_id[:16]}: {segment.clip} decodes to {len(frames)} frames, fewer than"
             f" `num_frames` {num_frames}"
         )
-    frames = frames[:num_frames]
+    width, height = clip_size(segment, width, height)
+    start = window_start(segment, len(frames), num_frames)
+    frames = frames[start : start + num_frames]
     src_h, src_w = frames.shape[1:3]
     x0, y0, w, h = crop_box(src_w, src_h, width, height)
     resized = np.stack(
@@ -56,8 +75,8 @@ def load_clip(root: Path, segment: Segment, width: int, height: int, num_frames:
     tracks = segment.tracks_path(root)
     if tracks is not None:
         with np.load(tracks) as data:
-            points = np.asarray(data["landmarks"], dtype=np.float32)[:num_frames]
-            valid = np.asarray(data["valid"], dtype=bool)[:num_frames]
+            points = np.asarray(data["landmarks"], dtype=np.float32)[start : start + num_frames]
+            valid = np.asarray(data["valid"], dtype=bool)[start : start + num_frames]
         landmarks = (points - np.array([x0, y0], np.float32)) * np.array([width / w, height / h], np.float32)
     return TrainingClip(segment.segment_id, segment.caption, resized, landmarks, valid)
 

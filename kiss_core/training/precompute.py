@@ -35,11 +35,11 @@ from kiss_core.generation.backends.weights import PIPELINE_CLASSES, DiffusionBac
 from kiss_core.settings import StorageSettings
 from kiss_core.storage import LocalDirStore, ObjectNotFound, ObjectStore, open_store
 from kiss_core.training.config import TrainConfig
-from kiss_core.training.dataset import load_clip, training_caption
+from kiss_core.training.dataset import clip_size, load_clip, training_caption
 from kiss_core.training.masks import pixel_masks, token_mask
 
 CACHE_PREFIX = "training-cache"
-RECORD_VERSION = "1"  # bump when a record's content changes meaning
+RECORD_VERSION = "2"  # bump when a record's content changes meaning
 
 
 def cache_location(config: TrainConfig) -> StorageSettings | None:
@@ -211,7 +211,7 @@ def precompute(
     text_print = component_fingerprint(base_dir, "text_encoder")
     image_print = component_fingerprint(base_dir, "image_encoder") if image_conditioned else None
     pipe: Any = None
-    control: torch.Tensor | None = None
+    controls: dict[tuple[int, int], torch.Tensor] = {}  # VACE's control input per (height, width)
     computed = 0
 
     def encoders() -> Any:
@@ -236,23 +236,26 @@ def precompute(
             image_print,
             _file_hash(segment.clip_path(dataset)),
             _file_hash(segment.tracks_path(dataset)),
-            config.width,
-            config.height,
+            clip_size(segment, config.width, config.height),
             config.num_frames,
+            segment.contact_frame,  # where the window sits
             config.mask_dilation,
         )
         clip_key = f"{CACHE_PREFIX}/clips/{digest}.safetensors"
         if not store.exists(clip_key):
             clip = load_clip(dataset, segment, config.width, config.height, config.num_frames)
-            if base == "wan-vace" and control is None:
-                control = vace_control(encoders(), config.num_frames, config.height, config.width)
-            record = encode_clip(encoders(), base, clip.frames, image_conditioned, control)
+            height, width = clip.frames.shape[1:3]
+            if base == "wan-vace" and (height, width) not in controls:
+                controls[height, width] = vace_control(encoders(), config.num_frames, height, width)
+            record = encode_clip(
+                encoders(), base, clip.frames, image_conditioned, controls.get((height, width))
+            )
             masks = pixel_masks(
                 clip.landmarks,
                 clip.valid,
                 config.num_frames,
-                config.width,
-                config.height,
+                width,
+                height,
                 config.mask_dilation,
             )
             record["mask"] = torch.from_numpy(token_mask(masks))

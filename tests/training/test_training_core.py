@@ -249,3 +249,31 @@ def test_a_vace_lora_trains_validates_and_loads_into_the_vace_generator(
         backend.pipe.set_adapters([adapter_name("kiss-vace")], [1.0])
         styled = backend.pipe.transformer(**inputs)[0]
     assert (styled - plain).abs().mean() > 1e-4
+
+
+def test_clips_are_cut_around_their_contact_frame_at_their_own_orientation(tmp_path: Path) -> None:
+    from kiss_core.media.video import decode_mp4
+    from kiss_core.training.dataset import load_clip
+
+    dataset = write_training_set(tmp_path / "portrait", clips=1, frames=13, width=48, height=64)
+    (segment,) = read_segments(dataset)
+    assert segment.contact_frame == 12
+    clip = load_clip(dataset, segment, width=64, height=48, num_frames=9)
+    assert clip.frames.shape == (9, 64, 48, 3), "a portrait clip trains in portrait"
+    decoded, _ = decode_mp4(segment.clip_path(dataset).read_bytes())
+    np.testing.assert_array_equal(clip.frames, decoded[4:13], "the 9 frames ending at the contact (12)")
+    _, tracks = draw_clip(0, 13, 48, 64)
+    assert clip.landmarks is not None
+    np.testing.assert_allclose(clip.landmarks, tracks[4:13], atol=1e-4)
+    mixed = write_training_set(tmp_path / "mixed", clips=1, width=64, height=48)
+    (landscape,) = read_segments(mixed)
+    for name in ("clips", "tracks"):
+        for path in (mixed / name).iterdir():
+            (dataset / name / path.name).write_bytes(path.read_bytes())
+    from kiss_core.curation.manifest import read_rows, write_manifest
+
+    write_manifest(dataset, read_rows(dataset) + read_rows(mixed))
+    assert len(check_dataset(dataset, small_config(batch=1))) == 2
+    with pytest.raises(TrainingInputError, match="cannot mix them"):
+        check_dataset(dataset, small_config(batch=2))
+    assert landscape.width > landscape.height
