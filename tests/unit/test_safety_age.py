@@ -112,6 +112,27 @@ def test_the_estimate_averages_the_canonical_views_and_their_mirror_images(
     assert unmirrored != pytest.approx(astronaut_age, abs=1e-3)  # `mirror` still adds the mirror views
 
 
+def test_without_shifted_views_the_canonical_crop_and_its_mirror_are_read(
+    estimator: AgeEstimator, astronaut: np.ndarray, astronaut_face: DetectedFace
+) -> None:
+    """shifted_views=False (what the output check uses): the same canonical form, on the detected crop
+    and its mirror image only."""
+    from kiss_core.safety.output_check import OutputChecker
+    from kiss_core.settings import SafetySettings
+
+    five = astronaut_face.landmarks[list(FIVE_POINT_FROM_68)].astype(np.float64)
+    chip = age_views.canonical_chip(
+        estimator._chip_from_five(astronaut, five), age_views.face_ellipse(estimator.chip_size)
+    )
+    chips = np.stack([chip, np.ascontiguousarray(chip[:, ::-1])])
+    weights = np.asarray(estimator._model.weights)
+    expected = float(estimator.probabilities(chips).astype(np.float64).mean(axis=0) @ weights)
+    two_views = AgeEstimator(shifted_views=False)
+    assert two_views.estimate(astronaut, astronaut_face.landmarks) == pytest.approx(expected, abs=1e-6)
+    checker = OutputChecker(SafetySettings(), content_filter=None)
+    assert checker.age_estimator is not None and checker.age_estimator.shifted_views is False
+
+
 def test_five_points_taken_from_the_68_are_dlibs_five_points(
     t1: np.ndarray, t1_faces: list[DetectedFace]
 ) -> None:
