@@ -93,7 +93,15 @@ def run(args: argparse.Namespace) -> int:
         data = _precompute(*inputs)
     print(f"precomputed {len(data.samples)} clips ({data.computed} records computed, the rest cached)")
     plan = TrainPlan(config=config, base=args.base, base_dir=directory.path.resolve(), data=data, log_dir=out)
-    result = _fit(plan, out, workers, use_gpu, args.cpus_per_worker)
+    from ray.train import TrainingFailedError
+
+    try:
+        result = _fit(plan, out, workers, use_gpu, args.cpus_per_worker)
+    except (
+        TrainingFailedError
+    ) as exc:  # a worker's error after `max_failures` restarts: its message, no traceback
+        print(f"kissgen train-lora: error: training failed: {exc}", file=sys.stderr)
+        return 1
     return _finish(result, plan, out)
 
 
