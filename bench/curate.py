@@ -74,9 +74,10 @@ def single_core(paths: list[Path], config: CurateConfig) -> dict[str, Any]:
         "models, config = FaceModels.load(), CurateConfig.model_validate_json(sys.argv[1])\n"
         "out = []\n"
         "for p in map(Path, sys.argv[2:]):\n"
-        "    t = time.perf_counter()\n"
+        "    t, c = time.perf_counter(), time.process_time()\n"
         "    r = curate_clip(p, p.with_suffix('.json').read_bytes(), models, config)\n"
-        "    out.append({'seconds': time.perf_counter() - t, 'decision': r.decision,\n"
+        "    out.append({'seconds': time.perf_counter() - t, 'cpu': time.process_time() - c,\n"
+        "                'decision': r.decision,\n"
         "                'stages': json.loads(r.row['stage_seconds'])})\n"
         "print(json.dumps(out))\n"
     )
@@ -92,7 +93,10 @@ def single_core(paths: list[Path], config: CurateConfig) -> dict[str, Any]:
     stages = sorted({s for r in runs for s in r["stages"]})
     per_stage = {s: statistics.median(r["stages"].get(s, 0.0) for r in runs) for s in stages}
     seconds = statistics.median(r["seconds"] for r in runs)
+    cpu = statistics.median(r["cpu"] for r in runs)
     return {
+        "cpu_seconds_per_clip": round(cpu, 3),
+        "clips_per_min_per_core_cpu": round(60 / cpu, 1),
         "clips": len(runs),
         "kept": sum(r["decision"] == "kept" for r in runs),
         "seconds_per_clip": round(seconds, 3),
@@ -112,10 +116,20 @@ def process_rss_bytes(proc: Path) -> int:
     return 0
 
 
+def cpu_seconds(proc: Path) -> float:
+    """User + system CPU seconds of a process (all its threads), 0 if it is gone."""
+    try:
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class RssSampler:
-    """Peak RSS of the curation actors (Ray Data map workers) and of this driver, from /proc."""
+    """Peak RSS and CPU seconds of the curation actors (Ray Data map workers) and this driver's peak RSS."""
 
     def __init__(self) -> None:
+        self.worker_cpu: dict[str, float] = {}
         self.worker_peak = 0
         self.driver_peak = 0
         self._stop = threading.Event()
@@ -133,6 +147,9 @@ class RssSampler:
                     continue
                 if b"MapWorker" in cmdline or b"CurateWorker" in cmdline:
                     self.worker_peak = max(self.worker_peak, process_rss_bytes(entry))
+                    self.worker_cpu[entry.name] = max(
+                        self.worker_cpu.get(entry.name, 0.0), cpu_seconds(entry)
+                    )
             self.driver_peak = max(self.driver_peak, process_rss_bytes(me))
             self._stop.wait(0.2)
 
@@ -166,6 +183,7 @@ def ray_run(source: Path, dest: Path, config: CurateConfig, workers: int) -> dic
         "seconds": round(seconds, 2),
         "clips_per_min": round(60 * summary.clips / seconds, 1),
         "clips_per_min_per_worker": round(60 * summary.clips / seconds / workers, 1),
+        "worker_cpu_seconds_per_clip": round(sum(rss.worker_cpu.values()) / summary.clips, 3),
         "worker_stage_seconds_per_clip": {k: round(v / summary.clips, 3) for k, v in sorted(stages.items())},
         "peak_worker_rss_mib": round(rss.worker_peak / 2**20, 1),
         "peak_driver_rss_mib": round(rss.driver_peak / 2**20, 1),
@@ -214,15 +232,24 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
     stages = one_core["stage_seconds_median"]
-    print(f"single core (no Ray): {one_core['seconds_per_clip']} s/clip = ", end="")
-    print(f"{one_core['clips_per_min_per_core']} clips/min/core; stages (median s): {stages}")
-    header = ("run", "clips", "seconds", "clips/min", "/worker", "worker MiB", "driver MiB")
+    c = one_core
+    wall, per_core = c["seconds_per_clip"], c["clips_per_min_per_core"]
+    print(f"single core (no Ray): {wall} s/clip wall = {per_core} clips/min/core")
+    print(
+        f"  {c['cpu_seconds_per_clip']} CPU s/clip = {c['clips_per_min_per_core_cpu']} clips/min per CPU core"
+    )
+    print(f"  stages (median wall s): {stages}")
+    header = ("run", "clips", "seconds", "clips/min", "/worker", "CPU s/clip", "worker MiB", "driver MiB")
     print(f"{header[0]:<22}" + "".join(f"{h:>11}" for h in header[1:]))
     lines = [(f"ray, {r['workers']} worker(s)", r) for r in scaling]
     lines += [(f"memory, {r['corpus']} clips", r) for r in memory]
     for label, r in lines:
         keys = ("clips", "seconds", "clips_per_min", "clips_per_min_per_worker")
-        values = [r[k] for k in keys] + [r["peak_worker_rss_mib"], r["peak_driver_rss_mib"]]
+        values = [r[k] for k in keys] + [
+            r["worker_cpu_seconds_per_clip"],
+            r["peak_worker_rss_mib"],
+            r["peak_driver_rss_mib"],
+        ]
         print(f"{label:<22}" + "".join(f"{v:>11}" for v in values))
     print(f"2 workers vs 1: x{speedup:.2f}; wrote {RESULTS.relative_to(ROOT)}")
 
