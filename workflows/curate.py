@@ -10,6 +10,7 @@ whose content hash already has a kept/rejected row in DEST's manifest is not ana
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -22,7 +23,17 @@ from typing import Any
 from kiss_core.curation import manifest
 from kiss_core.curation.config import CurateConfig
 from kiss_core.curation.report import thumb_key, write_report
-from kiss_core.curation.sources import Entry, Location, Store, list_local, list_store
+from kiss_core.curation.sources import (
+    Entry,
+    Location,
+    Store,
+    fetched,
+    list_local,
+    list_store,
+    open_local,
+    read_local_sidecar,
+    read_store_sidecar,
+)
 from kiss_core.settings import Settings, StorageSettings
 
 SKIPPED = "skipped"  # kind of a worker row that says "already in the manifest": replaced by the old rows
@@ -54,15 +65,9 @@ class CurateWorker:
     def one(self, name: str) -> list[dict[str, Any]]:
         from kiss_core.curation.clip import curate_clip, file_sha256, rejected_row
         from kiss_core.curation.reasons import Reason
-        from kiss_core.curation.sources import (
-            fetched,
-            open_local,
-            read_local_sidecar,
-            read_store_sidecar,
-        )
 
         try:
-            with self._opened(name, fetched, open_local) as path:
+            with self._opened(name) as path:
                 source_id = file_sha256(path)
                 if done_key(source_id, name) in self.done:
                     return [
@@ -87,11 +92,11 @@ class CurateWorker:
             self.dest.put(thumb_key(result.row["source_id"]), result.thumbnail, "image/jpeg")
         return [result.row, *(s.row for s in result.segments)]
 
-    def _opened(self, name: str, fetched: Any, open_local: Any) -> Any:
-        import contextlib
-
+    def _opened(self, name: str) -> contextlib.AbstractContextManager[Path]:
+        """A local path for the clip: the file itself (checked again), or the S3 object in a temp file."""
         if self.source.root is not None:
             return contextlib.nullcontext(open_local(self.source.root, name))
+        assert self.source_store is not None
         return fetched(self.source_store, name)
 
 

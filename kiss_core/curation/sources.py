@@ -143,7 +143,7 @@ def list_store(store: Store, extensions: tuple[str, ...]) -> Iterator[Entry]:
             continue
         try:
             check_key(key)
-        except (ValueError, Exception):
+        except ValueError:
             yield Entry(key, Reason.UNSAFE_PATH)
             continue
         yield Entry(key)
