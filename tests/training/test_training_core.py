@@ -119,7 +119,6 @@ def _fixed_loss(plan: TrainPlan, state: dict[str, torch.Tensor] | None) -> float
     return total / (4 * len(plan.data.samples))
 
 
-@pytest.mark.slow
 def test_the_loss_decreases_over_30_steps(
     tiny_root: Path, training_set: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -203,7 +202,6 @@ def test_the_lora_parameter_count_of_the_memory_arithmetic_is_what_peft_adds() -
     assert row.tokens == 3 * 4 * 4 and row.lora_parameters == added
 
 
-@pytest.mark.slow
 def test_a_vace_lora_trains_validates_and_loads_into_the_vace_generator(
     tiny_root: Path, training_set: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
