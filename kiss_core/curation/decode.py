@@ -191,15 +191,16 @@ def decode_sampled(path: Path, p: Probe, config: CurateConfig) -> Decoded:
 
 
 def check_decoded(d: Decoded, config: CurateConfig) -> None:
-    declared = max(d.probe.declared_frames, round(d.probe.duration_s * (d.probe.fps or d.fps)))
-    if declared and d.frame_count < config.min_frame_share * declared:
-        raise Rejected(Reason.TRUNCATED, detail=f"{d.frame_count} of {declared} declared frames")
+    # Uneven intervals first: they also make a container's declared frame count meaningless.
     intervals = np.diff(d.times)
     median = float(np.median(intervals))
     if median > 0 and len(intervals) >= 4:
         deviation = float(np.percentile(np.abs(intervals - median), 90)) / median
         if deviation > config.max_interval_jitter:
             raise Rejected(Reason.VARIABLE_FPS, detail=f"interval deviation {deviation:.2f}")
+    declared = max(d.probe.declared_frames, round(d.probe.duration_s * (d.probe.fps or d.fps)))
+    if declared and d.frame_count < config.min_frame_share * declared:
+        raise Rejected(Reason.TRUNCATED, detail=f"{d.frame_count} of {declared} declared frames")
     if not config.min_fps <= d.fps <= config.max_fps:
         raise Rejected(Reason.BAD_FPS, detail=f"{d.fps:.3f} fps measured")
     duration = float(d.times[-1] - d.times[0]) + 1.0 / d.fps

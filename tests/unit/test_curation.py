@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -203,3 +204,84 @@ def test_manifest_round_trip_and_segments_for_training(tmp_path: Path) -> None:
     assert (segment.num_frames, segment.contact_frame, segment.scores["score_flicker"]) == (81, 40, 0.1)
     with pytest.raises(ValueError, match="unknown manifest columns"):
         manifest.empty_row(colour="red")
+
+
+def _face(x: float) -> np.ndarray:
+    """A frontal 68-point face 100 px wide centred at (x, 200): jaw, brows, nose, eyes, mouth."""
+    points = np.zeros((68, 2))
+    angles = np.linspace(np.pi, 0, 17)
+    points[:17] = np.stack([x + 50 * np.cos(angles), 200 + 60 * np.sin(angles) * 0.9 + 10], axis=1)
+    points[17:27] = np.stack([x + np.linspace(-40, 40, 10), np.full(10, 160.0)], axis=1)
+    points[27:36] = np.stack([np.full(9, x), np.linspace(170, 215, 9)], axis=1)
+    points[36:42] = np.stack(
+        [x - 22 + np.array([-10, -5, 5, 10, 5, -5]), 180 + np.array([0, -3, -3, 0, 3, 3])], 1
+    )
+    points[42:48] = np.stack(
+        [x + 22 + np.array([-10, -5, 5, 10, 5, -5]), 180 + np.array([0, -3, -3, 0, 3, 3])], 1
+    )
+    mouth = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    points[48:68] = np.stack([x + 18 * np.cos(mouth), 235 + 6 * np.sin(mouth)], axis=1)
+    return points
+
+
+def _kiss_tracks(gaps: list[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two faces whose mouths are `gaps[i]` face widths apart at sample i (4 fps)."""
+    landmarks = np.stack([np.stack([_face(300 - 50 * g), _face(300 + 50 * g)]) for g in gaps])
+    return np.arange(len(gaps)) / 4.0, landmarks, np.ones((len(gaps), 2), dtype=bool)
+
+
+KISS = [2.0, 1.6, 1.2, 0.8, 0.4, 0.1, 0.0, 0.05, 0.0, 0.1, 0.5, 0.9, 1.3, 1.6]  # approach, contact, apart
+
+
+def test_find_kiss_keeps_approach_contact_and_separation() -> None:
+    from kiss_core.curation.kiss import find_kiss
+
+    times, landmarks, valid = _kiss_tracks(KISS)
+    scores: dict[str, float] = {}
+    kiss = find_kiss(times, landmarks, valid, (0.0, 3.5), (False, False), (832, 480), CurateConfig(), scores)
+    assert kiss.contact_s == 1.25 and kiss.contact_duration_s == 1.25  # samples 5..9 touch
+    assert kiss.start_s <= 0.75 and kiss.end_s >= 2.5  # from the last apart sample to the first after
+    assert kiss.num_frames % 4 == 1 and kiss.num_frames == round((kiss.end_s - kiss.start_s) * 16) + 1
+    assert kiss.style == "romantic" and scores["score_min_mouth_distance"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("gaps", "cuts", "reason"),
+    [
+        (KISS[:8], (False, True), "jump_cut"),  # the shot ends in the contact, at a cut
+        (KISS[:8], (False, False), "kiss_incomplete"),  # ... at the clip's end
+        (KISS[5:], (True, False), "jump_cut"),  # starts in the contact after a cut
+        ([2.0, 1.5, 1.0, 0.8, 0.8, 1.0, 1.5, 2.0], (False, False), "no_contact"),
+        ([2.0, 1.6, 1.2, 0.8, 0.6, 0.45, 0.4], (False, True), "jump_cut"),  # still closing in at the cut
+    ],
+)
+def test_find_kiss_names_what_is_missing(gaps: list[float], cuts: tuple[bool, bool], reason: str) -> None:
+    from kiss_core.curation.kiss import find_kiss
+
+    times, landmarks, valid = _kiss_tracks(gaps)
+    with pytest.raises(Rejected) as exc:
+        find_kiss(times, landmarks, valid, (0.0, len(gaps) / 4), cuts, (832, 480), CurateConfig(), {})
+    assert reasons_of(exc) == [reason]
+
+
+def test_decode_refuses_variable_frame_rate(tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        t = 0
+        for k in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 6 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            t += 40 if k % 2 else 90  # 40 ms and 90 ms intervals alternate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    config = CurateConfig(min_duration_s=1.0)
+    with pytest.raises(Rejected) as exc:
+        decode_sampled(path, probe(path, config), config)
+    assert reasons_of(exc) == ["variable_fps"]
