@@ -9,7 +9,8 @@ exactly as the plain one does (no mask) and the output is bit-identical.
 
 An additive mask needs an attention backend that takes one (PyTorch SDPA, diffusers' default "native");
 flash-attention backends do not. Off by default: the generator setting that turns it on, and its wiring
-into the Wan backends, are requested from the lead (/work/ml_requests.md); `lip_attention` is the hook.
+into the Wan backends, are requested from the lead (/work/ml_requests.md): `plan_lip_tokens(native plan,
+frames generated)` and `lip_attention(transformer, tokens, weight)` around the pipeline call are the hook.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
+from kiss_core.scene.choreography import KissPlan
 from kiss_core.training.masks import lip_masks, token_mask
 
 
@@ -30,6 +32,15 @@ def lip_tokens(landmarks: np.ndarray, width: int, height: int, dilation: float =
     """(N,) float 0/1 over the transformer's tokens in its order (latent frame, row, column), from
     (F, P, 68, 2) landmarks of a 4k+1-frame video at width x height."""
     return torch.from_numpy(token_mask(lip_masks(landmarks, width, height, dilation)).reshape(-1))
+
+
+def plan_lip_tokens(plan: KissPlan, frames: int, dilation: float = 0.1) -> torch.Tensor:
+    """`lip_tokens` of a kiss plan rendered as `frames` frames (Wan's 4k+1 >= the plan's frame count: the
+    tail holds the last pose, as the backends pad it) at the plan's size."""
+    landmarks = np.stack([plan.tracks["a"].landmarks, plan.tracks["b"].landmarks], axis=1)[:frames]
+    if len(landmarks) < frames:
+        landmarks = np.concatenate([landmarks, np.repeat(landmarks[-1:], frames - len(landmarks), axis=0)])
+    return lip_tokens(landmarks, plan.width, plan.height, dilation)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -79,3 +79,23 @@ def test_the_measured_probabilities_are_the_ones_the_attention_output_is_made_of
     for handle in handles:
         handle.remove()
     torch.testing.assert_close(rebuilt, seen["out"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_kiss_plan_gives_lip_tokens_where_its_mouths_are() -> None:
+    from kiss_core.scene.choreography import plan_kiss
+    from kiss_core.schemas import VideoParams
+    from kiss_core.training.attention import plan_lip_tokens
+    from tests.support.mean_face import mean_face_analysis
+
+    analyses = {
+        "a": mean_face_analysis("a", (480, 600), (60, 150, 260, 362)),
+        "b": mean_face_analysis("b", (480, 600), (220, 150, 420, 362)),
+    }
+    plan = plan_kiss(analyses, VideoParams(style="peck", size="160x128", seconds=1.0, fps=8))
+    tokens = plan_lip_tokens(plan, frames=9)  # 8 planned frames, generated as 9
+    assert tokens.shape == (3 * 8 * 10,)
+    grid = tokens.view(3, 8, 10)
+    mouths = [(plan.mouth_centers()[s][-1] // 16).astype(int) for s in ("a", "b")]
+    for x, y in mouths:
+        assert grid[2, y, x] == 1, "the last latent frame has each mouth's token"
+    assert 0 < float(tokens.mean()) < 0.5
