@@ -222,9 +222,22 @@ def curate(
 
 def run(args: argparse.Namespace) -> int:
     """The subcommand: connect to Ray (or reuse the connection), curate, print one summary line."""
+    import sys
+
+    import pydantic
+
+    try:  # what a user got wrong is one line on stderr and exit code 2, before Ray starts
+        config = CurateConfig.from_yaml(args.config)
+        for url in (args.source, args.dest):
+            Location.parse(url)
+        source = Location.parse(args.source)
+        if source.root is not None and not source.root.is_dir():
+            raise ValueError(f"SOURCE {args.source} is not a directory")
+    except (OSError, ValueError, pydantic.ValidationError) as exc:
+        print(f"kissgen curate: {exc}", file=sys.stderr)
+        return 2
     import ray
 
-    config = CurateConfig.from_yaml(args.config)
     if not ray.is_initialized():
         ray.init(address=args.address)
     summary = curate(args.source, args.dest, config, workers=args.workers)

@@ -285,3 +285,18 @@ def test_decode_refuses_variable_frame_rate(tmp_path: Path) -> None:
     with pytest.raises(Rejected) as exc:
         decode_sampled(path, probe(path, config), config)
     assert reasons_of(exc) == ["variable_fps"]
+
+
+def test_cli_refuses_a_missing_source_and_a_bad_config_before_starting_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workflows.cli import main
+
+    assert main(["curate", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    config = tmp_path / "curate.yaml"
+    config.write_text("max_frames: 80\n")
+    assert main(["curate", str(tmp_path), str(tmp_path / "out"), "--config", str(config)]) == 2
+    assert "multiple of 4 plus 1" in capsys.readouterr().err
+    assert main(["curate", "s3:///x", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
