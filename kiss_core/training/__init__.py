@@ -10,6 +10,8 @@ lora         peft LoRA on the attention and FFN projections; export in the servi
 plan         TrainPlan: what every worker is handed (config, base model, precomputed keys)
 loop         one worker's training loop: steps, checkpoints, resume, validation, reporting callbacks
 validation   a fixed synthetic pair rendered with the current LoRA, scored by the quality report
-attention    the inference-time attention bias toward the lip tokens (a diffusers attention processor)
 memory       training memory per GPU from the model configs (meta-device arithmetic)
+
+The inference-time attention bias toward the lip tokens (and the lip/token masks it shares with `masks`) is
+kiss_core.generation.backends.lip_attention, the generator setting `lip_attention_bias`.
 """

@@ -31,12 +31,13 @@ import torch
 from PIL import Image
 
 from kiss_core.curation.manifest import Segment
+from kiss_core.generation.backends.lip_attention import token_mask
 from kiss_core.generation.backends.weights import PIPELINE_CLASSES, DiffusionBackend
 from kiss_core.settings import StorageSettings
 from kiss_core.storage import LocalDirStore, ObjectNotFound, ObjectStore, open_store
 from kiss_core.training.config import TrainConfig
 from kiss_core.training.dataset import clip_size, load_clip, training_caption
-from kiss_core.training.masks import pixel_masks, token_mask
+from kiss_core.training.masks import pixel_masks
 
 CACHE_PREFIX = "training-cache"
 RECORD_VERSION = "2"  # bump when a record's content changes meaning

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kiss_core.training.attention import lip_attention, lip_tokens
+from kiss_core.generation.backends.lip_attention import lip_attention, lip_tokens
 from tests.support.tiny_wan import _i2v_transformer
 from tests.support.training_set import draw_clip
 
@@ -59,7 +59,7 @@ def test_the_bias_raises_the_attention_mass_on_the_lip_tokens_and_weight_0_chang
 
 def test_the_measured_probabilities_are_the_ones_the_attention_output_is_made_of() -> None:
     """probabilities @ V through to_out is attn1's own output: `lip_mass` measures the real attention."""
-    from kiss_core.training.attention import attention_probabilities
+    from kiss_core.generation.backends.lip_attention import attention_probabilities
 
     transformer = _i2v_transformer(0, image_dim=4).eval()
     attn = transformer.blocks[0].attn1
@@ -82,9 +82,9 @@ def test_the_measured_probabilities_are_the_ones_the_attention_output_is_made_of
 
 
 def test_a_kiss_plan_gives_lip_tokens_where_its_mouths_are() -> None:
+    from kiss_core.generation.backends.lip_attention import plan_lip_tokens
     from kiss_core.scene.choreography import plan_kiss
     from kiss_core.schemas import VideoParams
-    from kiss_core.training.attention import plan_lip_tokens
     from tests.support.mean_face import mean_face_analysis
 
     analyses = {
