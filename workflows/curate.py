@@ -148,7 +148,7 @@ def curate(
     workers: int | None = None,
 ) -> Summary:
     """Runs the pipeline on the Ray cluster this process is connected to."""
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq
     import ray
 
     from kiss_core.curation.clip import rejected_row

@@ -184,7 +184,7 @@ def checkpoint_location(setting: str | None, out: Path) -> tuple[str, Any]:
     storage = Settings().storage
     if storage.backend == "local":
         return str(storage.local_root.resolve() / CHECKPOINT_PREFIX), None
-    import pyarrow.fs  # type: ignore[import-untyped]
+    import pyarrow.fs
 
     filesystem = pyarrow.fs.S3FileSystem(
         access_key=storage.access_key,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa  # type: ignore[import-untyped]  # no stubs; pyproject is the lead's (see ml_requests)
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 MANIFEST_NAME = "manifest.parquet"
 CLIPS_DIR = "clips"
