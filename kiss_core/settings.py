@@ -304,6 +304,15 @@ class GeneratorSettings(BaseModel):
         " no LoRA cost per step, but the backend then runs only that LoRA (requests naming another, or the"
         " fast quality with a distillation LoRA, are refused as unavailable).",
     )
+    lip_attention_bias: float = Field(
+        0.0,
+        ge=0.0,
+        le=8.0,
+        description="Added to every self-attention logit on the lip tokens (from the plan's landmarks) in the"
+        " Wan backends, so more of each token's attention goes to the mouths; 0 = off, bit-identical output"
+        " (no processor is installed). Needs an attention backend that takes an additive mask: the default"
+        " SDPA (`attention_backend` None, native, _native_cudnn or _native_efficient).",
+    )
     progress_preview_every_steps: int = Field(
         4,
         ge=0,
@@ -317,6 +326,21 @@ class GeneratorSettings(BaseModel):
     def _fused_lora_is_named(self) -> GeneratorSettings:
         if self.fuse_lora and self.lora is None:
             raise ValueError("`fuse_lora` needs `lora`: the LoRA to fuse into the weights")
+        return self
+
+    @model_validator(mode="after")
+    def _lip_bias_has_an_additive_mask(self) -> GeneratorSettings:
+        if self.lip_attention_bias > 0 and self.attention_backend not in (
+            None,
+            "native",
+            "_native_cudnn",
+            "_native_efficient",
+        ):
+            raise ValueError(
+                f"`lip_attention_bias` needs an attention backend that adds a float mask to the logits (None,"
+                f" native, _native_cudnn, _native_efficient); {self.attention_backend!r} refuses a mask or"
+                " reads it as a boolean one"
+            )
         return self
 
     @model_validator(mode="after")

@@ -12,7 +12,8 @@ None), after `validate_model_directory` has named anything missing. LoRAs load t
 LoRA loading (peft) once at start, into both transformers of a Wan2.2 A14B, and are switched per
 request with `set_adapters`; under `fuse_lora` the default one is fused into the weights instead.
 The speed settings (attention backend, first-block cache, compiled blocks, batched CFG, VAE
-tiling) are applied here; bench/gpu_denoise.py measures them.
+tiling) are applied here; bench/gpu_denoise.py measures them. `lip_attention_bias` > 0 biases every
+self-attention toward the plan's lip tokens for the pipeline call (backends.lip_attention).
 
 See kiss_core.generation.backends.weights for the directory layout and the 4k+1 frame-count rule.
 """
@@ -37,6 +38,7 @@ from kiss_core.errors import GenerationError
 from kiss_core.generation.backends.base import ShareDone, preview_sink
 from kiss_core.generation.backends.choice import GenerationChoice, model_prompt
 from kiss_core.generation.backends.guidance import batched_guidance
+from kiss_core.generation.backends.lip_attention import lip_attention, plan_lip_tokens
 from kiss_core.generation.backends.loras import LoraSpec, discover_loras, fused_lora
 from kiss_core.generation.backends.weights import (
     CONDITIONER_PARTS,
@@ -360,7 +362,7 @@ class WanFrames:
             scales = [guidance, guidance_2][: len(self.transformers())]
             guiding = batched_guidance(self.transformers(), negative.to(self.device), scales)
             negative, guidance, guidance_2 = None, 1.0, 1.0  # the pipeline runs unguided; the hooks guide
-        with self._lock, torch.inference_mode(), guiding:
+        with self._lock, torch.inference_mode(), guiding, self._lip_bias(native, count):
             self._activate_loras(model)
             self.pipe.scheduler = self.schedulers[fast]
             if self.settings.step_cache_threshold is not None:  # a cancelled video leaves stale state
@@ -383,6 +385,22 @@ class WanFrames:
         progress(1.0)
         generated = [to_uint8_rgb(frame, plan.width, plan.height) for frame in video]
         yield from resample_frames(generated, self.settings.native_fps, plan.fps, plan.frame_count)
+
+    def _lip_bias(self, native: KissPlan, count: int) -> contextlib.AbstractContextManager[Any]:
+        """`lip_attention_bias` > 0: every transformer's self-attention biased toward the lip tokens of the
+        `native` plan generated as `count` frames, the plain processors back afterwards (also on an error or
+        a cancel); 0: nothing is installed."""
+        weight = self.settings.lip_attention_bias
+        if weight <= 0.0:
+            return contextlib.nullcontext()
+        transformer = self.pipe.transformer
+        temporal = self.pipe.vae_scale_factor_temporal * transformer.config.patch_size[0]
+        spatial = self.pipe.vae_scale_factor_spatial * transformer.config.patch_size[1]
+        tokens = plan_lip_tokens(native, count, temporal=temporal, spatial=spatial).to(self.device)
+        with contextlib.ExitStack() as stack:
+            for denoiser in self.transformers():
+                stack.enter_context(lip_attention(denoiser, tokens, weight))
+            return stack.pop_all()
 
     def inputs(
         self,
