@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.load import process_rss_bytes  # noqa: E402
 from kiss_core.curation import manifest  # noqa: E402
 from kiss_core.curation.config import CurateConfig  # noqa: E402
 from tests.support.curation_corpus import SIDECAR, render, write_clip  # noqa: E402
@@ -103,17 +104,6 @@ def single_core(paths: list[Path], config: CurateConfig) -> dict[str, Any]:
         "clips_per_min_per_core": round(60 / seconds, 1),
         "stage_seconds_median": {k: round(v, 3) for k, v in per_stage.items()},
     }
-
-
-def process_rss_bytes(proc: Path) -> int:
-    """Resident memory of one process (its /proc/<pid> directory), 0 if it is gone (as bench/load.py)."""
-    try:
-        for line in (proc / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def cpu_seconds(proc: Path) -> float:
