@@ -12,13 +12,13 @@ import torch
 from pydantic import ValidationError
 
 from kiss_core.generation.backends.lip_attention import LipAttentionBias
-from kiss_core.generation.backends.wan import WanI2VFrames
+from kiss_core.generation.backends.wan import WanI2VFrames, WanVACEFrames
 from kiss_core.generation.conditioning import IdentityEncoder
 from kiss_core.scene.choreography import plan_kiss
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import GeneratorSettings, Settings
 from tests.support.studio import SyntheticPair
-from tests.support.tiny_wan import build_i2v, video_frames
+from tests.support.tiny_wan import build_i2v, build_vace, video_frames
 
 pytestmark = pytest.mark.slow  # ~4 tiny pipeline runs: 15-25 s on 2 idle cores
 # 8 frames at the native 8 fps, generated as 9 at 160x128: 3 x 8 x 10 = 240 tokens.
@@ -29,10 +29,11 @@ PARAMS = VideoParams(backend="wan-i2v", style="peck", seconds=1, fps=8, size="16
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("models")
     build_i2v(root / "wan-i2v")
+    build_vace(root / "wan-vace")
     generator = {
         "model_root": str(root),
         "steps": 2,
-        "enabled": ["wan-i2v"],
+        "enabled": ["wan-i2v", "wan-vace"],
         "native_fps": 8,
         "device": "cpu",
         "progress_preview_every_steps": 0,  # no VAE fit per load
@@ -89,6 +90,28 @@ def test_weight_0_installs_nothing_and_a_weight_biases_only_the_pipeline_call(
         list(biased.frames(plan, pair.photos, pair.analyses, conditioning, PARAMS, cancel))
     assert set(watch.seen) == {LipAttentionBias}, "cancelled after the first (biased) step"
     assert all(a is b for a, b in zip(_processors(biased), before, strict=True)), "restored after an error"
+
+
+def test_vace_biases_its_vace_blocks_too_with_the_reference_frames_left_out(
+    settings: Settings, pair: SyntheticPair, encoder: IdentityEncoder
+) -> None:
+    """VACE puts one latent frame per reference image in front of the video's: (2 + 3) x 8 x 10 tokens."""
+    params = PARAMS.model_copy(update={"backend": "wan-vace"})
+    conditioning = encoder.encode(pair.photos, pair.analyses, params)
+    plain = video_frames(WanVACEFrames(settings.generator), pair, conditioning, params)
+    biased = WanVACEFrames(settings.generator.model_copy(update={"lip_attention_bias": 2.0}))
+    transformer = biased.pipe.transformer
+    seen: list[type] = []
+    handle = transformer.register_forward_pre_hook(
+        lambda module, _args: seen.extend(
+            type(b.attn1.processor) for b in [*module.blocks, *module.vace_blocks]
+        )
+    )
+    frames = video_frames(biased, pair, conditioning, params)
+    handle.remove()
+    assert seen and set(seen) == {LipAttentionBias}
+    assert frames.shape == plain.shape and not np.array_equal(frames, plain)
+    assert LipAttentionBias not in {type(b.attn1.processor) for b in transformer.vace_blocks}
 
 
 def test_a_bias_needs_an_attention_backend_that_adds_the_mask() -> None:

@@ -362,7 +362,8 @@ class WanFrames:
             scales = [guidance, guidance_2][: len(self.transformers())]
             guiding = batched_guidance(self.transformers(), negative.to(self.device), scales)
             negative, guidance, guidance_2 = None, 1.0, 1.0  # the pipeline runs unguided; the hooks guide
-        with self._lock, torch.inference_mode(), guiding, self._lip_bias(native, count):
+        references = len(inputs.get("reference_images") or [])
+        with self._lock, torch.inference_mode(), guiding, self._lip_bias(native, count, references):
             self._activate_loras(model)
             self.pipe.scheduler = self.schedulers[fast]
             if self.settings.step_cache_threshold is not None:  # a cancelled video leaves stale state
@@ -386,17 +387,22 @@ class WanFrames:
         generated = [to_uint8_rgb(frame, plan.width, plan.height) for frame in video]
         yield from resample_frames(generated, self.settings.native_fps, plan.fps, plan.frame_count)
 
-    def _lip_bias(self, native: KissPlan, count: int) -> contextlib.AbstractContextManager[Any]:
+    def _lip_bias(
+        self, native: KissPlan, count: int, references: int = 0
+    ) -> contextlib.AbstractContextManager[Any]:
         """`lip_attention_bias` > 0: every transformer's self-attention biased toward the lip tokens of the
         `native` plan generated as `count` frames, the plain processors back afterwards (also on an error or
-        a cancel); 0: nothing is installed."""
+        a cancel); 0: nothing is installed. `references`: VACE's reference images, each one latent frame in
+        front of the video's (no lip tokens there)."""
         weight = self.settings.lip_attention_bias
         if weight <= 0.0:
             return contextlib.nullcontext()
         transformer = self.pipe.transformer
         temporal = self.pipe.vae_scale_factor_temporal * transformer.config.patch_size[0]
         spatial = self.pipe.vae_scale_factor_spatial * transformer.config.patch_size[1]
-        tokens = plan_lip_tokens(native, count, temporal=temporal, spatial=spatial).to(self.device)
+        tokens = plan_lip_tokens(native, count, temporal=temporal, spatial=spatial)
+        per_frame = (native.height // spatial) * (native.width // spatial)
+        tokens = torch.cat([tokens.new_zeros(references * per_frame), tokens]).to(self.device)
         with contextlib.ExitStack() as stack:
             for denoiser in self.transformers():
                 stack.enter_context(lip_attention(denoiser, tokens, weight))
