@@ -112,13 +112,13 @@ class VideoProducer:
         self._check_identity(conditioning)
         scene = self._prepare(request, timings)
         rendered = self._render_encode(request, scene, conditioning, report, timings, preview)
-        # Faces detected once, for the output check and the report: timed apart ("faces"), so that
-        # "output_check" is what the check adds (bench/output_check.py).
+        # Faces detected once, on the unmarked frames, for the output check and the report: timed apart
+        # ("faces"), so that "output_check" is what the check adds (bench/output_check.py).
         faces = _FrameFaces(self.analyzer, scene.plan)
         if self.output_checker.age_estimator is not None:
             with _timed(timings, "faces"):
-                for index in self._output_sample(scene.plan):
-                    faces.detected(index, rendered.sampled[index])
+                for index, frame in rendered.unmarked.items():
+                    faces.detected(index, frame)
         with stage_span("output_check", None), _timed(timings, "output_check"):
             self._check_output(request.job_id, scene.plan, rendered, conditioning.backend, faces)
         report("quality", 85)
@@ -176,11 +176,14 @@ class VideoProducer:
         timings: dict[str, float],
         preview: PreviewSink | None = None,
     ) -> _Rendered:
-        """Frames from the backend, marked, sampled for the report and streamed into the encoder."""
+        """Frames from the backend, marked, sampled for the report and streamed into the encoder; the
+        output check's frames are also kept as the backend made them (`_Rendered.unmarked`)."""
         plan, params = scene.plan, request.params
+        output_checked = self._output_sample(plan)
         checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
-        checked |= self._output_sample(plan)
+        checked |= output_checked
         sampled: dict[int, np.ndarray] = {}
+        unmarked: dict[int, np.ndarray] = {}
         contact: list[np.ndarray] = []
         shape = (plan.height, plan.width)
         flicker = FlickerMeter(static_mask_from_plan({s: t.landmarks for s, t in plan.tracks.items()}, shape))
@@ -196,6 +199,8 @@ class VideoProducer:
             for index, raw in enumerate(rendered):
                 # Marked before anything looks at it: the report measures what the viewer gets.
                 frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
+                if index in output_checked:
+                    unmarked[index] = frame.copy()
                 marks.apply(frame)
                 if index in checked:
                     sampled[index] = frame
@@ -213,7 +218,7 @@ class VideoProducer:
                 _drain(frames())
         outputs["image"] = encode_jpeg(contact[0])
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
-        return _Rendered(outputs, sampled, contact[0], flicker.result(), marks)
+        return _Rendered(outputs, sampled, unmarked, contact[0], flicker.result(), marks)
 
     def _sign(self, request: StageRequest, outputs: dict[str, bytes]) -> None:
         """Content Credentials into every output, in place: with the job's consent audit record."""
@@ -230,7 +235,11 @@ class VideoProducer:
     def _check_output(
         self, job_id: str, plan: KissPlan, rendered: _Rendered, backend: str, faces: _FrameFaces
     ) -> None:
-        """The generated frames as served (marked) through the output check, before anything is stored.
+        """The generated frames through the output check, before anything is stored.
+
+        The frames as the backend made them, before our own marks: the watermark's +/-2.5 grey-level
+        8x8 cells are invisible to a person but not to the age model, which read the same synthetic
+        adult's face anywhere from 16 to 26 years depending on the job id the cells carry.
 
         Blocked: the outputs prefix is emptied (a diffusion backend's progress preview, an earlier
         attempt's files), the blocked record written, and `OutputBlocked` raised: the job fails with it.
@@ -240,7 +249,7 @@ class VideoProducer:
             return
         planned = {i: {s: planned_box(t.landmarks[i]) for s, t in plan.tracks.items()} for i in indices}
         try:
-            self.output_checker.check({i: rendered.sampled[i] for i in indices}, faces, planned)
+            self.output_checker.check({i: rendered.unmarked[i] for i in indices}, faces, planned)
         except OutputBlocked as blocked:
             self.store.delete_prefix(f"outputs/{job_id}/")
             record_blocked(self.store, job_id, backend, blocked, indices)
@@ -315,10 +324,12 @@ class _Scene:
 
 @dataclass(frozen=True)
 class _Rendered:
-    """What rendering leaves behind: the encoded outputs and the frames the report measures."""
+    """What rendering leaves behind: the encoded outputs, the frames the report measures (marked, as the
+    viewer gets them) and those the output check reads (unmarked: what the backend generated)."""
 
     outputs: dict[str, bytes]
     sampled: dict[int, np.ndarray]
+    unmarked: dict[int, np.ndarray]
     contact: np.ndarray
     flicker: FlickerQuality
     marks: FrameMarks

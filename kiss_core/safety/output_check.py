@@ -9,8 +9,9 @@ kiss_core.safety.age) run again on what was generated, for every backend, the pr
   68 landmarks), refused under `safety.age_gate.min_age`, the photos' threshold.
 
 The checked frames are the ones the producer already keeps for the quality report (evenly spaced
-from first to last, plus the contact frame; kiss_core.generation.producer.quality_sample): nothing
-is decoded again, and the face detections are shared with the quality report.
+from first to last, plus the contact frame; kiss_core.generation.producer.quality_sample), as the
+backend made them, before the watermark and label (the watermark's cells moved the age estimate by
+years, by job id): nothing is decoded again, and the face detections are shared with the quality report.
 
 Full faces only, and a robust decision per person. The age model is sensitive to the exact crop
 (kiss_core.safety.age): on rendered frames the same adult's estimate moves by several years, and far
@@ -151,7 +152,7 @@ class OutputChecker:
         faces_of: FacesOf,
         planned: Mapping[int, Mapping[str, Box]],
     ) -> OutputCheckReport:
-        """Check `frames` (index -> RGB frame as served); raise `OutputBlocked` on a violation.
+        """Check `frames` (index -> RGB frame, before the marks); raise `OutputBlocked` on a violation.
 
         `faces_of` finds a frame's faces, `planned[index]` is each person's planned face box there. The
         content filter goes first on every frame (in index order, the first explicit frame is named);

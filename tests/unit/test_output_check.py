@@ -156,9 +156,9 @@ def test_a_normal_job_passes_and_is_stored(studio: SyntheticStudio, normal: JobR
 
 
 def test_small_previews_pass(studio: SyntheticStudio, pair: SyntheticPair) -> None:
-    """The soak's job (416x240, 12 fps, romantic): faces ~70 px wide, where single age estimates wobble
-    with each job's watermark (a per-face rule blocked ~1 % of them at 23.5-24.7 years); full faces and
-    the per-person median pass every one (70 measured). Five jobs: five watermarks."""
+    """The soak's job (416x240, 12 fps, romantic): faces ~70 px wide, where single age estimates wobbled
+    with each job's watermark while the check read marked frames (a per-face rule blocked ~1 % of them
+    at 23.5-24.7 years); full faces and the per-person median pass every one. Five jobs."""
     small = VideoParams(style="romantic", seconds=2, fps=12, size="416x240")
     for _ in range(5):
         job_id = new_job_id()
@@ -169,6 +169,32 @@ def test_small_previews_pass(studio: SyntheticStudio, pair: SyntheticPair) -> No
         request = StageRequest(job_id=job_id, params=small, input_keys=keys, analyses=analyses)
         result = studio.producer.produce(request, pair.conditioning)
         assert studio.store.exists(result.keys["video"])
+
+
+class RecordingChecker(OutputChecker):
+    """The real checker, keeping the frames it was handed (to compare two jobs)."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings.safety)
+        self.seen: list[dict[int, np.ndarray]] = []
+
+    def check(self, frames: Any, faces_of: Any, planned: Any) -> Any:
+        self.seen.append({i: f.copy() for i, f in frames.items()})
+        return super().check(frames, faces_of, planned)
+
+
+def test_the_check_reads_what_the_backend_made_not_our_marks(
+    studio: SyntheticStudio, pair: SyntheticPair, swap_backend: None
+) -> None:
+    """Two jobs of one pair differ only in their job ids, so in their watermarks' cells. The age model
+    read those cells as years (pair 2+3: 16.0 to 25.9 on one face, by job id), so the check reads the
+    frames before the marks: the same frames for both jobs, while the stored videos still differ."""
+    checker = RecordingChecker(studio.settings)
+    studio.producer.output_checker = checker
+    first, second = _produce(studio, pair), _produce(studio, pair)
+    assert len(checker.seen) == 2 and checker.seen[0].keys() == checker.seen[1].keys()
+    assert all(np.array_equal(checker.seen[0][i], checker.seen[1][i]) for i in checker.seen[0])
+    assert studio.store.get(first.keys["image"]) != studio.store.get(second.keys["image"])
 
 
 def test_the_flagged_chart_is_flagged_and_preview_frames_are_not(normal: JobResult) -> None:
