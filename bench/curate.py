@@ -1,7 +1,7 @@
 """Curation throughput: clips per minute per core on 5 s 832x480 clips, per stage, 1 vs 2 Ray Data
 workers, and the workers' peak memory against the corpus size.
 
-    .venv/bin/python bench/curate.py [--clips 16] [--memory-sizes 8,48] [--distinct 8]
+    .venv/bin/python bench/curate.py [--clips 16] [--memory-sizes 8,48] [--distinct 8] [--baseline REF]
 
 The corpus is clean kisses of synthetic subjects rendered by the preview compositor (5 s, 832x480,
 24 fps; every clip is kept, the most expensive path: all stages including the export), `--distinct`
@@ -11,7 +11,10 @@ renders copied round-robin to the corpus size. Three measurements:
    start-up included: what a user waits for);
 3. the same with 2 workers on each of `--memory-sizes`: peak RSS of the curation actors and of the
    driver, sampled every 0.2 s from /proc (streaming: it must not grow with the corpus).
-Prints one table and writes bench/results/curate.json.
+With `--baseline REF` (a git ref), measurement 1 also runs the curation code of that commit (its
+kiss_core from `git archive`, its default config) on the same clips, alternating with the current code
+over `--rounds` rounds, so before and after share the machine's load. Prints one table and writes
+bench/results/curate.json.
 """
 
 from __future__ import annotations
@@ -62,8 +65,28 @@ def corpus(base: list[Path], directory: Path, size: int) -> Path:
     return directory
 
 
-def single_core(paths: list[Path], config: CurateConfig) -> dict[str, Any]:
-    """curate_clip in a child pinned to one core: per-stage seconds (median over clips)."""
+def checkout(ref: str, directory: Path) -> Path:
+    """kiss_core as it was at `ref`, unpacked under `directory` (for the baseline)."""
+    import subprocess
+
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", ref, "kiss_core"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    return directory
+
+
+def single_core(
+    paths: list[Path], config: CurateConfig | None, root: Path = ROOT, rounds: int = 1
+) -> dict[str, Any]:
+    """curate_clip in children pinned to one core, `kiss_core` imported from `root`: CPU and wall
+    seconds per clip and per stage (medians over clips and rounds). `config` None: that code's defaults."""
+    runs: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        runs += _single_core_runs(paths, config, root)
+    return _single_core_summary(runs)
+
+
+def _single_core_runs(paths: list[Path], config: CurateConfig | None, root: Path) -> list[dict[str, Any]]:
     import subprocess
 
     code = (
@@ -83,14 +106,18 @@ def single_core(paths: list[Path], config: CurateConfig) -> dict[str, Any]:
         "print(json.dumps(out))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, config.model_dump_json(), *map(str, paths)],
+        [sys.executable, "-c", code, config.model_dump_json() if config else "{}", *map(str, paths)],
         check=True,
         capture_output=True,
         text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
     )
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    runs: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return runs
+
+
+def _single_core_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     stages = sorted({s for r in runs for s in r["stages"]})
     per_stage = {s: statistics.median(r["stages"].get(s, 0.0) for r in runs) for s in stages}
     seconds = statistics.median(r["seconds"] for r in runs)
@@ -185,14 +212,27 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--memory-sizes", default="8,48")
     parser.add_argument("--distinct", type=int, default=8)
+    parser.add_argument("--baseline", help="git ref whose curation code runs beside this one (single core)")
+    parser.add_argument("--rounds", type=int, default=1, help="single-core passes over the distinct clips")
     args = parser.parse_args()
     config = CurateConfig()
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="kissgen-bench-curate-"))
+    baseline: dict[str, Any] | None = None
     try:
         base = build(work / "distinct", args.distinct)
-        one_core = single_core(base, config)
+        if args.baseline:
+            old_root = checkout(args.baseline, work / "baseline")
+            old_runs: list[dict[str, Any]] = []
+            new_runs: list[dict[str, Any]] = []
+            for _ in range(args.rounds):  # alternating, so both see the same load
+                old_runs += _single_core_runs(base, None, old_root)
+                new_runs += _single_core_runs(base, config, ROOT)
+            baseline = {"ref": args.baseline, **_single_core_summary(old_runs)}
+            one_core = _single_core_summary(new_runs)
+        else:
+            one_core = single_core(base, config, rounds=args.rounds)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         from ray.data import DataContext
@@ -214,6 +254,7 @@ def main() -> None:
         "clip": "5 s, 832x480, 24 fps, preview-compositor kiss of synthetic subjects (all kept)",
         "sample_fps": config.sample_fps,
         "single_core": one_core,
+        **({"single_core_baseline": baseline} if baseline else {}),
         "ray_scaling": scaling,
         "speedup_2_vs_1": round(speedup, 2),
         "memory": memory,
@@ -229,6 +270,12 @@ def main() -> None:
         f"  {c['cpu_seconds_per_clip']} CPU s/clip = {c['clips_per_min_per_core_cpu']} clips/min per CPU core"
     )
     print(f"  stages (median wall s): {stages}")
+    if baseline:
+        b = baseline
+        print(
+            f"baseline {b['ref']}: {b['cpu_seconds_per_clip']} CPU s/clip = {b['clips_per_min_per_core_cpu']}"
+            f" clips/min per CPU core; stages {b['stage_seconds_median']}"
+        )
     header = ("run", "clips", "seconds", "clips/min", "/worker", "CPU s/clip", "worker MiB", "driver MiB")
     print(f"{header[0]:<22}" + "".join(f"{h:>11}" for h in header[1:]))
     lines = [(f"ray, {r['workers']} worker(s)", r) for r in scaling]

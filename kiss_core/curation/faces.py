@@ -1,16 +1,18 @@
 """Two-face tracks through a shot: who is where on every sampled frame, their 68 landmarks, whether each
 track stays one person, and how steady the landmarks are.
 
-Faces are found with the service's dlib analyzer on the sampled frames, tracked left/right from the
-first frame with two faces (`generation.quality.faces.track_faces`, the quality report's tracker),
-boxes interpolated between detections, and landmarks predicted on every box, so the half-hidden back
-face at the contact (which HOG misses) still has landmarks.
+Faces are found with the service's dlib analyzer on every `detect_every`-th sampled frame (and the
+last, and between two where the number of faces changes), tracked left/right from the first frame with
+two faces (`generation.quality.faces.track_faces`, the quality report's tracker), boxes interpolated
+between detections, and landmarks predicted on every box, so the frames between detections and the
+half-hidden back face at the contact (which HOG misses) still have landmarks. A detected face keeps
+the landmarks the analyzer predicted on its HOG box.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -44,15 +46,40 @@ class ShotFaces:
     face_sharpness: float
 
 
+def detection_frames(count: int, every: int) -> list[int]:
+    """Indices of the sampled frames HOG runs on: every `every`-th one and the last (tracks reach the end)."""
+    picked = list(range(0, count, max(1, every)))
+    if count and picked[-1] != count - 1:
+        picked.append(count - 1)
+    return picked
+
+
 def count_faces(
-    samples: Sequence[Sample], analyzer: DlibFaceAnalyzer, upsample: int
-) -> list[list[DetectedFace]]:
-    return [analyzer.detect(s.frame, upsample) for s in samples]
+    samples: Sequence[Sample], every: int, analyzer: DlibFaceAnalyzer, upsample: int
+) -> dict[int, list[DetectedFace]]:
+    """HOG's faces (with their landmarks) by sample index, in frame order: on every `every`-th sampled
+    frame and the last, and where the number of faces changes between two of those, on the frames
+    between too (halving the gap until the change is between neighbours).
+
+    So the detections around a gap (the contact, where HOG loses the back face) are those HOG on every
+    frame would give: the boxes interpolated across the gap start and end where the faces were last
+    and first seen, and the mouth distances read in it stay as they were.
+    """
+    found = {i: analyzer.detect(samples[i].frame, upsample) for i in detection_frames(len(samples), every)}
+    spans = list(itertools.pairwise(sorted(found)))
+    while spans:
+        i, j = spans.pop()
+        if j - i > 1 and len(found[i]) != len(found[j]):
+            middle = (i + j) // 2
+            found[middle] = analyzer.detect(samples[middle].frame, upsample)
+            spans += [(i, middle), (middle, j)]
+    return dict(sorted(found.items()))
 
 
-def check_face_count(found: Sequence[Sequence[DetectedFace]], config: CurateConfig) -> Reason | None:
-    """The face-count reason for these detections, or None when two faces are there."""
-    counts = np.array([len(f) for f in found])
+def check_face_count(found: Mapping[int, Sequence[DetectedFace]], config: CurateConfig) -> Reason | None:
+    """The face-count reason for these detections (shares over the frames HOG ran on), or None when two
+    faces are there."""
+    counts = np.array([len(f) for f in found.values()])
     if counts.size == 0:
         return Reason.NO_FACE
     if np.mean(counts >= 3) >= config.third_face_share:
@@ -100,13 +127,15 @@ def shot_faces(
 
     `scores` receives each score_* as soon as it is known, so a rejected shot still reports them.
     """
-    found = count_faces(samples, analyzer, config.upsample)
+    n = len(samples)
+    found = count_faces(samples, config.detect_every, analyzer, config.upsample)
+    checked = list(found)
     reason = check_face_count(found, config)
     if reason in (Reason.NO_FACE, Reason.ONE_FACE) and config.upsample == 0:
         # Small faces escape HOG's 80-px window: look again, upsampled, to say "too small" instead.
-        found_up = count_faces(samples, analyzer, 1)
+        found_up = count_faces(samples, config.detect_every, analyzer, 1)
         if check_face_count(found_up, config) is None:
-            widths = sorted(f.width for faces in found_up for f in faces)
+            widths = sorted(f.width for faces in found_up.values() for f in faces)
             raise Rejected(
                 Reason.FACES_TOO_SMALL,
                 detail=f"faces only found upsampled, median {np.median(widths) / scale:.0f} px",
@@ -114,9 +143,8 @@ def shot_faces(
     if reason is not None:
         raise Rejected(reason)
 
-    n = len(samples)
     tracked = track_faces(
-        {i: [(f, np.empty(0)) for f in faces] for i, faces in enumerate(found)}, list(range(n)), list(PERSONS)
+        {i: [(f, np.empty(0)) for f in faces] for i, faces in found.items()}, checked, list(PERSONS)
     )
     # At the contact HOG often finds one wide box over both faces, and the tracker hands it to one
     # person: a detection much wider than its track's median is not that person's face.
@@ -150,9 +178,11 @@ def shot_faces(
         box_array[p] = track_boxes
         first, last = min(tracked[s]), max(tracked[s])
         for i in range(n):
-            # A HOG box is what the predictor was trained on; an interpolated one is refined once.
-            refine = 0 if i in tracked[s] else 1
-            landmarks[i, p] = predict_landmarks(samples[i].frame, track_boxes[i], refine)
+            if i in tracked[s]:
+                # The analyzer predicted these on the HOG box, what the predictor was trained on.
+                landmarks[i, p] = found[i][tracked[s][i]].landmarks
+            else:  # an interpolated box (between detections, or a face HOG missed) is refined once
+                landmarks[i, p] = predict_landmarks(samples[i].frame, track_boxes[i], refine=1)
             valid[i, p] = first <= i <= last
             detected[i, p] = i in tracked[s]
 

@@ -13,13 +13,15 @@ import pytest
 
 from kiss_core.curation import manifest
 from kiss_core.curation.config import CurateConfig
-from kiss_core.curation.decode import decode_sampled, probe
+from kiss_core.curation.decode import Sample, decode_sampled, iter_frames, probe
+from kiss_core.curation.export import _fill_between, _frames_at, encode_segment
+from kiss_core.curation.faces import count_faces, detection_frames
 from kiss_core.curation.kiss import caption_for, mouth_distances, odd_frames
 from kiss_core.curation.quality import blockiness, detail_sharpness, exposure
 from kiss_core.curation.reasons import DESCRIPTIONS, Reason, Rejected
 from kiss_core.curation.sidecar import check_sidecar, parse_sidecar, sidecar_name
 from kiss_core.curation.sources import Entry, Location, list_local, open_local, read_local_sidecar
-from kiss_core.media.video import encode_jpeg, encode_mp4
+from kiss_core.media.video import decode_mp4, encode_jpeg, encode_mp4
 from kiss_core.safety.prompt import STYLE_PROMPTS
 
 VIDEO = (".mp4", ".mov", ".webm", ".mkv")
@@ -75,6 +77,74 @@ def test_config_rejects_frame_counts_that_are_not_4k_plus_1(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="sample_fsp"):
         CurateConfig.from_yaml(path)
     assert all(field.description for field in CurateConfig.model_fields.values())
+
+
+def test_config_refuses_odd_output_sides_and_unknown_presets() -> None:
+    with pytest.raises(ValueError, match="`out_short_side` has to be even"):
+        CurateConfig(out_short_side=481)
+    with pytest.raises(ValueError, match="preset"):
+        CurateConfig(preset="warp")  # type: ignore[arg-type]
+
+
+def test_hog_runs_on_every_nth_sampled_frame_and_the_last() -> None:
+    assert detection_frames(20, 2) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 19]
+    assert detection_frames(5, 2) == [0, 2, 4]
+    assert detection_frames(4, 1) == [0, 1, 2, 3]
+    assert detection_frames(1, 3) == [0] and detection_frames(0, 2) == []
+
+
+class _CountingAnalyzer:
+    """Stands in for the dlib analyzer: frame i shows `faces[i]` faces; records the frames HOG ran on."""
+
+    def __init__(self, faces: list[int]) -> None:
+        self.faces, self.ran = faces, []
+
+    def detect(self, image: np.ndarray, upsample: int | None = None) -> list[int]:
+        index = int(image[0, 0, 0])
+        self.ran.append(index)
+        return [0] * self.faces[index]
+
+
+def test_hog_also_runs_where_the_face_count_changes_between_two_checked_frames() -> None:
+    # Two faces, the back one lost during the contact (samples 7..13), a third face once on sample 17.
+    faces = [2] * 7 + [1] * 7 + [2] * 3 + [3] + [2] * 2
+    samples = [Sample(i, i / 4, np.full((2, 2, 3), i, np.uint8), 0.0) for i in range(len(faces))]
+    analyzer = _CountingAnalyzer(faces)
+    found = count_faces(samples, 2, analyzer, 0)  # type: ignore[arg-type]
+    assert list(found) == sorted(set(analyzer.ran)) and len(analyzer.ran) == len(found)
+    # Every other frame, the last, and each change of count pinned down to neighbouring frames; the one
+    # frame with a third face lies between two checked frames with two: not looked at (a share decides).
+    assert list(found) == [0, 2, 4, 6, 7, 8, 10, 12, 13, 14, 16, 18, 19]
+    assert all(len(found[i]) == faces[i] for i in found)
+    assert list(count_faces(samples, 1, _CountingAnalyzer(faces), 0)) == list(range(len(faces)))  # type: ignore[arg-type]
+
+
+def test_track_frames_between_predictions_are_interpolated() -> None:
+    landmarks = np.zeros((6, 68, 2), np.float32)
+    landmarks[1] = 10.0
+    landmarks[3] = 30.0
+    predicted = np.array([False, True, False, True, False, False])
+    _fill_between(landmarks, predicted)
+    assert landmarks[:, 0, 0].tolist() == [10.0, 10.0, 20.0, 30.0, 30.0, 30.0]
+    untouched = np.ones((3, 68, 2), np.float32)
+    _fill_between(untouched, np.zeros(3, bool))  # nothing predicted: left as it is
+    assert (untouched == 1).all()
+
+
+def test_segment_encoding_keeps_frames_size_and_colours(tmp_path: Path) -> None:
+    path = _clip(tmp_path, frames=24, fps=24)
+    times = np.arange(16) / 16  # 1 s at 16 fps out of 24 fps
+    source = [f.to_ndarray(format="rgb24") for f in iter_frames(path)]
+    shown = list(_frames_at(path, times))
+    assert len(shown) == 16 and all(
+        np.array_equal(a, source[int(t * 24 + 1e-6)]) for a, t in zip(shown, times, strict=True)
+    )
+    data = encode_segment(shown, 16, crf=18, preset="veryfast")
+    decoded = decode_mp4(data)
+    assert decoded[0].shape == (16, 240, 320, 3) and decoded[1] == 16
+    assert cv2.PSNR(decoded[0][8], shown[8]) > 35  # colours as swscale would convert them
+    with pytest.raises(ValueError, match="even size"):
+        encode_segment([np.zeros((9, 10, 3), np.uint8)], 16, crf=18, preset="veryfast")
 
 
 def test_odd_frames_and_captions_follow_the_training_format() -> None:
