@@ -3,19 +3,17 @@
 
 A second decode pass reads only up to the segment's end, keeping one source frame at a time and
 converting to RGB only the frames the output shows. Landmarks are predicted on every `track_every`-th
-output frame (and the last) and interpolated between. The encoder is fed YUV 4:2:0 converted by OpenCV:
-libswscale's RGB -> YUV conversion inside the encode cost more than x264 itself on one core.
+output frame (and the last) and interpolated between. The encode is the service's own `encode_mp4`,
+which converts RGB to YUV 4:2:0 itself (`rgb_to_yuv420p`): libswscale's conversion inside the encode
+cost more than x264 itself on one core.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,6 +25,7 @@ from kiss_core.curation.decode import iter_frames
 from kiss_core.curation.faces import ShotFaces
 from kiss_core.curation.kiss import Kiss
 from kiss_core.generation.quality.faces import predict_landmarks
+from kiss_core.media.video import encode_mp4
 
 
 @dataclass(frozen=True)
@@ -86,46 +85,6 @@ def _frames_at(path: Path, times: np.ndarray) -> Iterator[np.ndarray]:
     while previous is not None and wanted < len(times):
         yield shown()
         wanted += 1
-
-
-def encode_segment(frames: Iterable[np.ndarray], fps: int, crf: int, preset: str) -> bytes:
-    """H.264 (yuv420p) MP4 of RGB uint8 frames of one even size, `+faststart`, as the service's encode_mp4.
-
-    Frames go to the encoder as YUV 4:2:0 converted by OpenCV (BT.601, limited range: what libswscale
-    makes of RGB to within one level), 0.14 ms a frame instead of swscale's 1.1 ms at 832x480. The MP4
-    muxer rewrites the file to move the index to the front, so it is written to a temporary file.
-    """
-    fd, path = tempfile.mkstemp(suffix=".mp4")
-    os.close(fd)
-    try:
-        count = 0
-        with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": preset})
-            for frame in frames:
-                height, width = frame.shape[:2]
-                if frame.dtype != np.uint8 or frame.shape[2:] != (3,) or height % 2 or width % 2:
-                    raise ValueError(
-                        f"frames must be RGB uint8 of an even size but frame {count} is"
-                        f" {frame.dtype} {frame.shape}"
-                    )
-                if count == 0:
-                    stream.width, stream.height = width, height
-                    stream.pix_fmt = "yuv420p"
-                    stream.time_base = Fraction(1, fps)
-                yuv = np.asarray(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420), np.uint8)
-                video_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-                video_frame.pts = count
-                for packet in stream.encode(video_frame):
-                    container.mux(packet)
-                count += 1
-            if count == 0:
-                raise ValueError("no frames to encode")
-            for packet in stream.encode():
-                container.mux(packet)
-        with open(path, "rb") as f:
-            return f.read()
-    finally:
-        os.unlink(path)
 
 
 def _fill_between(landmarks: np.ndarray, predicted: np.ndarray) -> None:
@@ -196,7 +155,7 @@ def export_segment(
                     predicted[i, p] = True
             yield out
 
-    mp4 = encode_segment(frames(), config.out_fps, config.crf, config.preset)
+    mp4 = encode_mp4(frames(), config.out_fps, config.crf, config.preset)
     for p in range(2):
         _fill_between(landmarks[:, p], predicted[:, p])
     buffer = io.BytesIO()

@@ -14,7 +14,7 @@ import pytest
 from kiss_core.curation import manifest
 from kiss_core.curation.config import CurateConfig
 from kiss_core.curation.decode import Sample, decode_sampled, iter_frames, probe
-from kiss_core.curation.export import _fill_between, _frames_at, encode_segment
+from kiss_core.curation.export import _fill_between, _frames_at
 from kiss_core.curation.faces import count_faces, detection_frames
 from kiss_core.curation.kiss import caption_for, mouth_distances, odd_frames
 from kiss_core.curation.quality import blockiness, detail_sharpness, exposure
@@ -139,12 +139,10 @@ def test_segment_encoding_keeps_frames_size_and_colours(tmp_path: Path) -> None:
     assert len(shown) == 16 and all(
         np.array_equal(a, source[int(t * 24 + 1e-6)]) for a, t in zip(shown, times, strict=True)
     )
-    data = encode_segment(shown, 16, crf=18, preset="veryfast")
+    data = encode_mp4(shown, 16, crf=18, preset="veryfast")
     decoded = decode_mp4(data)
     assert decoded[0].shape == (16, 240, 320, 3) and decoded[1] == 16
     assert cv2.PSNR(decoded[0][8], shown[8]) > 35  # colours as swscale would convert them
-    with pytest.raises(ValueError, match="even size"):
-        encode_segment([np.zeros((9, 10, 3), np.uint8)], 16, crf=18, preset="veryfast")
 
 
 def test_odd_frames_and_captions_follow_the_training_format() -> None:

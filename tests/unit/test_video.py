@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import av
 import cv2
 import numpy as np
 import pytest
 
-from kiss_core.media.video import decode_mp4, encode_jpeg, encode_mp4, make_thumbnail, mp4_atoms, probe_mp4
+from kiss_core.media.video import (
+    decode_mp4,
+    encode_jpeg,
+    encode_mp4,
+    make_thumbnail,
+    mp4_atoms,
+    probe_mp4,
+    rgb_to_yuv420p,
+)
+from tests.support.photos import astronaut_rgb
 
 
 def moving_scene(count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:
@@ -29,6 +39,26 @@ def moving_scene(count: int, width: int = 320, height: int = 240) -> list[np.nda
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+
+
+def test_our_yuv_conversion_matches_libswscale_and_keeps_edges() -> None:
+    """The encoder's own RGB -> YUV 4:2:0 (a real photo at 832x480): luma as libswscale makes it, chroma
+    within a few levels, and a round trip at least as close to the photo; OpenCV's plain I420, which
+    samples each block's chroma from one pixel, is not."""
+    photo = cv2.resize(astronaut_rgb(), (832, 480), interpolation=cv2.INTER_AREA)
+    ours = rgb_to_yuv420p(photo).astype(int)
+    theirs = av.VideoFrame.from_ndarray(photo, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    theirs = theirs.astype(int)
+    assert ours.shape == theirs.shape == (720, 832)
+    assert np.abs(ours[:480] - theirs[:480]).max() <= 1
+    assert np.abs(ours[480:] - theirs[480:]).max() <= 8 and np.abs(ours[480:] - theirs[480:]).mean() < 0.5
+
+    def back(planes: np.ndarray) -> np.ndarray:
+        frame = av.VideoFrame.from_ndarray(planes.astype(np.uint8), format="yuv420p")
+        return frame.to_ndarray(format="rgb24")
+
+    plain = cv2.cvtColor(photo, cv2.COLOR_RGB2YUV_I420)
+    assert psnr(back(ours), photo) >= psnr(back(theirs), photo) > psnr(back(plain), photo) + 1
 
 
 @pytest.mark.parametrize("fps", [24, 30])
