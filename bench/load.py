@@ -55,15 +55,26 @@ class Tally:
     memory: list[tuple[float, int]] = field(default_factory=list)  # (t, bytes)
 
 
+def process_memory_bytes(proc: Path) -> dict[str, int]:
+    """VmRSS and its parts (RssAnon, RssFile, RssShmem) of one process (its /proc/<pid> directory), in
+    bytes; empty if it is gone. RssShmem of a Ray process is mostly the object store's pages it touched:
+    shared with the store, and bounded by it, not the process's own memory."""
+    wanted = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+    try:
+        lines = (proc / "status").read_text().splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name in wanted:
+            found[name] = int(value.split()[0]) * 1024
+    return found
+
+
 def process_rss_bytes(proc: Path) -> int:
     """Resident memory of one process (its /proc/<pid> directory), 0 if it is gone or has none."""
-    try:
-        for line in (proc / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+    return process_memory_bytes(proc).get("VmRSS", 0)
 
 
 def ray_rss_bytes() -> int:
