@@ -20,7 +20,9 @@ afterwards. Two synthetic subjects only — never a real person.
 Targets: no job lost (accepted but failed, or not terminal at the end), no replica restarted
 (an actor restart, a replica of a fixed-size deployment replaced, a replica dead other than by a
 controller stop, or a proxy/controller replaced), RSS growth after warm-up under 5 % per replica
-(last sample against the sample taken when --warmup-fraction of the soak's jobs were terminal).
+(last sample against the sample taken when --warmup-fraction of the soak's jobs were terminal). The
+table also shows each process's growth less its RssShmem ("w/o shm"): the Ray object store's pages
+a process touched count in its VmRSS, though they belong to the store and are bounded by it.
 Prints one table, writes bench/results/soak.json and the plot bench/results/soak_rss.png (Pillow).
 Exits 1 when a target is missed.
 """
@@ -44,7 +46,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import TERMINAL, percentile, process_rss_bytes, start_service  # noqa: E402
+from bench.load import TERMINAL, percentile, process_memory_bytes, start_service  # noqa: E402
 from kiss_core.faces.synthetic import synthetic_subject_png  # noqa: E402
 
 SERVE_TITLES = (b"ray::ServeReplica:", b"ray::ProxyActor", b"ray::ServeController")
@@ -107,13 +109,14 @@ def process_label(name: str) -> str:
     return "ProxyActor" if name.startswith("SERVE_PROXY_ACTOR") else "ServeController"
 
 
-def serve_rss(names_by_pid: dict[int, str]) -> dict[str, int]:
-    """VmRSS of this cluster's Serve replica, proxy and controller processes, by label.
+def serve_rss(names_by_pid: dict[int, str]) -> tuple[dict[str, int], dict[str, int]]:
+    """VmRSS, and its shared-memory part (RssShmem: object-store pages), of this cluster's Serve
+    replica, proxy and controller processes, by label.
 
     Only the pids of this cluster's actor table count: other Ray clusters on the machine (other test
     runs) have processes with the same titles. Each pid's title is checked too, so that a pid reused
     by some other process after a replica died is not measured as the replica."""
-    rss = {}
+    rss, shmem = {}, {}
     for pid, name in names_by_pid.items():
         proc = Path("/proc") / str(pid)
         try:
@@ -121,8 +124,10 @@ def serve_rss(names_by_pid: dict[int, str]) -> dict[str, int]:
                 continue
         except OSError:
             continue
-        rss[process_label(name)] = process_rss_bytes(proc)
-    return rss
+        memory = process_memory_bytes(proc)
+        rss[process_label(name)] = memory.get("VmRSS", 0)
+        shmem[process_label(name)] = memory.get("RssShmem", 0)
+    return rss, shmem
 
 
 def take_sample(soak: Soak) -> None:
@@ -132,8 +137,8 @@ def take_sample(soak: Soak) -> None:
         if row["pid"]:
             soak.pids_seen.setdefault(actor_id, set()).add(int(row["pid"]))
     names_by_pid = {int(r["pid"]): r["name"] for r in table.values() if r["pid"] and r["state"] == "ALIVE"}
-    rss = serve_rss(names_by_pid)
-    soak.samples.append({"t": soak.t(), "rss": rss, "serve_total": sum(rss.values())})
+    rss, shmem = serve_rss(names_by_pid)
+    soak.samples.append({"t": soak.t(), "rss": rss, "shmem": shmem, "serve_total": sum(rss.values())})
 
 
 async def sampler(soak: Soak, every_s: float, done: asyncio.Event) -> None:
@@ -290,7 +295,9 @@ def restarts(soak: Soak, fixed_size: set[str]) -> list[dict[str, Any]]:
 
 
 def rss_growth(soak: Soak) -> dict[str, dict[str, Any]]:
-    """Per process: RSS at the warm-up reference, at the end, the peak, and the growth between."""
+    """Per process: RSS at the warm-up reference, at the end, the peak, and the growth between; also
+    the growth of RSS less its shared-memory part ("private_growth"), which object-store pages touched
+    by the process do not move."""
     if not soak.samples:
         return {}
     index = min(soak.warmup_index if soak.warmup_index is not None else 0, len(soak.samples) - 1)
@@ -301,12 +308,15 @@ def rss_growth(soak: Soak) -> dict[str, dict[str, Any]]:
         reference = next((s for s in soak.samples[index:] if label in s["rss"]), last)
         start = reference["rss"][label]
         peak = max(s["rss"].get(label, 0) for s in soak.samples)
+        private_start = start - reference.get("shmem", {}).get(label, 0)
+        private_end = end - last.get("shmem", {}).get(label, 0)
         growth[label] = {
             "reference_t": reference["t"],
             "reference_bytes": start,
             "end_bytes": end,
             "peak_bytes": peak,
             "growth": (end - start) / start if start else None,
+            "private_growth": (private_end - private_start) / private_start if private_start else None,
         }
     return growth
 
@@ -456,12 +466,16 @@ def main() -> None:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     print()
-    print(f"{'process':<32} {'ref t':>7} {'RSS ref':>9} {'RSS end':>9} {'peak':>9} {'growth':>8}")
+    print(
+        f"{'process':<32} {'ref t':>7} {'RSS ref':>9} {'RSS end':>9} {'peak':>9} {'growth':>8} {'w/o shm':>8}"
+    )
     for label, g in growth.items():
-        pct = f"{g['growth'] * 100:+.1f} %" if g["growth"] is not None else "n/a"
+        pct, private = (
+            f"{g[key] * 100:+.1f} %" if g[key] is not None else "n/a" for key in ("growth", "private_growth")
+        )
         print(
             f"{label:<32} {g['reference_t']:>6.0f}s {g['reference_bytes'] / 2**20:>6.0f} MiB"
-            f" {g['end_bytes'] / 2**20:>5.0f} MiB {g['peak_bytes'] / 2**20:>5.0f} MiB {pct:>8}"
+            f" {g['end_bytes'] / 2**20:>5.0f} MiB {g['peak_bytes'] / 2**20:>5.0f} MiB {pct:>8} {private:>8}"
         )
     for item in restarted:
         print(f"restart: {item['actor']}: {item['why']}")
