@@ -85,8 +85,11 @@ def find_kiss(
     closest = int(np.argmin(distance))
     scores["score_min_mouth_distance"] = float(distance[closest])
     n = len(times)
-    at_edge = closest == 0 or closest == n - 1
-    if at_edge and cut_at[0 if closest == 0 else 1]:
+    # At the cut: no sample with both faces lies between the closest one and a shot edge that is a cut.
+    # Right before a cut the faces are closest and HOG often loses the back one, so the edge sample
+    # itself may have no landmarks; the approach still ends at the cut.
+    seen = np.flatnonzero(both)
+    if (closest == seen[0] and cut_at[0]) or (closest == seen[-1] and cut_at[1]):
         raise Rejected(Reason.JUMP_CUT, detail=f"closest mouths at the cut, {times[closest]:.2f} s")
     if distance[closest] > config.contact_distance:
         raise Rejected(Reason.NO_CONTACT, detail=f"closest {distance[closest]:.2f} face widths")

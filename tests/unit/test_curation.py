@@ -332,6 +332,22 @@ def test_find_kiss_names_what_is_missing(gaps: list[float], cuts: tuple[bool, bo
     assert reasons_of(exc) == [reason]
 
 
+@pytest.mark.parametrize(("cuts", "reason"), [((False, True), "jump_cut"), ((False, False), "no_contact")])
+def test_a_kiss_cut_off_where_the_back_face_is_lost_is_still_at_the_cut(
+    cuts: tuple[bool, bool], reason: str
+) -> None:
+    """Closing in up to a cut, the last sample before it without the back face (HOG lost it): the closest
+    sample with both faces is the last one that has them, so the kiss was cut, whatever the distance
+    there; without a cut the same shot never reached contact."""
+    from kiss_core.curation.kiss import find_kiss
+
+    times, landmarks, valid = _kiss_tracks([2.0, 1.9, 1.7, 1.5, 1.3, 1.1, 0.8, 0.1])
+    valid[-1, 1] = False
+    with pytest.raises(Rejected) as exc:
+        find_kiss(times, landmarks, valid, (0.0, 2.0), cuts, (832, 480), CurateConfig(), {})
+    assert reasons_of(exc) == [reason]
+
+
 def test_decode_refuses_variable_frame_rate(tmp_path: Path) -> None:
     import av
 
