@@ -19,6 +19,11 @@ the two mouths (or a's mouth and b's near cheek), eased to the full gap at the c
 kept there through the hold, whatever the turn and pucker do meanwhile. All curves are eased
 (smoothstep), so motion starts and stops with zero velocity and no frame jumps. Deterministic and
 seed-free.
+
+Idle motion keeps any frame from looking frozen: a short lead-in (`KissPlan.lead_in`, 0.4 s) before
+the approach starts, and all along, each person breathes (the head rises and stretches a little about
+the neck, on a period of their own, part of `motion`, so contact stays exact) and blinks once before
+the kiss closes the eyes (through the eyelid landmarks).
 """
 
 from __future__ import annotations
@@ -109,12 +114,21 @@ _EYES_OPEN = (0.15, 0.6)  # start opening this long after separation starts, ope
 _PUCKER_IN = (0.7, 0.05)
 _PUCKER_OUT = (0.0, 0.5)
 
+# Idle motion, so that no frame looks frozen: each person breathes and blinks, on their own clock.
+_BREATH_PERIOD = {"a": 3.7, "b": 4.3}  # seconds; different, so the two never breathe in step
+_BREATH_PHASE = {"a": 0.6, "b": 2.1}  # radians at frame 0
+_BREATH_LIFT = 0.018  # head rise at full inhale, in head radii (about 1.5 px at 832x480)
+_BREATH_SCALE = 0.006  # vertical stretch of the head at full inhale, about the neck
+_LEAD_IN = 0.4  # seconds of idle motion before the approach (at most a fifth of the way to contact)
+_BLINK_AT = {"a": 0.35, "b": 0.8}  # seconds into the clip, moved earlier to finish before the kiss
+_BLINK = (0.08, 0.03, 0.15)  # seconds closing, shut, opening (at least 1, 0 and 2 frames)
+
 
 @dataclass(frozen=True)
 class SubjectTrack:
     """One subject over the clip. Frame pixels; landmarks in iBUG order (index 0 on the image's left).
 
-    `transforms` is the photo->frame similarity (layout, tilt, leaning in, shift) without the face
+    `transforms` is the photo->frame map (layout, breathing, tilt, leaning in, shift) without the face
     deformations; `landmarks` include turn, eyelid and pucker. `follow` moves any other photo point
     (forehead, hair, a ring around the head) with the head: similarity and turn.
     """
@@ -123,13 +137,14 @@ class SubjectTrack:
     landmarks: np.ndarray  # (T, 68, 2)
     mirrored: bool
     turn: np.ndarray  # (T,) degrees of yaw towards the partner (negative: away)
-    eyelid: np.ndarray  # (T,) 0 open .. 1 closed
+    eyelid: np.ndarray  # (T,) 0 open .. 1 closed (the kiss and the idle blink)
     pucker: np.ndarray  # (T,) 0 .. 1
     toward: int  # +1: the partner is to the right (subject a), -1: to the left (b)
     layout_transform: np.ndarray  # (2, 3) photo -> upright layout frame (the mirror included)
     motion: np.ndarray  # (T, 2, 3) layout frame -> frame pixels
     head_center: np.ndarray  # (2,) the turn axis in the layout frame (x) and the face's middle (y)
     head_radius: float  # cylinder radius in layout pixels
+    breath: np.ndarray | None = None  # (T,) -1 exhaled .. 1 inhaled (already in `motion`; a body may use it)
 
     def follow(self, photo_points: np.ndarray) -> np.ndarray:
         """(T, N, 2) frame positions of photo points (N, 2) moving rigidly with the head and its turn."""
@@ -150,6 +165,7 @@ class KissPlan:
     front: np.ndarray  # (T,) 0: a drawn on top, 1: b drawn on top
     layout: SceneLayout
     style: str = "romantic"
+    lead_in: int = 0  # frames of idle motion only (breathing, a blink) before the approach starts
 
     def mouth_centers(self) -> dict[str, np.ndarray]:
         """(T, 2) mouth centre (mean of landmarks 48-67) per subject."""
@@ -283,6 +299,46 @@ def _pulse(frames: np.ndarray, fps: int, rise_end: float, fall_start: float, ris
     return up * (1.0 - down)
 
 
+def idle_lead_in(contact: int, fps: int) -> int:
+    """Frames before the approach starts: `_LEAD_IN` seconds, at most a fifth of the way to contact."""
+    return int(min(round(_LEAD_IN * fps), contact // 5))
+
+
+def breathing(count: int, fps: int, subject: str) -> np.ndarray:
+    """(T,) -1 .. 1: a slow sine on the subject's own period and phase (deterministic)."""
+    seconds = np.arange(count, dtype=np.float64) / fps
+    return np.sin(2 * np.pi * seconds / _BREATH_PERIOD[subject] + _BREATH_PHASE[subject])
+
+
+def _breath_affine(breath: np.ndarray, radius: float, chin_y: float) -> np.ndarray:
+    """(T, 2, 3) in the upright layout frame: the head rises and stretches a little about the neck."""
+    pivot = chin_y + 0.5 * radius  # the base of the neck: it stays, the head above it moves
+    scale = 1.0 + _BREATH_SCALE * breath
+    out = np.zeros((len(breath), 2, 3))
+    out[:, 0, 0] = 1.0
+    out[:, 1, 1] = scale
+    out[:, 1, 2] = pivot * (1.0 - scale) - _BREATH_LIFT * radius * breath
+    return out
+
+
+def blink(frames: np.ndarray, fps: int, subject: str, latest_end: float) -> np.ndarray:
+    """(T,) 0 .. 1: one blink, shut on a whole frame, finished by frame `latest_end`; none if it cannot fit.
+
+    Eyes shut on an exact frame, so every frame rate shows a closed eye; the blink moves earlier when
+    the kiss's own eye closing would start before it ends, and is left out when it would start on
+    frame 0 (the first frame keeps open eyes: it is the still a diffusion model starts from).
+    """
+    close, shut, reopen = (
+        max(1, round(_BLINK[0] * fps)),
+        max(0, round(_BLINK[1] * fps)),
+        max(2, round(_BLINK[2] * fps)),
+    )
+    at = min(round(_BLINK_AT[subject] * fps), int(np.floor(latest_end)) - shut - reopen)
+    if at - close < 1:
+        return np.zeros(len(frames))
+    return _ramp(frames, at - close, at) * (1.0 - _ramp(frames, at + shut, at + shut + reopen))
+
+
 def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> KissPlan:
     """A deterministic plan for `params` (style, intensity, length, size, fps); seed-independent."""
     if params.style not in STYLES:
@@ -296,9 +352,11 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
     separation = phases["separation"][0]
     frames = np.arange(count, dtype=np.float64)
 
-    # Shared curves. Approach eases over the whole approach/tilt/contact span and lands on the contact frame.
+    # Shared curves. After a short idle lead-in, the approach eases over the rest of the approach/tilt/
+    # contact span and lands on the contact frame.
+    lead_in = idle_lead_in(contact, fps)
     leave = _ramp(frames, separation, count - 1)
-    approach = _ramp(frames, 0, contact) * (1 - leave * spec.retreat)
+    approach = _ramp(frames, lead_in, contact) * (1 - leave * spec.retreat)
     tilt_in = _ramp(frames, phases["tilt"][0], contact)
     tilt_deg = spec.tilt_deg * (0.6 + 0.4 * intensity) * tilt_in * (1 - 0.6 * leave)
     hold_start, hold_end = phases["hold"]
@@ -313,7 +371,7 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
     lean = 1 + spec.lean * intensity * approach
 
     # Face gestures: turn in over the approach, eyes close just before contact and open once apart.
-    turn_in = _ramp(frames, 0.25 * contact, contact) * (1 - 0.7 * leave)
+    turn_in = _ramp(frames, lead_in + 0.25 * (contact - lead_in), contact) * (1 - 0.7 * leave)
     turn_c = spec.turn_deg * (0.75 + 0.25 * intensity)
     eyelid = _pulse(frames, fps, contact, separation, _EYES_CLOSE, _EYES_OPEN)
     pucker = (
@@ -333,13 +391,20 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
         eyelids = {"a": eyelid, "b": eyelid}
         puckers = {"a": pucker, "b": pucker}
 
+    # Idle motion: a blink each before the kiss's eyes close, breathing all along.
+    kiss_eyes_from = contact - _EYES_CLOSE[0] * fps
+    eyelids = {s: np.maximum(eyelids[s], blink(frames, fps, s, kiss_eyes_from - 1)) for s in ("a", "b")}
+    breaths = {s: breathing(count, fps, s) for s in ("a", "b")}
+
     local: dict[str, np.ndarray] = {}  # (T, 68, 2) deformed upright landmarks, layout frame
     heads: dict[str, tuple[np.ndarray, float]] = {}
+    breath_maps: dict[str, np.ndarray] = {}  # (T, 2, 3) layout -> layout, breathing
     for s in ("a", "b"):
         upright = layout.placements[s].landmarks
         center = np.array([(upright[0, 0] + upright[16, 0]) / 2, upright[27:36, 1].mean()])
         radius = 0.5 * float(np.hypot(*(upright[16] - upright[0])))
         heads[s] = (center, radius)
+        breath_maps[s] = _breath_affine(breaths[s], radius, float(upright[8, 1]))
         points = purse_lips(close_eyelids(upright, eyelids[s]), puckers[s])
         depth = (
             _DEPTH[None, :]
@@ -350,8 +415,11 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
             turned[t] = turn_points(points[t], center, radius, turns[s][t] * toward[s], depth[t])
         local[s] = turned
 
-    mouths = {s: local[s][:, MOUTH].mean(axis=1) for s in ("a", "b")}  # (T, 2) pivots
-    rotations = {s: _rotation_about(mouths[s], angles[s], lean) for s in ("a", "b")}
+    breathed = {s: apply_affine(breath_maps[s], local[s]) for s in ("a", "b")}
+    mouths = {s: breathed[s][:, MOUTH].mean(axis=1) for s in ("a", "b")}  # (T, 2) pivots
+    rotations = {
+        s: compose_affine(_rotation_about(mouths[s], angles[s], lean), breath_maps[s]) for s in ("a", "b")
+    }
 
     # Where a's mouth must be at contact: b's mouth, or b's near cheek (the image-left side of b).
     if spec.cheek:
@@ -383,6 +451,7 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
             motion=motion,
             head_center=center,
             head_radius=radius,
+            breath=breaths[s],
         )
 
     # The kisser's face covers the cheek; for the lips the more turned face (less in the way) goes in front.
@@ -403,6 +472,7 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
         front=front,
         layout=layout,
         style=params.style,
+        lead_in=lead_in,
     )
 
 

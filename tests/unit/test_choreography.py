@@ -24,6 +24,10 @@ def analyses(yaw_a: float = 12.0, yaw_b: float = -15.0, roll_b: float = 0.0) -> 
     }
 
 
+UPPER_LIDS = [37, 38, 43, 44]
+NOT_LIDS = np.setdiff1d(np.arange(68), UPPER_LIDS)
+
+
 def face_width(plan: KissPlan, subject: str, frame: int) -> float:
     points = plan.tracks[subject].landmarks[frame]
     return float(np.linalg.norm(points[16] - points[0]))
@@ -83,9 +87,11 @@ def test_motion_is_smooth(style: str) -> None:
     for track in plan.tracks.values():
         step = np.linalg.norm(np.diff(track.landmarks, axis=0), axis=2)  # (T-1, 68)
         assert step.max() < 0.08 * width
-        # No jump: the step length itself changes gradually (bounded acceleration).
+        # No jump: the step length itself changes gradually (bounded acceleration) — except the
+        # upper eyelids, which a blink shuts in a tenth of a second (test_each_person_blinks_...).
         accel = np.linalg.norm(np.diff(track.landmarks, n=2, axis=0), axis=2)
-        assert accel.max() < 0.012 * width
+        assert accel[:, NOT_LIDS].max() < 0.012 * width
+        assert accel[:, UPPER_LIDS].max() < 0.04 * width
         assert step.sum(axis=0).max() > 0.5 * width  # it does move
     # Eased: standing still on the first and last frame of the approach.
     mouth = plan.tracks["a"].landmarks[:, MOUTH].mean(axis=1)
@@ -281,3 +287,76 @@ def test_follow_moves_photo_points_with_the_head() -> None:
     followed = track.follow(np.asarray(a["a"].landmarks))
     rigid = np.r_[0:6, 11:27]
     np.testing.assert_allclose(followed[:, rigid], track.landmarks[:, rigid], atol=1e-9)
+
+
+# --- idle motion: breathing and a blink before the approach -------------------------------------------
+
+
+def before_the_approach(plan: KissPlan) -> int:
+    """The idle lead-in: frames 0 .. lead_in, where only breathing and a blink move anyone."""
+    mouths = plan.mouth_centers()
+    gap = np.linalg.norm(mouths["a"] - mouths["b"], axis=1)
+    # The approach itself has not started: the mouths are as far apart as on frame 0 (breathing aside).
+    assert np.abs(gap[: plan.lead_in + 1] - gap[0]).max() < 0.01 * gap[0]
+    return plan.lead_in
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+@pytest.mark.parametrize(("seconds", "fps"), [(5.0, 24), (3.0, 12), (10.0, 30)])
+def test_no_frame_is_frozen_before_the_approach(style: str, seconds: float, fps: int) -> None:
+    plan = plan_kiss(analyses(), VideoParams(style=style, seconds=seconds, fps=fps))
+    early = before_the_approach(plan)
+    assert early >= 3
+    width = face_width(plan, "a", 0)
+    for track in plan.tracks.values():
+        step = np.linalg.norm(np.diff(track.landmarks[: early + 1], axis=0), axis=2)  # (early, 68)
+        # No two consecutive frames alike: every frame moves somewhere (least at the turn of a breath,
+        # where a sine stands still; ~0.1 px a frame in between) ...
+        assert step.max(axis=1).min() > 0.02
+        assert np.median(step.max(axis=1)) > 0.05
+        # ... and nothing flickers: outside a blink's eyelids, idle motion stays under ~1 px a frame
+        # and changes speed gently (a jitter would show as a large second difference).
+        assert step[:, NOT_LIDS].max() < 0.008 * width
+        accel = np.linalg.norm(np.diff(track.landmarks[: early + 1], n=2, axis=0), axis=2)
+        assert accel[:, NOT_LIDS].max() < 0.002 * width
+
+
+def test_breathing_lifts_each_head_on_its_own_clock() -> None:
+    plan = plan_kiss(analyses(), VideoParams(style="romantic", seconds=10, fps=24))
+    width = face_width(plan, "a", 0)
+    a, b = plan.tracks["a"], plan.tracks["b"]
+    assert a.breath is not None and b.breath is not None
+    assert a.breath.min() < -0.95 and a.breath.max() > 0.95
+    assert np.corrcoef(a.breath, b.breath)[0, 1] < 0.9  # not in step
+    # Before the approach moves them, the brow line rises on the in-breath: about a pixel, not more.
+    early = before_the_approach(plan)
+    brow_y = a.landmarks[:early, 17:27, 1].mean(axis=1)
+    breath = a.breath[:early]
+    assert np.polyfit(breath, brow_y, 1)[0] < 0  # up (smaller y) when inhaling
+    assert 0.004 * width < np.ptp(brow_y) < 0.03 * width
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+def test_each_person_blinks_before_the_kiss(style: str) -> None:
+    plan = plan_kiss(analyses(), VideoParams(style=style, seconds=5, fps=24))
+    kiss_eyes_from = plan.contact_frame - round(0.55 * plan.fps)
+    shut_at = {}
+    for s, track in plan.tracks.items():
+        before = track.landmarks[:kiss_eyes_from]
+        openings = np.array([eye_opening(points) for points in before])
+        shut = int(np.argmin(openings))
+        # Closed on one frame, open again before the kiss closes the eyes for good.
+        assert openings[shut] < 0.1 * openings[0], s
+        assert 0 < shut < len(openings) - 2
+        assert openings[shut:].max() > 0.95 * openings[0]
+        assert track.eyelid[0] == 0
+        shut_at[s] = shut
+    assert shut_at["a"] != shut_at["b"]  # each on their own time
+
+
+def test_no_blink_when_the_kiss_starts_at_once() -> None:
+    """A 1 s clip has no time for a blink before the eyes close for the kiss: none is squeezed in."""
+    plan = plan_kiss(analyses(), VideoParams(style="romantic", seconds=1, fps=8))
+    kiss_eyes_from = plan.contact_frame - 0.55 * plan.fps
+    for track in plan.tracks.values():
+        assert (np.diff(track.eyelid[: max(1, int(kiss_eyes_from))]) >= -1e-12).all()  # only closing
