@@ -43,6 +43,11 @@ class VideoParams(BaseModel):
     size: str = Field("832x480", description="Frame size WIDTHxHEIGHT; both divisible by 16, 128..1280.")
     fps: int = Field(24, ge=8, le=30, description="Frames per second.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for everything random in the generation.")
+    background: Literal["auto", "a", "b", "blur"] = Field(
+        "auto",
+        description="The scene: a or b (that photo's own background, its people removed), blur (a neutral"
+        " blur of both backgrounds), auto (the photo with more background, else blur).",
+    )
     output: OutputKind = Field(
         "video", description="video: an MP4 (plus thumbnail and still); image: the still."
     )

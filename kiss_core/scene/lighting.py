@@ -12,6 +12,11 @@ Strength 1 would give both faces identical skin statistics, which also erases a 
 skin tone between two people; the default (GeneratorSettings.lighting_strength) closes half the
 gap. Gains are clamped so a badly exposed photo is corrected, not posterised.
 
+The scene has a light too: once the people stand in one photo's background (kiss_core.scene.background),
+each person is pulled a little towards the colour of the scene around them (`scene_light_map`: a
+shift of the Lab mean, a fifth of the way for the colour cast, less for brightness, capped), so a
+person from a cool room standing in a warm one picks up some of its warmth.
+
 The map runs on 8-bit Lab through one lookup table per channel, so a 12 MP photo costs a few tens
 of milliseconds; statistics come from the face crop only.
 """
@@ -28,6 +33,8 @@ from kiss_core.media.geometry import LEFT_EYE, RIGHT_EYE, face_width
 
 SKIN_TRIM = 0.1  # share of darkest and of brightest skin pixels left out (nostrils, highlights)
 GAIN_LIMITS = (0.8, 1.25)  # the spread of a channel changes by at most this factor
+SCENE_PULL = np.array([0.12, 0.2, 0.2])  # share of the person->scene Lab mean gap closed (L, a, b)
+SCENE_PULL_LIMIT = np.array([6.0, 4.0, 4.0])  # the most a channel's mean moves (L units, a/b units)
 _LAB8_SCALE = np.array([255.0 / 100.0, 1.0, 1.0])  # float Lab -> OpenCV 8-bit Lab (L*2.55, a+128, b+128)
 _LAB8_SHIFT = np.array([0.0, 128.0, 128.0])
 
@@ -134,6 +141,23 @@ def harmonize_photos(
         return dict(photos)
     maps = harmonizing_maps(stats, strength)  # type: ignore[arg-type]
     return {s: apply_lab_map(photos[s], maps[s]) for s in photos}
+
+
+def scene_light_map(person: np.ndarray, alpha: np.ndarray, scene: np.ndarray) -> LabMap | None:
+    """The Lab shift that pulls a person's pixels (alpha > 0.5) part of the way to the scene's mean colour.
+
+    `person` (H, W, 3) uint8 RGB with its `alpha` (H, W) in 0..1; `scene` the backdrop pixels around
+    where they stand (any shape, RGB uint8). None when either has too few pixels to measure.
+    """
+    opaque = np.asarray(alpha) > 0.5
+    if int(opaque.sum()) < 20 or np.asarray(scene).size < 60:
+        return None
+    lab = cv2.cvtColor(np.ascontiguousarray(person).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    person_mean = lab[opaque].astype(np.float64).mean(axis=0)
+    around = np.asarray(scene, dtype=np.float32).reshape(-1, 1, 3) / 255.0
+    scene_mean = cv2.cvtColor(around, cv2.COLOR_RGB2Lab).reshape(-1, 3).astype(np.float64).mean(axis=0)
+    shift = np.clip(SCENE_PULL * (scene_mean - person_mean), -SCENE_PULL_LIMIT, SCENE_PULL_LIMIT)
+    return LabMap(mean_in=person_mean, mean_out=person_mean + shift, gain=np.ones(3))
 
 
 def _hull(points: np.ndarray) -> np.ndarray:

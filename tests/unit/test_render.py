@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kiss_core.scene.choreography import face_centers, plan_kiss
-from kiss_core.scene.render import PreviewCompositor
+from kiss_core.scene.render import PreviewCompositor, _seam_fade, _seam_weight
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from tests.support.mean_face import mean_face_analysis
 
@@ -98,7 +98,8 @@ def test_no_hard_edge_at_the_layer_border() -> None:
         "b": np.full((500, 500, 3), (20, 30, 250), np.uint8),
     }
     plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="832x480"))
-    frames = list(PreviewCompositor(feather_px=8).render(plan, photos, analyses))
+    # The blur backdrop: a flat photo as the scene would pull the heads' colour towards it.
+    frames = list(PreviewCompositor(feather_px=8).render(plan, photos, analyses, background="blur"))
     turned = plan.tracks["a"].turn > 1
     for t, frame in enumerate(frames):
         grad = np.hypot(*np.gradient(frame.astype(np.float32), axis=(0, 1))).max(axis=-1)  # worst channel
@@ -116,8 +117,9 @@ def test_no_hard_edge_at_the_layer_border() -> None:
 def test_head_layers_are_cut_once_and_soft(scene) -> None:
     analyses, photos = scene
     plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="416x240"))
-    layers = PreviewCompositor(feather_px=6).head_layers(plan, photos, analyses)
-    for subject, layer in layers.items():
+    layers = PreviewCompositor(feather_px=6).person_layers(plan, photos, analyses)
+    for subject, person in layers.items():
+        layer = person.head
         alpha = layer.rgba[..., 3]
         assert layer.rgba.dtype == np.uint8 and layer.rgba.shape[2] == 4
         assert alpha.max() == 255
@@ -137,8 +139,9 @@ def test_big_photos_are_shrunk_once() -> None:
         "b": drawn_face(analyses["b"], (200, 150, 120), (200, 200, 60)),
     }
     plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="832x480"))
-    layers = PreviewCompositor().head_layers(plan, photos, analyses)
-    assert max(layers["a"].rgba.shape[:2]) < 600  # from a 3000x4000 photo
+    layers = PreviewCompositor().person_layers(plan, photos, analyses)
+    assert max(layers["a"].head.rgba.shape[:2]) < 600  # from a 3000x4000 photo
+    assert max(layers["a"].body.rgba.shape[:2]) < 1000
     frames = list(PreviewCompositor().render(plan, photos, analyses))
     x, y = plan.tracks["a"].landmarks[0, 48:68].mean(0).round().astype(int)
     r, g, b = frames[0][y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(0)
@@ -180,16 +183,19 @@ def test_synthetic_subjects_render(synthetic_pair) -> None:
 
 
 def rendered_alpha(plan, photos, analyses, frame: int) -> dict[str, np.ndarray]:
-    """Each head's warped alpha (0..1) at `frame`, full frame size, before blending."""
-    layers = PreviewCompositor().head_layers(plan, photos, analyses)
+    """Each head's alpha (0..1) at `frame` as it is blended (the leading edge faded), full frame size."""
+    layers = PreviewCompositor().person_layers(plan, photos, analyses)
     masks = {}
-    for s, layer in layers.items():
+    for s, person in layers.items():
+        layer, track = person.head, plan.tracks[s]
         warped = layer.warp.warp(
-            layer.rgba, layer.targets(plan.tracks[s])[frame], output_size=(plan.width, plan.height)
+            layer.rgba, layer.targets(track)[frame], output_size=(plan.width, plan.height)
         )
         alpha = np.zeros((plan.height, plan.width), np.float32)
         (x0, y0), (h, w) = warped.origin, warped.image.shape[:2]
-        alpha[y0 : y0 + h, x0 : x0 + w] = warped.image[..., 3] / 255
+        weight = _seam_weight(track)[frame]
+        seam = _seam_fade(track, frame, warped.origin, (h, w), weight) if weight > 0 else 1.0
+        alpha[y0 : y0 + h, x0 : x0 + w] = warped.image[..., 3] / 255 * seam
         masks[s] = alpha
     return masks
 
