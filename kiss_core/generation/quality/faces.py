@@ -5,6 +5,11 @@ Faces are found in a sample of frames and matched to the person the motion plan 
 any video without a plan, to the person tracked there since the first frame with two faces), so
 face merging at the lip contact or a swapped identity shows up as low similarity for that subject.
 
+HOG is a frontal detector: it misses faces turned past ~40°, which the kiss styles reach. So the
+faces of a frame are HOG's plus every face MediaPipe's full-range detector finds where HOG found
+none (`with_turned_faces`), framed as HOG would frame it and with dlib's landmarks on that box: the
+report's identity numbers stay dlib's descriptor on dlib's landmarks whichever detector found it.
+
 At the contact the back face is partly hidden and HOG often misses it, so measurements there do
 not depend on detection: dlib's 68-point shape predictor (the process's one copy, shared with the
 face analyzer) runs directly on the rectangle where the face is expected (planned, or interpolated
@@ -20,6 +25,7 @@ import numpy as np
 
 from kiss_core.faces.analysis import DetectedFace
 from kiss_core.faces.dlib_models import shape_predictor
+from kiss_core.faces.full_range_detector import FullRangeFace, FullRangeFaceDetector, full_range_detector, iou
 from kiss_core.media.geometry import face_width
 from kiss_core.media.images import require_rgb
 
@@ -32,6 +38,11 @@ TRACK_RADIUS = 1.0  # without a plan: a detection continues a track within this 
 # of side 1.06 jaw spans, centred 0.05 jaw spans above the landmark centroid.
 _BOX_SIDE = 1.06
 _BOX_RAISE = 0.05
+# dlib's HOG box relative to MediaPipe's full-range box of the same face (fitted on 146 faces both
+# found: the wheels' photos and frontal preview frames): the same centre (offsets -0.003/+0.007 of
+# the width, sd 0.05), a square 0.929 of its width (sd 0.09). The predictor's refinement does the rest.
+_FULL_RANGE_SIDE = 0.929
+SAME_FACE_IOU = 0.3  # a full-range box overlapping a HOG box by more is the same face
 
 Box = tuple[float, float, float, float]
 
@@ -46,6 +57,56 @@ def detector_box(landmarks: np.ndarray) -> Box:
     cx, cy = points.mean(axis=0)
     cy -= _BOX_RAISE * face_width(points)
     return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def hog_like_box(face: FullRangeFace) -> Box:
+    """The box HOG would give for a face the full-range detector found (see `_FULL_RANGE_SIDE`)."""
+    cx, cy = face.center
+    half = _FULL_RANGE_SIDE * face.width / 2
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def turned_faces(
+    frame: np.ndarray, faces: Sequence[DetectedFace], detector: FullRangeFaceDetector | None = None
+) -> list[DetectedFace]:
+    """The faces the full-range detector finds in `frame` that overlap none of `faces` (HOG's).
+
+    HOG misses turned faces and the full-range detector merges two faces that overlap by more than
+    its suppression IoU into one, so neither alone finds what both do. Each face returned has a
+    HOG-like box, dlib's landmarks predicted on it (refined once) and the detector's score.
+    """
+    image = require_rgb(frame)
+    boxes = np.array([face.box for face in faces], dtype=np.float64).reshape(-1, 4)
+    added: list[DetectedFace] = []
+    for turned in (detector or full_range_detector()).detect(image):
+        if len(boxes) and float(iou(np.array(turned.box), boxes).max()) > SAME_FACE_IOU:
+            continue
+        box = hog_like_box(turned)
+        landmarks = predict_landmarks(image, box).astype(np.float32)
+        added.append(DetectedFace(box=box, landmarks=landmarks, score=turned.score))
+    return added
+
+
+def with_turned_faces(
+    frame: np.ndarray, faces: Sequence[DetectedFace], centres: Mapping[str, np.ndarray] | None = None
+) -> list[DetectedFace]:
+    """`faces` (HOG's, as they are) plus `turned_faces`; with planned `centres`, only the turned faces
+    within `MATCH_RADIUS` of one person's centre, not of two.
+
+    Where both people are planned within reach of one face (the hold: the front face covers the back
+    one) position cannot say whose it is, and the front face, turned towards the partner, sits nearer
+    the *back* person's planned centre: counted, it would measure one person against the other's
+    photo. HOG's own faces keep the nearest-centre rule they always had.
+    """
+    added = turned_faces(frame, faces)
+    if centres is not None:
+        added = [face for face in added if _people_within_reach(face, centres) == 1]
+    return [*faces, *added]
+
+
+def _people_within_reach(face: DetectedFace, centres: Mapping[str, np.ndarray]) -> int:
+    reach = MATCH_RADIUS * face.width
+    return sum(float(np.linalg.norm(face.center - centre)) <= reach for centre in centres.values())
 
 
 def predict_landmarks(frame: np.ndarray, box: Sequence[float], refine: int = 1) -> np.ndarray:
