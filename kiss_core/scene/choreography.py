@@ -29,11 +29,12 @@ the kiss closes the eyes (through the eyelid landmarks).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from kiss_core.media.geometry import CHEEK_LEFT, MOUTH, apply_affine, compose_affine
+from kiss_core.scene.camera import DEFAULT_PUSH_IN, push_in
 from kiss_core.scene.layout import SceneLayout, layout_scene
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 
@@ -146,6 +147,15 @@ class SubjectTrack:
     head_radius: float  # cylinder radius in layout pixels
     breath: np.ndarray | None = None  # (T,) -1 exhaled .. 1 inhaled (already in `motion`; a body may use it)
 
+    def seen_by(self, camera: np.ndarray) -> SubjectTrack:
+        """The same track through a per-frame camera (T, 2, 3): frame-space maps and landmarks."""
+        return replace(
+            self,
+            transforms=compose_affine(camera, self.transforms),
+            landmarks=apply_affine(camera, self.landmarks),
+            motion=compose_affine(camera, self.motion),
+        )
+
     def follow(self, photo_points: np.ndarray) -> np.ndarray:
         """(T, N, 2) frame positions of photo points (N, 2) moving rigidly with the head and its turn."""
         local = apply_affine(self.layout_transform, np.asarray(photo_points, dtype=np.float64))
@@ -166,6 +176,19 @@ class KissPlan:
     layout: SceneLayout
     style: str = "romantic"
     lead_in: int = 0  # frames of idle motion only (breathing, a blink) before the approach starts
+    camera: np.ndarray | None = None  # (T, 2, 3) scene -> frame (kiss_core.scene.camera); None: still
+    scene_tracks: dict[str, SubjectTrack] | None = None  # `tracks` before the camera, when it moves
+
+    def scene(self) -> KissPlan:
+        """The plan as the compositor draws it: tracks in scene pixels, before the camera.
+
+        `tracks` are what the viewer sees (frame pixels, the camera included) — what the quality
+        report, the pose video and every other reader want. A renderer draws the scene and then
+        applies `camera` to the finished frame (the preview backend does), so it takes this view.
+        """
+        if self.camera is None or self.scene_tracks is None:
+            return self
+        return replace(self, tracks=self.scene_tracks, camera=None, scene_tracks=None)
 
     def mouth_centers(self) -> dict[str, np.ndarray]:
         """(T, 2) mouth centre (mean of landmarks 48-67) per subject."""
@@ -339,8 +362,14 @@ def blink(frames: np.ndarray, fps: int, subject: str, latest_end: float) -> np.n
     return _ramp(frames, at - close, at) * (1.0 - _ramp(frames, at + shut, at + shut + reopen))
 
 
-def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> KissPlan:
-    """A deterministic plan for `params` (style, intensity, length, size, fps); seed-independent."""
+def plan_kiss(
+    analyses: Mapping[str, SubjectAnalysis], params: VideoParams, camera_push_in: float = DEFAULT_PUSH_IN
+) -> KissPlan:
+    """A deterministic plan for `params` (style, intensity, length, size, fps); seed-independent.
+
+    `camera_push_in` > 0 adds a camera moving in that much (0.08: 8 %) toward the contact point by
+    the end of the hold (`KissPlan.camera`; `tracks` then include it, `KissPlan.scene()` does not).
+    """
     if params.style not in STYLES:
         raise ValueError(f"`style` must be one of {sorted(STYLES)} but is {params.style!r}")
     spec = STYLES[params.style]
@@ -461,6 +490,16 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
         yaw_a, yaw_b = abs(analyses["a"].pose.yaw), abs(analyses["b"].pose.yaw)
         on_top = 0 if yaw_a > yaw_b else 1
     front = np.full(count, on_top, dtype=np.int8)
+    camera = None
+    scene_tracks = None
+    if camera_push_in > 0:
+        lips = (
+            tracks["a"].landmarks[contact, MOUTH].mean(axis=0)
+            + tracks["b"].landmarks[contact, MOUTH].mean(axis=0)
+        ) / 2
+        camera = push_in(count, width, height, 0, hold_end, lips, camera_push_in)
+        scene_tracks = tracks
+        tracks = {s: track.seen_by(camera) for s, track in tracks.items()}
     return KissPlan(
         width=width,
         height=height,
@@ -473,6 +512,8 @@ def plan_kiss(analyses: Mapping[str, SubjectAnalysis], params: VideoParams) -> K
         layout=layout,
         style=params.style,
         lead_in=lead_in,
+        camera=camera,
+        scene_tracks=scene_tracks,
     )
 
 

@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 
 from kiss_core.media.geometry import MOUTH, eye_centers
-from kiss_core.scene.choreography import PHASES, KissPlan, face_centers, plan_kiss
+from kiss_core.scene.choreography import PHASES, KissPlan, face_centers
+from kiss_core.scene.choreography import plan_kiss as plan_with_camera
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from tests.support.mean_face import mean_face_analysis
+
+
+def plan_kiss(analyses: dict[str, SubjectAnalysis], params: VideoParams) -> KissPlan:
+    """The choreography alone, with a still camera: these tests measure the people's own motion
+    (the camera's push-in, and the same checks through it, are in test_camera.py)."""
+    return plan_with_camera(analyses, params, camera_push_in=0.0)
 
 
 def analyses(yaw_a: float = 12.0, yaw_b: float = -15.0, roll_b: float = 0.0) -> dict[str, SubjectAnalysis]:

@@ -8,6 +8,7 @@ import numpy as np
 
 from kiss_core.generation.backends.base import ShareDone
 from kiss_core.generation.conditioning import Conditioning
+from kiss_core.scene.camera import apply_camera
 from kiss_core.scene.choreography import KissPlan
 from kiss_core.scene.render import PreviewCompositor
 from kiss_core.schemas import SubjectAnalysis, VideoParams
@@ -31,10 +32,13 @@ class PreviewFrames:
         progress: ShareDone,
     ) -> Iterator[np.ndarray]:
         step = max(1, plan.frame_count // 10)
-        for index, frame in enumerate(self.compositor.render(plan, photos, analyses)):
+        # The compositor draws the scene; the camera (if the plan moves it) crops and resizes each
+        # finished frame, so the plan's frame-space landmarks and the pixels agree.
+        camera = plan.camera
+        for index, frame in enumerate(self.compositor.render(plan.scene(), photos, analyses)):
             if index % step == 0:
                 progress(index / plan.frame_count)
-            yield frame
+            yield frame if camera is None else apply_camera(frame, camera[index])
 
     def check_health(self) -> None:
         """Nothing to lose: CPU code without weights (the compositor's inputs are checked per job)."""
