@@ -23,10 +23,14 @@ has 120 frames and a 2 s budget. This is a spread-spectrum mark built for H.264 
   about 2**10 / 2**32 per frame).
 
 Not a secret and not tamper-proof: anyone with this code can read or scrub the mark. It survives
-H.264 re-encoding at lower quality in static and slowly moving content; it is not designed to survive
-crops or rotations (the cell grid no longer lines up), nor camera pans or zooms re-encoded at low
-quality (x264 then moves the reference frame's copy of the mark along with the motion). A video
-rescaled to another size is read by resizing it back to the kissgen sizes of the same aspect ratio.
+H.264 re-encoding at lower quality (crf 35) in static and slowly moving content, and camera moves over
+smooth content: the preview's push-in and a 0.5 px/frame pan of its (blurred) backdrop read in every
+frame. It is not designed to survive crops or rotations (the cell grid no longer lines up), nor sharp
+texture panning or zooming under it re-encoded at low quality: x264 then predicts each block from the
+last frame shifted with the content and drops the small residual that would restore the mark, so the
+reference frame's copy is dragged along and eroded (measured: docs/status.md); those frames read
+None, not a wrong id. A video rescaled to another size is read by resizing it back to the kissgen
+sizes of the same aspect ratio.
 """
 
 from __future__ import annotations
