@@ -3,7 +3,9 @@
     .venv/bin/python bench/contact_sheet.py [--out docs/contact_sheet.png] [--cell-width 416]
 
 One row per (pair, style), so every style shows once; a last column is the pose control frame at
-the contact (what a diffusion backend is guided by). Synthetic subjects only — composites of
+the contact (what a diffusion backend is guided by). Each row is rendered as a job would be, with the
+scene chosen automatically (`background=auto`: one photo's own background with its person
+inpainted away, or the blur); the first cell's label names the scene. Synthetic subjects only — composites of
 several faces, never a real person. Each row's caption carries the row's quality numbers, so what a
 person sees and what the report says sit side by side. Writes the PNG and
 bench/results/contact_sheet.json (the reports).
@@ -88,7 +90,8 @@ def main() -> None:
             pair.photos, {s: pair.analyses[s].landmarks for s in "ab"}, settings.generator.lighting_strength
         )
         wanted = moments(plan.phases, plan.contact_frame)
-        frames = {i: f for i, f in enumerate(compositor.render(plan, photos, pair.analyses)) if i in wanted}
+        scene = compositor.scene(plan, photos, pair.analyses, params.background)
+        frames = {i: f for i, f in enumerate(compositor.frames(plan, scene)) if i in wanted}
         pose = next(f for i, f in enumerate(render_pose_frames(plan)) if i == plan.contact_frame)
         report = studio.produce(pair, params).quality
         reports[f"{pair.name} {style}"] = report.model_dump(mode="json")
@@ -98,7 +101,8 @@ def main() -> None:
         cells = [cv2.resize(frames[i], size, interpolation=cv2.INTER_AREA) for i in wanted]
         cells.append(cv2.resize(pose, size, interpolation=cv2.INTER_AREA))
         for cell, name, index in zip(cells, COLUMNS, [*wanted, plan.contact_frame], strict=True):
-            label(cell, f"{pair.name} {style}: {name} (frame {index})", 1.0)
+            where = f", scene {scene.choice}" if name == "start" else ""
+            label(cell, f"{pair.name} {style}: {name} (frame {index}){where}", 1.0)
         row = np.hstack(cells)
         band = np.full((24, row.shape[1], 3), 24, np.uint8)
         cv2.putText(

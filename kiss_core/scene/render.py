@@ -59,7 +59,8 @@ BODY_SHIFT = 0.85
 # anchors (following the body), and the fade of the head layer's alpha (inside the body-moved part).
 NECK_ROW = 1.0
 HEAD_FADE = (1.1, 1.6)
-HEAD_BOTTOM = 2.0  # the head layer ends here
+HEAD_BOTTOM = 1.7  # the head layer ends here
+BODY_HOLE = (-0.1, 0.3)  # the body layer leaves out the head above this fade (eye distances from the chin)
 COLUMN = (1.05, 1.3)  # the head layer's sides fade across these head half-widths (the ring is at 1.2)
 NECK_COLUMN = (0.55, 0.8)  # ...and below the chin, across these
 BODY_OPAQUE, BODY_FADE = 0.75, 1.5  # a body extended below the photo: opaque, then faded (face widths)
@@ -187,7 +188,9 @@ def neck_row(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return row, base
 
 
-def head_column(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def head_column(
+    points: np.ndarray, shape: tuple[int, int], fade: tuple[float, float] = HEAD_FADE
+) -> np.ndarray:
     """float32 (h, w): 1 over the head, its hair and the upper neck; 0 below the neck and beside the head.
 
     `points` are the landmarks in this grid's pixels. The bottom fades across HEAD_FADE (below the
@@ -206,7 +209,7 @@ def head_column(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     lo = COLUMN[0] + (NECK_COLUMN[0] - COLUMN[0]) * narrow
     hi = COLUMN[1] + (NECK_COLUMN[1] - COLUMN[1]) * narrow
     side = 1.0 - smoothstep((across - lo) / (hi - lo))
-    bottom = 1.0 - smoothstep((below - HEAD_FADE[0]) / (HEAD_FADE[1] - HEAD_FADE[0]))
+    bottom = 1.0 - smoothstep((below - fade[0]) / (fade[1] - fade[0]))
     return (side * bottom).astype(np.float32)
 
 
@@ -295,11 +298,11 @@ class PreviewCompositor:
         _, uy, eye_distance = _face_frame(landmarks)
         anchors = head_anchors(landmarks)
         row, pivot = neck_row(landmarks)
-        bottom = landmarks[8] + HEAD_BOTTOM * eye_distance * uy
+        bottom = row + (HEAD_BOTTOM - NECK_ROW) * eye_distance * uy  # across the neck, however it leans
         hair = anchors - 0.4 * eye_distance * uy  # room above the ring for hair that stands up
         centre, _ = _head_box(landmarks)
         wide = centre + (anchors[-16:] - centre) * 1.15  # the ring grown past the column's sides
-        outline = np.concatenate([anchors, hair, wide, row, bottom[None], landmarks])
+        outline = np.concatenate([anchors, hair, wide, row, bottom, landmarks])
         x0, y0 = np.floor(outline.min(axis=0) - pad).astype(int)
         x1, y1 = np.ceil(outline.max(axis=0) + pad).astype(int) + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
@@ -339,8 +342,10 @@ class PreviewCompositor:
         body_crop, body_to_photo, body_to_layer = _crop(photo, (bx0, by0, bx1, height), factor)
         bh, bw = body_crop.shape[:2]
         person = _feather(segmentation.mask(body_to_photo, (bw, bh), guide=body_crop), sigma)
-        share = person * head_column(apply_affine(body_to_layer, landmarks), (bh, bw))
-        body_alpha = (person - share) / np.maximum(1.0 - share, 1e-6)  # head over body adds up to person
+        # The body keeps the neck: where the head moves off it (tilt, the approach), the neck shows,
+        # not a hole. Only the head above the chin is taken out.
+        head_only = head_column(apply_affine(body_to_layer, landmarks), (bh, bw), fade=BODY_HOLE)
+        body_alpha = person * (1.0 - head_only)
         body_alpha = np.clip(body_alpha, 0.0, 1.0)
         body_rgb, body_alpha = _extend_down(
             body_crop, body_alpha, track, body_to_photo, plan.height, face_width(landmarks) * factor
@@ -350,9 +355,16 @@ class PreviewCompositor:
         soft = max(2.0, 0.25 * face_width(landmarks) * factor)
         body_alpha = body_alpha * smoothstep(edge / soft).astype(np.float32)[None, :]
         body_alpha[0] = 0
+        # Only the part with any alpha is warped each frame: cut the layer down to it.
+        alpha8 = np.round(body_alpha * 255).astype(np.uint8)
+        rows, cols = np.nonzero(alpha8.any(axis=1))[0], np.nonzero(alpha8.any(axis=0))[0]
+        if len(rows) == 0:
+            rows, cols = np.array([0]), np.array([0])
+        r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, alpha8.shape[0])
+        c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, alpha8.shape[1])
         body = BodyLayer(
-            rgba=np.dstack([body_rgb, np.round(body_alpha * 255).astype(np.uint8)]),
-            to_photo=body_to_photo,
+            rgba=np.ascontiguousarray(np.dstack([body_rgb, alpha8])[r0:r1, c0:c1]),
+            to_photo=compose_affine(body_to_photo, np.array([[1.0, 0, c0], [0, 1.0, r0]])),
             pivot=pivot,
         )
         return PersonLayers(head=head, body=body)
@@ -445,7 +457,8 @@ def _draw_affine(frame: np.ndarray, rgba: np.ndarray, affine: np.ndarray) -> Non
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    _blend(frame, warped, warped[..., 3].astype(np.float32) * (1 / 255), (int(x0), int(y0)))
+    alpha = cv2.extractChannel(warped, 3).astype(np.float32) * np.float32(1 / 255)
+    _blend(frame, warped, alpha, (int(x0), int(y0)))
 
 
 def _extend_down(

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from kiss_core.media.geometry import apply_affine, compose_affine
 from kiss_core.scene.choreography import face_centers, plan_kiss
-from kiss_core.scene.render import PreviewCompositor, _seam_fade, _seam_weight
+from kiss_core.scene.render import BODY_ROTATION, BODY_SHIFT, PreviewCompositor, _seam_fade, _seam_weight
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from tests.support.mean_face import mean_face_analysis
 
@@ -222,3 +223,39 @@ def test_heads_overlap_little_at_contact(synthetic_pair, style: str) -> None:
     # The lips meet: both heads are opaque at the contact point.
     mx, my = plan.mouth_centers()[front][c].round().astype(int)
     assert masks["a"][my, mx] > 0.5 and masks["b"][my, mx] > 0.5
+
+
+def test_the_body_follows_the_head_damped(scene) -> None:
+    """Shoulders approach and lean with the head, but turn only a third as much as the head tilts."""
+    analyses, photos = scene
+    plan = plan_kiss(analyses, VideoParams(seconds=2, fps=12, size="416x240", style="french"))
+    layers = PreviewCompositor().person_layers(plan, photos, analyses)
+    c = plan.contact_frame
+    for subject in "ab":
+        track = plan.tracks[subject]
+        body = layers[subject].body.transforms(track)
+        head_angle = np.degrees(np.arctan2(track.transforms[:, 1, 0], track.transforms[:, 0, 0]))
+        body_angle = np.degrees(np.arctan2(body[:, 1, 0], body[:, 0, 0]))
+        tilt = head_angle[c] - head_angle[0]
+        assert abs(tilt) > 3
+        np.testing.assert_allclose(body_angle[c] - body_angle[0], BODY_ROTATION * tilt, atol=0.05)
+        # The neck's pivot moves most of the way the head moves it (the approach).
+        pivot = layers[subject].body.pivot
+        on_head = apply_affine(track.transforms[[0, c]], pivot[None])[:, 0]
+        body_of_photo = compose_affine(body[[0, c]], _inverse(layers[subject].body.to_photo))
+        on_body = apply_affine(body_of_photo, pivot[None])
+        head_move, body_move = on_head[1] - on_head[0], on_body[1, 0] - on_body[0, 0]
+        assert np.linalg.norm(head_move) > 10
+        np.testing.assert_allclose(body_move, BODY_SHIFT * head_move, atol=0.5)
+
+
+def test_rendering_is_deterministic(scene) -> None:
+    analyses, photos = scene
+    plan = plan_kiss(analyses, VideoParams(seconds=1, fps=8, size="416x240", style="peck"))
+    first = np.stack(list(PreviewCompositor().render(plan, photos, analyses)))
+    again = np.stack(list(PreviewCompositor().render(plan, photos, analyses)))
+    np.testing.assert_array_equal(first, again)
+
+
+def _inverse(affine: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64))
