@@ -67,14 +67,27 @@ def hog_like_box(face: FullRangeFace) -> Box:
 
 
 def turned_faces(
-    frame: np.ndarray, faces: Sequence[DetectedFace], detector: FullRangeFaceDetector | None = None
+    frame: np.ndarray,
+    faces: Sequence[DetectedFace],
+    centres: Mapping[str, np.ndarray] | None = None,
+    detector: FullRangeFaceDetector | None = None,
 ) -> list[DetectedFace]:
     """The faces the full-range detector finds in `frame` that overlap none of `faces` (HOG's).
 
     HOG misses turned faces and the full-range detector merges two faces that overlap by more than
     its suppression IoU into one, so neither alone finds what both do. Each face returned has a
     HOG-like box, dlib's landmarks predicted on it (refined once) and the detector's score.
+
+    With planned `centres`: nothing when HOG already has a face near each person (the detector is
+    not run), and only faces within `MATCH_RADIUS` of one person's centre, not of two. Where both
+    people are planned within reach of one face (the hold: the front face covers the back one)
+    position cannot say whose it is, and the front face, turned towards the partner, sits nearer the
+    *back* person's planned centre: counted, it would measure one person against the other's photo.
     """
+    if centres is not None and all(
+        any(_within_reach(face, centre) for face in faces) for centre in centres.values()
+    ):
+        return []
     image = require_rgb(frame)
     boxes = np.array([face.box for face in faces], dtype=np.float64).reshape(-1, 4)
     added: list[DetectedFace] = []
@@ -82,6 +95,9 @@ def turned_faces(
         if len(boxes) and float(iou(np.array(turned.box), boxes).max()) > SAME_FACE_IOU:
             continue
         box = hog_like_box(turned)
+        candidate = DetectedFace(box=box, landmarks=np.empty((0, 2), np.float32), score=turned.score)
+        if centres is not None and sum(_within_reach(candidate, c) for c in centres.values()) != 1:
+            continue
         landmarks = predict_landmarks(image, box).astype(np.float32)
         added.append(DetectedFace(box=box, landmarks=landmarks, score=turned.score))
     return added
@@ -90,23 +106,13 @@ def turned_faces(
 def with_turned_faces(
     frame: np.ndarray, faces: Sequence[DetectedFace], centres: Mapping[str, np.ndarray] | None = None
 ) -> list[DetectedFace]:
-    """`faces` (HOG's, as they are) plus `turned_faces`; with planned `centres`, only the turned faces
-    within `MATCH_RADIUS` of one person's centre, not of two.
-
-    Where both people are planned within reach of one face (the hold: the front face covers the back
-    one) position cannot say whose it is, and the front face, turned towards the partner, sits nearer
-    the *back* person's planned centre: counted, it would measure one person against the other's
-    photo. HOG's own faces keep the nearest-centre rule they always had.
-    """
-    added = turned_faces(frame, faces)
-    if centres is not None:
-        added = [face for face in added if _people_within_reach(face, centres) == 1]
-    return [*faces, *added]
+    """`faces` (HOG's, as they are: they keep the nearest-centre rule they always had) plus
+    `turned_faces` (with planned `centres`: only those near one person)."""
+    return [*faces, *turned_faces(frame, faces, centres)]
 
 
-def _people_within_reach(face: DetectedFace, centres: Mapping[str, np.ndarray]) -> int:
-    reach = MATCH_RADIUS * face.width
-    return sum(float(np.linalg.norm(face.center - centre)) <= reach for centre in centres.values())
+def _within_reach(face: DetectedFace, centre: np.ndarray) -> bool:
+    return float(np.linalg.norm(face.center - centre)) <= MATCH_RADIUS * face.width
 
 
 def predict_landmarks(frame: np.ndarray, box: Sequence[float], refine: int = 1) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
 from kiss_core.faces.embedding import FaceEmbedder, cosine_similarity
-from kiss_core.generation.quality.faces import MATCH_RADIUS, assign_faces
+from kiss_core.generation.quality.faces import MATCH_RADIUS, assign_faces, with_turned_faces
 from kiss_core.schemas import QualityReport, SubjectQuality
 
 
@@ -21,6 +21,8 @@ def identity_report(
     upsample: int | None = None,
     embedder: FaceEmbedder | None = None,
     detections: Sequence[Sequence[DetectedFace]] | None = None,
+    *,
+    turned_faces: bool = True,
 ) -> QualityReport:
     """Per-subject similarity of the faces found where the plan expects each person, over `frames`.
 
@@ -29,8 +31,9 @@ def identity_report(
     meet at the contact cannot both claim the same face. Faces are found by `analyzer`; similarities
     are cosines (-1..1) of `embedder`'s embeddings (None: the analyzer's dlib descriptors), so the
     `references` must come from the same embedder; `visible_share` = frames_found / frames_checked (0..1).
-    `detections[i]`, when given, are the faces already detected in `frames[i]` (the producer detects once
-    for the output check and this report); else they are detected here.
+    `detections[i]`, when given, are the faces HOG already found in `frames[i]` (the producer detects
+    once for the output check and this report); else HOG runs here. With `turned_faces` the full-range
+    detector adds the faces HOG missed that are near one planned person only (`with_turned_faces`).
     """
     subjects = sorted(references)
     for subject in subjects:
@@ -42,13 +45,15 @@ def identity_report(
     embedder = embedder or analyzer
     similarities: dict[str, list[float]] = {s: [] for s in subjects}
     for index, frame in enumerate(frames):
-        if detections is None:
-            found = analyzer.find_faces(frame, upsample, embedder)
-        else:
-            found = [(face, embedder.embed(frame, face.landmarks)) for face in detections[index]]
+        faces = analyzer.detect(frame, upsample) if detections is None else detections[index]
         expected = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
+        if turned_faces:
+            faces = with_turned_faces(frame, faces, expected)
+        found = [(face, np.empty(0)) for face in faces]
         for subject, face_index in assign_faces(found, expected, {}, MATCH_RADIUS).items():
-            similarities[subject].append(cosine_similarity(found[face_index][1], references[subject]))
+            # Only the faces someone is measured on are described: a descriptor costs ~75 ms on one core.
+            embedding = embedder.embed(frame, faces[face_index].landmarks)
+            similarities[subject].append(cosine_similarity(embedding, references[subject]))
     return QualityReport(
         similarity=embedder.description,
         threshold=threshold,
