@@ -107,7 +107,7 @@ class DlibDescriptor:
     def __init__(self, model_path: str | Path):
         self.model_path = Path(model_path)
         self.net = DlibResNet(read_dlib_network(self.model_path)).eval()
-        # oneDNN sets up its kernels on the first call (~0.3-1 s): paid here, at load, not by a job.
+        # oneDNN creates its kernels on the first call: paid here, at load, not by a job's first face.
         self(np.zeros((1, CHIP_SIZE, CHIP_SIZE, 3), np.uint8))
 
     def __call__(self, chips: np.ndarray) -> np.ndarray:
