@@ -26,7 +26,7 @@ from deployments.http.routes import VideoRoutes, app
 from deployments.http.service import VideoService, loaded_backends
 from deployments.logs import setup_replica_logging
 from deployments.placement import PlacementWatch, serve_status_reader
-from kiss_core.heap import HeapTrimmer
+from kiss_core.jobs.heap import HeapTrimmer
 from kiss_core.schemas import JobResult, StageRequest, SubjectAnalysis
 from kiss_core.settings import Settings
 from kiss_core.tracing import setup_tracing
@@ -100,7 +100,7 @@ class VideoAPI(VideoRoutes, PageRoutes, EventRoutes):
             group=lambda kind: stages.generator_for(kind.partition(":")[0]).deployment_name,
         )
         self.service.runner.on_complete.append(self.live.learn)
-        # What glibc keeps free after each job goes back to the kernel (kiss_core.heap, measured there).
+        # What glibc keeps free after each job goes back to the kernel (kiss_core.jobs.heap, measured there).
         self.service.runner.on_complete.append(HeapTrimmer())
         with contextlib.suppress(RuntimeError):  # Serve builds replicas inside their event loop
             self.service.start_maintenance()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiss_core.heap import MALLOC_TRIM, HeapTrimmer, release_free_heap
+from kiss_core.jobs.heap import MALLOC_TRIM, HeapTrimmer, release_free_heap
 
 pytestmark = pytest.mark.skipif(MALLOC_TRIM is None, reason="this libc has no malloc_trim")
 
