@@ -219,7 +219,11 @@ def lying_mkv(mp4: bytes, factor: float = 6.0) -> bytes:
             out.mux(packet)
     data = bytearray(path.read_bytes())
     path.unlink()
-    at = data.find(b"\x44\x89")  # Segment Info Duration: a float in timecode-scale units
+    # Segment Info's Duration (id 0x4489, a 4- or 8-byte float in timecode-scale units), looked for inside
+    # Info (id 0x1549A966): the two bytes alone also turn up by chance earlier, e.g. in a seek entry.
+    at = data.find(b"\x44\x89", data.find(b"\x15\x49\xa9\x66"))
+    while data[at + 2] not in (0x84, 0x88):
+        at = data.find(b"\x44\x89", at + 1)
     size = data[at + 2] & 0x7F
     fmt = ">d" if size == 8 else ">f"
     (value,) = struct.unpack(fmt, data[at + 3 : at + 3 + size])
