@@ -213,6 +213,12 @@ class ContactQuality(BaseModel):
         description="Distance from a's mouth centre to the target on b (b's mouth centre, or the centre of"
         " b's near cheek) / mean face width; None when not measurable."
     )
+    seam: float | None = Field(
+        None,
+        description="Mean luma gradient (|Sobel|) on the band where the two faces' landmark hulls meet /"
+        " mean inside the faces, at this frame; about 1-1.7 seamless (a face's outline is an edge too), a"
+        " hard cut raises it; None when the faces do not meet or a face is not located.",
+    )
 
 
 class FlickerQuality(BaseModel):

@@ -33,6 +33,7 @@ def test_every_style_meets_the_thresholds(studio, pairs, indices, style) -> None
     report = result.quality
     assert quality_problems(report) == [], report.model_dump()
     assert report.contact is not None and report.contact.target == ("cheek" if style == "cheek" else "lips")
+    assert report.contact.seam is not None  # the faces meet at the contact: there is a boundary to read
     # Harmonisation closes a visible gap: these pairs differ by 1.5-7 ΔE as shot.
     lighting = report.lighting
     assert lighting is not None and lighting.delta_e_input is not None and lighting.delta_e_output is not None

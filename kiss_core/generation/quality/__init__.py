@@ -10,6 +10,9 @@
 - contact `mouth_distance`: distance between the two mouth centres (mean of landmarks 48-67) at the
   contact frame / the mean face width (jaw span, landmark 0 to 16); 0..~3, below ~0.3 the lips
   meet, 1 = a face width apart.
+- contact `seam`: at the contact frame, mean |Sobel| of the luma on the band along one face's outline
+  where it meets the other face (the larger of the two) / the mean inside both faces (landmark
+  hulls); ~1-1.7 seamless (a face's outline is an edge too), a hard cut raises it; see `seam`.
 - flicker `mean` / `p95`: mean absolute luma change (BT.601, 0..255) between consecutive frames
   inside the static mask, after a Gaussian blur (sigma 1.5 px) that hides codec noise; mean and
   95th percentile over frame pairs; 0 = perfectly stable, below ~1 invisible.
@@ -17,8 +20,9 @@
   CIE Lab (cheeks, forehead and nose from the landmarks; no eyes, brows or mouth); 0..~100, below 2
   barely perceptible, above 10 clearly different lighting.
 
-One module per metric: `identity`, `contact`, `flicker`, `lighting`; `faces` finds and follows the
-faces they measure, `report` puts the four together for any video, `thresholds` says what passes.
+One module per metric: `identity`, `contact`, `seam`, `flicker`, `lighting`; `faces` finds and follows
+the faces they measure (HOG, plus kiss_core.faces.full_range_detector for turned faces), `report`
+puts them together for any video, `thresholds` says what passes.
 """
 
 from kiss_core.generation.quality.contact import contact_quality, mouth_center
@@ -32,6 +36,7 @@ from kiss_core.generation.quality.flicker import (
 from kiss_core.generation.quality.identity import identity_report
 from kiss_core.generation.quality.lighting import delta_e, lighting_delta_e, mean_skin_lab, photos_delta_e
 from kiss_core.generation.quality.report import checked_frames, video_quality_report
+from kiss_core.generation.quality.seam import seam_ratio
 from kiss_core.generation.quality.thresholds import QualityThresholds, quality_problems
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "photos_delta_e",
     "predict_landmarks",
     "quality_problems",
+    "seam_ratio",
     "static_mask_from_boxes",
     "static_mask_from_plan",
     "video_quality_report",

@@ -16,6 +16,7 @@ from kiss_core.generation.quality.faces import (
     detector_box,
     predict_landmarks,
 )
+from kiss_core.generation.quality.seam import seam_ratio
 from kiss_core.media.geometry import CHEEK_LEFT, MOUTH, face_width
 from kiss_core.media.images import require_rgb
 from kiss_core.schemas import SUBJECTS, ContactQuality
@@ -50,10 +51,16 @@ def contact_quality(
     landmarks come from dlib's shape predictor run on each box (see `predict_landmarks`), so a
     half-hidden back face that HOG misses is still measured at its expected box. `detections`, when
     given, are the analyzer's faces of this frame already found (the producer detects once).
+
+    `seam` (kiss_core.generation.quality.seam): the luma gradient along the boundary between the two
+    faces over that inside them, on the planned landmarks when `expected` gives both (where the
+    renderer was told to put the faces: the predictor on a half-hidden back face is a guess), else on
+    the predicted ones; None when a face is not located or the faces do not meet.
     """
     image = require_rgb(frame)
     boxes: dict[str, Box | None] = {}
     centres: dict[str, np.ndarray] = {}
+    planned: list[np.ndarray] = []  # 68 planned landmarks per subject, in SUBJECTS order
     for subject in SUBJECTS:
         value = expected.get(subject)
         if value is None:
@@ -64,6 +71,8 @@ def contact_quality(
             boxes[subject] = tuple(float(v) for v in array)  # type: ignore[assignment]
         elif array.ndim == 2 and array.shape[1] == 2 and len(array) >= 17:
             boxes[subject] = detector_box(array)
+            if len(array) == 68:
+                planned.append(array)
         elif array.shape == (2,):
             boxes[subject] = None
             centres[subject] = array
@@ -90,18 +99,38 @@ def contact_quality(
         if boxes[placed] is None and other is not None:
             half = (other[2] - other[0]) / 2
             boxes[placed] = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
+    landmarks = contact_landmarks(image, boxes)
+    outlines = planned if len(planned) == 2 else landmarks  # the seam on the plan's faces when known
     return ContactQuality(
-        frame=int(contact_index), target=target, mouth_distance=mouth_distance(image, boxes, target)
+        frame=int(contact_index),
+        target=target,
+        mouth_distance=None if landmarks is None else landmarks_distance(*landmarks, target),
+        seam=None if outlines is None else seam_ratio(image, outlines[0], outlines[1]),
     )
+
+
+def contact_landmarks(
+    image: np.ndarray, boxes: Mapping[str, Box | None]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each face's 68 landmarks at the contact: the shape predictor on its box (no detection)."""
+    if any(boxes.get(s) is None for s in SUBJECTS):
+        return None
+    a, b = (predict_landmarks(image, boxes[s]) for s in SUBJECTS)  # type: ignore[arg-type]
+    return a, b
+
+
+def landmarks_distance(
+    landmarks_a: np.ndarray, landmarks_b: np.ndarray, target: str = "lips"
+) -> float | None:
+    """a's mouth centre to the target on b, in mean face widths (see `contact_quality`)."""
+    width = (face_width(landmarks_a) + face_width(landmarks_b)) / 2
+    if width <= 1.0:
+        return None
+    aim = landmarks_b[CHEEK_LEFT].mean(axis=0) if target == "cheek" else mouth_center(landmarks_b)
+    return float(np.linalg.norm(mouth_center(landmarks_a) - aim) / width)
 
 
 def mouth_distance(image: np.ndarray, boxes: Mapping[str, Box | None], target: str = "lips") -> float | None:
     """`contact_quality`'s number for faces at known boxes: landmarks predicted on each, no detection."""
-    if any(boxes.get(s) is None for s in SUBJECTS):
-        return None
-    landmarks = [predict_landmarks(image, boxes[s]) for s in SUBJECTS]  # type: ignore[arg-type]
-    width = (face_width(landmarks[0]) + face_width(landmarks[1])) / 2
-    if width <= 1.0:
-        return None
-    aim = landmarks[1][CHEEK_LEFT].mean(axis=0) if target == "cheek" else mouth_center(landmarks[1])
-    return float(np.linalg.norm(mouth_center(landmarks[0]) - aim) / width)
+    landmarks = contact_landmarks(image, boxes)
+    return None if landmarks is None else landmarks_distance(*landmarks, target)

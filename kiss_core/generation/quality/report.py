@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from kiss_core.faces.analysis import DlibFaceAnalyzer
+from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
 from kiss_core.faces.embedding import cosine_similarity
-from kiss_core.generation.quality.contact import contact_quality, mouth_distance
+from kiss_core.generation.quality.contact import contact_landmarks, contact_quality, mouth_distance
 from kiss_core.generation.quality.faces import (
     MATCH_RADIUS,
     Box,
@@ -16,6 +16,7 @@ from kiss_core.generation.quality.faces import (
     boxes_per_frame,
     predict_landmarks,
     track_faces,
+    with_turned_faces,
 )
 from kiss_core.generation.quality.flicker import (
     STATIC_MARGIN,
@@ -25,6 +26,7 @@ from kiss_core.generation.quality.flicker import (
 )
 from kiss_core.generation.quality.identity import subject_quality
 from kiss_core.generation.quality.lighting import lighting_delta_e
+from kiss_core.generation.quality.seam import seam_ratio
 from kiss_core.media.images import require_rgb
 from kiss_core.schemas import ContactQuality, LightingQuality, QualityReport
 
@@ -37,6 +39,19 @@ def box_at(track: np.ndarray | None, index: int) -> Box | None:
         return None
     x0, y0, x1, y1 = (float(v) for v in track[index])
     return (x0, y0, x1, y1)
+
+
+def faces_of(
+    frame: np.ndarray,
+    analyzer: DlibFaceAnalyzer,
+    upsample: int | None,
+    turned_faces: bool = True,
+    centres: Mapping[str, np.ndarray] | None = None,
+) -> list[DetectedFace]:
+    """The faces of one frame: HOG's, plus (if asked) the turned ones the full-range detector finds
+    (near one planned person only, when `centres` are known: see `with_turned_faces`)."""
+    faces = analyzer.detect(frame, upsample)
+    return with_turned_faces(frame, faces, centres) if turned_faces else faces
 
 
 def checked_frames(frame_count: int, count: int, contact_index: int | None = None) -> list[int]:
@@ -62,11 +77,13 @@ def video_quality_report(
     upsample: int | None = None,
     delta_e_input: float | None = None,
     margin: float = STATIC_MARGIN,
+    turned_faces: bool = True,
 ) -> QualityReport:
     """The full report (identity, contact, flicker, lighting) for a video, with or without its plan.
 
     - Checked frames: `max_checked` evenly spaced frames plus `contact_index`; faces are detected
-      (HOG, `upsample` passes) and described in each.
+      in each (HOG, `upsample` passes, plus with `turned_faces` the full-range detector's faces HOG
+      missed: `with_turned_faces`) and those measured are described.
     - Who is who: with `plan_centres` (per subject (T, 2) planned face centres, or (T, 68, 2) planned
       landmarks) a face belongs to the subject planned within 0.75 face widths of it. Without a plan,
       on the first checked frame with two faces the left one (of the two largest) is `a` and the
@@ -75,7 +92,8 @@ def video_quality_report(
     - Contact: at `contact_index` when given, else at the frame where the two mouth centres are
       closest (the closest checked frame, then every frame between its checked neighbours); each
       face's landmarks come from the shape predictor on its detection box there, else on its
-      planned box or on a box interpolated between its detections (see `contact_quality`).
+      planned box or on a box interpolated between its detections (see `contact_quality`). The seam
+      there is measured on the planned landmarks when given, else on those predicted landmarks.
     - Flicker: over all frames, inside the static mask (`static_mask_from_plan` for planned
       landmarks, else outside every tracked face box grown by `margin`).
     - Lighting: ΔE of the skin colours on the first checked frame where both faces are located;
@@ -106,7 +124,20 @@ def video_quality_report(
         raise ValueError(f"`plan_centres` has to name {subjects} but names {sorted(planned_centres)}")
 
     checked = checked_frames(frame_count, max_checked, contact_index)
-    found = {i: analyzer.find_faces(np.asarray(frames[i]), upsample) for i in checked}
+    # HOG's faces plus the turned ones it misses; described only once someone is measured on them.
+    found = {
+        i: [
+            (face, np.empty(0))
+            for face in faces_of(
+                np.asarray(frames[i]),
+                analyzer,
+                upsample,
+                turned_faces,
+                {s: c[i] for s, c in planned_centres.items()} if planned_centres else None,
+            )
+        ]
+        for i in checked
+    }
     if planned_centres:
         tracks: dict[str, dict[int, int]] = {s: {} for s in subjects}
         for i in checked:
@@ -117,7 +148,10 @@ def video_quality_report(
         tracks = track_faces(found, checked, subjects)
 
     similarities = {
-        s: [cosine_similarity(found[i][f][1], references[s]) for i, f in sorted(tracks[s].items())]
+        s: [
+            cosine_similarity(analyzer.embed(np.asarray(frames[i]), found[i][f][0].landmarks), references[s])
+            for i, f in sorted(tracks[s].items())
+        ]
         for s in subjects
     }
     detected_boxes = {s: {i: found[i][f][0].box for i, f in tracks[s].items()} for s in subjects}
@@ -132,6 +166,16 @@ def video_quality_report(
             return found[index][tracks[subject][index]][0].landmarks
         box = located(index)[subject]
         return None if box is None else predict_landmarks(np.asarray(frames[index]), box)
+
+    def seam_at(index: int) -> float | None:
+        """The seam on the planned faces when the plan has landmarks, else on the predicted ones."""
+        image = require_rgb(frames[index])
+        outlines = (
+            (planned_landmarks[subjects[0]][index], planned_landmarks[subjects[1]][index])
+            if len(planned_landmarks) == 2
+            else contact_landmarks(image, located(index))
+        )
+        return None if outlines is None else seam_ratio(image, *outlines)
 
     contact = None
     if len(subjects) == 2 and all(boxes[s] is not None for s in subjects):
@@ -150,11 +194,12 @@ def video_quality_report(
                         if distance is not None:
                             measured[index] = distance
                 best = min(measured, key=lambda i: measured[i])
-                contact = ContactQuality(frame=best, mouth_distance=measured[best])
+                contact = ContactQuality(frame=best, mouth_distance=measured[best], seam=seam_at(best))
         else:
             contact = contact_quality(
                 np.asarray(frames[contact_index]), contact_index, located(contact_index)
             )
+            contact.seam = seam_at(contact_index)
 
     static: np.ndarray | None
     if planned_landmarks:

@@ -15,6 +15,7 @@ class QualityThresholds:
     similarity_min: float = 0.85  # worst checked frame (pucker, turn, partial cover at the contact)
     visible_share: float = 0.4  # the back face is covered during the hold; HOG misses yaw beyond ~40°
     mouth_distance: float = 0.3  # lips (or lips and cheek) touch: under a third of a face width apart
+    seam: float = 1.8  # boundary/interior gradient at the contact: the 12 synthetic jobs read 1.23-1.62
     flicker_mean: float = 0.5  # luma levels; about 1 is where a viewer starts to see shimmer
     flicker_p95: float = 1.0
     lighting_ratio: float = 0.7  # harmonisation removes at least 30 % of a visible skin-tone gap ...
@@ -42,6 +43,8 @@ def quality_problems(report: QualityReport, limits: QualityThresholds | None = N
     if contact is None or contact.mouth_distance is None or contact.mouth_distance > limits.mouth_distance:
         distance = None if contact is None else contact.mouth_distance
         problems.append(f"contact: mouth distance {distance} > {limits.mouth_distance}")
+    if contact is not None and contact.seam is not None and contact.seam > limits.seam:
+        problems.append(f"contact: seam {contact.seam:.2f} > {limits.seam}")
     flicker = report.flicker
     if flicker is None or flicker.mean > limits.flicker_mean or flicker.p95 > limits.flicker_p95:
         problems.append(f"flicker: {flicker} above mean {limits.flicker_mean} / p95 {limits.flicker_p95}")

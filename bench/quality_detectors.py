@@ -1,0 +1,181 @@
+"""The quality report's face finding, HOG alone vs HOG plus MediaPipe's full-range detector, on ONE core.
+
+    .venv/bin/python bench/quality_detectors.py [--pairs 3] [--repeats 3]
+
+The producer's whole preview job (832x480, 24 fps, 5 s) for each synthetic pair (composites, never a
+real person) x style; on the frames the report checks (8 evenly spaced + the contact frame, with
+HOG's detections the producer already made) each variant of the identity report is run:
+
+- `hog`: HOG's faces, each counted for the nearest planned person (the report before this change);
+- `new`: HOG's faces plus the full-range detector's where HOG found none, near one planned person
+  only (what the report does now).
+
+Per job and variant: each person's visible share, the share of checked frames where both are
+found, identity min/mean (dlib descriptors throughout), and the identity report's CPU time (best of
+`--repeats`, process time: this machine is shared, wall clocks are not). Per job also: the contact's
+seam (kiss_core.generation.quality.seam, as the job's report gives it) and its CPU time, and the
+producer's whole report (`_measure`) in CPU seconds. Prints one table and writes
+bench/results/quality_detectors.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # before numpy/OpenCV start thread pools
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, ClassVar  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kiss_core.generation.producer import VideoProducer, quality_sample  # noqa: E402
+from kiss_core.generation.quality import identity_report  # noqa: E402
+from kiss_core.generation.quality.faces import (  # noqa: E402
+    MATCH_RADIUS,
+    assign_faces,
+    with_turned_faces,
+)
+from kiss_core.generation.quality.seam import seam_ratio  # noqa: E402
+from kiss_core.scene.choreography import face_centers  # noqa: E402
+from kiss_core.schemas import VideoParams  # noqa: E402
+from kiss_core.settings import Settings  # noqa: E402
+from tests.support.studio import PAIRS, SyntheticStudio  # noqa: E402
+
+STYLES = ("peck", "romantic", "french", "cheek")
+VARIANTS = {"hog": False, "new": True}
+
+
+class CapturingProducer(VideoProducer):
+    """The producer, keeping what its report measured (frames, plan centres, HOG's faces) for the bench."""
+
+    captured: ClassVar[dict[str, Any]] = {}
+
+    def _measure(self, params, scene, rendered, conditioning, faces):  # type: ignore[no-untyped-def]
+        for index, frame in rendered.sampled.items():  # HOG's detections made first, as the output check does
+            faces.detected(index, frame)
+        start = time.process_time()
+        quality = super()._measure(params, scene, rendered, conditioning, faces)
+        report_cpu = time.process_time() - start
+        plan = scene.plan
+        indices = sorted(
+            quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
+        )
+        CapturingProducer.captured = {
+            "frames": [rendered.sampled[i] for i in indices],
+            "centres": {s: c[indices] for s, c in face_centers(plan).items()},
+            "references": {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
+            "hog": [faces.detected(i, rendered.sampled[i]) for i in indices],
+            "upsample": faces.upsample,
+            "contact": rendered.contact,
+            "planned": [track.landmarks[plan.contact_frame] for track in plan.tracks.values()],
+            "report_cpu_s": report_cpu,
+        }
+        return quality
+
+
+def both_found(captured: dict[str, Any], turned: bool) -> float:
+    """Share of the checked frames in which both people are found."""
+    hits = 0
+    for index, frame in enumerate(captured["frames"]):
+        faces = captured["hog"][index]
+        centres = {s: c[index] for s, c in captured["centres"].items()}
+        faces = with_turned_faces(frame, faces, centres) if turned else faces
+        taken = assign_faces([(f, np.empty(0)) for f in faces], centres, {}, MATCH_RADIUS)
+        hits += len(taken) == 2
+    return hits / len(captured["frames"])
+
+
+def measure(studio: SyntheticStudio, captured: dict[str, Any], repeats: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, turned in VARIANTS.items():
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.process_time()
+            report = identity_report(
+                captured["frames"],
+                captured["centres"],
+                captured["references"],
+                studio.analyzer,
+                0.92,
+                upsample=captured["upsample"],
+                detections=captured["hog"],
+                turned_faces=turned,
+            )
+            best = min(best, time.process_time() - start)
+        out[name] = {
+            "both_found": round(both_found(captured, turned), 3),
+            "visible": {q.subject: round(q.visible_share, 3) for q in report.subjects},
+            "similarity_min": {q.subject: _rounded(q.similarity_min) for q in report.subjects},
+            "similarity_mean": {q.subject: _rounded(q.similarity_mean) for q in report.subjects},
+            "identity_s": round(best, 4),
+        }
+    seam_s = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        seam_ratio(captured["contact"], *captured["planned"])
+        seam_s = min(seam_s, time.process_time() - start)
+    out["seam_s"] = round(seam_s, 4)
+    out["report_cpu_s"] = round(captured["report_cpu_s"], 4)
+    return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _line(row: dict[str, Any]) -> str:
+    parts = [f"{row['pair']:5} {row['style']:9}"]
+    for name in VARIANTS:
+        v = row[name]
+        parts.append(
+            f"{name}: both {v['both_found']:.2f} visible {v['visible']['a']:.2f}/{v['visible']['b']:.2f}"
+            f" min {v['similarity_min']['a']}/{v['similarity_min']['b']}"
+            f" mean {v['similarity_mean']['a']}/{v['similarity_mean']['b']} {v['identity_s']:.3f}s"
+        )
+    parts.append(f"seam {row['seam']} ({row['seam_s'] * 1000:.1f} ms) report {row['report_cpu_s']:.3f} s CPU")
+    return " | ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="how many of the studio's pairs (the thresholds test uses 3)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="identity report runs per variant; best kept")
+    args = parser.parse_args()
+    settings = Settings()
+    studio = SyntheticStudio(settings, tempfile.mkdtemp(prefix="quality_detectors_"))
+    producer = CapturingProducer(settings, studio.store, studio.analyzer)
+    studio.producer = producer
+    rows = []
+    for indices in PAIRS[: args.pairs]:
+        pair = studio.pair(*indices)
+        for style in STYLES:
+            result = studio.produce(pair, VideoParams(style=style))
+            contact = result.quality.contact
+            row = {
+                "pair": pair.name,
+                "style": style,
+                "timings": result.timings,
+                "seam": None if contact is None or contact.seam is None else round(contact.seam, 3),
+            }
+            row.update(measure(studio, producer.captured, args.repeats))
+            rows.append(row)
+            print(_line(row), flush=True)
+    path = ROOT / "bench" / "results" / "quality_detectors.json"
+    path.write_text(json.dumps({"machine": platform.platform(), "cores": 1, "rows": rows}, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
