@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kiss_core.scene.camera import apply_camera  # noqa: E402
 from kiss_core.scene.choreography import plan_kiss  # noqa: E402
 from kiss_core.scene.lighting import harmonize_photos  # noqa: E402
 from kiss_core.scene.pose_video import render_pose_frames  # noqa: E402
@@ -90,8 +91,14 @@ def main() -> None:
             pair.photos, {s: pair.analyses[s].landmarks for s in "ab"}, settings.generator.lighting_strength
         )
         wanted = moments(plan.phases, plan.contact_frame)
-        scene = compositor.scene(plan, photos, pair.analyses, params.background)
-        frames = {i: f for i, f in enumerate(compositor.frames(plan, scene)) if i in wanted}
+        # As the preview backend does: draw the scene, then the camera's crop of it.
+        drawn = plan.scene()
+        scene = compositor.scene(drawn, photos, pair.analyses, params.background)
+        frames = {
+            i: f if plan.camera is None else apply_camera(f, plan.camera[i])
+            for i, f in enumerate(compositor.frames(drawn, scene))
+            if i in wanted
+        }
         pose = next(f for i, f in enumerate(render_pose_frames(plan)) if i == plan.contact_frame)
         report = studio.produce(pair, params).quality
         reports[f"{pair.name} {style}"] = report.model_dump(mode="json")
