@@ -1,18 +1,21 @@
-"""dlib's 128-D face descriptor: dlib's own ResNet (`compute_face_descriptor`) against its torch port.
+"""dlib's 128-D face descriptor: dlib's ResNet (`compute_face_descriptor`) against its port to onnxruntime.
 
     .venv/bin/python bench/descriptor.py [--repeats 3]
 
 Side by side in one run, on the seven real faces of the test photos (face analysis only):
-- the one-time cost of each: importing torch, reading the .dat file, building the module, the first
-  call (oneDNN picks its kernels), against dlib loading its model;
-- per face, the chip cut included (what `DlibFaceAnalyzer.embed` costs): dlib; torch on one thread
-  (`torch.set_num_threads(1)`) and on the default count; torch with all seven faces in one batch;
+- the one-time cost of each, in a fresh interpreter: dlib loading its model; for onnxruntime,
+  importing it (the replicas that embed import it already, for the safety models), importing `onnx`,
+  reading the .dat file, building the ONNX graph, opening the session from its bytes, the first call;
+  with the RSS each adds. For comparison, importing torch (what the torch port cost) in another one;
+- per face, the chip cut included (what `DlibFaceAnalyzer.embed` costs): dlib; onnxruntime on one
+  thread (`DlibDescriptor`, as the analyzer runs it) one face at a time and all seven in one batch;
 - whether descriptors overlap across threads (the GIL test): one thread computing 6 descriptors
   against two threads each computing 6 at once. 1.0x means the second thread was free, 2.0x that the
   two ran one after the other (the GIL held throughout, as dlib holds it). Each dlib thread has its own
-  model object, so only the GIL can serialise them. On a shared, loaded machine that ratio also counts
-  the cores the OS did not give, so the longest wait of a pure-Python thread running beside 6
-  descriptors is recorded too: a descriptor's length if the GIL is held, a few ms if it is not.
+  model object, so only the GIL can serialise them; onnxruntime's threads share one session. On a
+  shared, loaded machine that ratio also counts the cores the OS did not give, so the longest wait of a
+  pure-Python thread running beside 6 descriptors is recorded too: a descriptor's length if the GIL is
+  held, a few ms if it is not.
 
 Best of `--repeats` rounds (the least disturbed: the machine is shared, so the load average is
 recorded with the numbers; the per-face variants take turns within each round). Prints one table
@@ -22,6 +25,9 @@ and writes bench/results/descriptor.json.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import platform
@@ -107,63 +113,86 @@ def one_time_costs() -> dict[str, float]:
     """What a replica pays once, in the order it pays it (run in a fresh interpreter)."""
     model = face_recognition_models.face_recognition_model_location()
     load = {"dlib_model_load_s": timed(lambda: dlib.face_recognition_model_v1(model))}
+    before = rss_mib()
     start = time.perf_counter()
-    before = rss_mib()
-    import torch
+    import onnxruntime
 
-    load["import_torch_s"] = time.perf_counter() - start
-    load["import_torch_rss_mib"] = rss_mib() - before
-    before = rss_mib()
-    from kiss_core.faces.dlib_resnet import DlibResNet
+    load["import_onnxruntime_s"] = time.perf_counter() - start
+    load["import_onnxruntime_rss_mib"] = rss_mib() - before
+    before = rss_mib()  # from here: what embedding adds to a replica that has onnxruntime already
+    start = time.perf_counter()
+    import onnx  # noqa: F401
+
+    from kiss_core.faces.dlib_resnet import DlibDescriptor, build_onnx_model
     from kiss_core.faces.dlib_resnet_format import read_dlib_network
 
+    load["import_onnx_s"] = time.perf_counter() - start
+    load["import_onnx_rss_mib"] = rss_mib() - before
+    # The whole load as DlibDescriptor does it (read, build, open, first call), then its second call.
+    start = time.perf_counter()
+    descriptor = DlibDescriptor(model)
+    load["descriptor_load_s"] = time.perf_counter() - start
+    chip = np.zeros((1, 150, 150, 3), np.uint8)
+    load["second_call_s"] = timed(lambda: descriptor(chip))
+    load["onnx_and_descriptor_rss_mib"] = rss_mib() - before  # what the replica's RSS grows by
+    # Of which glibc keeps the load's freed copies (the .dat, the graph, its bytes) resident until a
+    # malloc_trim; what stays is the session's weights (fused and reordered) and buffers.
+    gc.collect()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    load["onnx_and_descriptor_rss_after_malloc_trim_mib"] = rss_mib() - before
+    # The load's steps apart (after the RSS is measured: they allocate again).
     start = time.perf_counter()
     network = read_dlib_network(model)
     load["read_dat_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    net = DlibResNet(network).eval()
-    load["build_module_s"] = time.perf_counter() - start
-    chip = torch.zeros((1, 150, 150, 3), dtype=torch.uint8)
-    with torch.inference_mode():
-        load["first_call_s"] = timed(
-            lambda: net(chip)
-        )  # oneDNN sets up its kernels: DlibDescriptor's warm-up
-        load["second_call_s"] = timed(lambda: net(chip))
-    load["torch_net_rss_mib"] = rss_mib() - before  # weights, and oneDNN's buffers after a call
+    graph = build_onnx_model(network).SerializeToString()
+    load["build_graph_s"] = time.perf_counter() - start
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    load["open_session_s"] = timed(
+        lambda: onnxruntime.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+    )
     return load
+
+
+def torch_import_cost() -> dict[str, float]:
+    """The torch port's comparison: importing torch in a fresh interpreter."""
+    before = rss_mib()
+    start = time.perf_counter()
+    import torch  # noqa: F401
+
+    return {"import_torch_s": time.perf_counter() - start, "import_torch_rss_mib": rss_mib() - before}
+
+
+def fresh(flag: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, flag], check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--load-only", action="store_true", help="print the one-time costs as JSON and stop")
+    parser.add_argument(
+        "--torch-only", action="store_true", help="print torch's import cost as JSON and stop"
+    )
     args = parser.parse_args()
-    if args.load_only:
-        print(json.dumps(one_time_costs()))
+    if args.load_only or args.torch_only:
+        print(json.dumps(one_time_costs() if args.load_only else torch_import_cost()))
         return
     model = face_recognition_models.face_recognition_model_location()
     faces = [(image, face.landmarks) for image, face in source_faces()]
     shapes = [shape_of(landmarks) for _, landmarks in faces]
-    # One-time costs in a fresh interpreter (this one has the analyzer's copy loaded by source_faces()).
-    fresh = subprocess.run(
-        [sys.executable, __file__, "--load-only"], check=True, capture_output=True, text=True
-    )
-    load: dict[str, float] = json.loads(fresh.stdout)
-    import torch
+    # One-time costs in fresh interpreters (this one has the analyzer's copy loaded by source_faces()).
+    load = fresh("--load-only")
+    comparison = fresh("--torch-only")
+    import onnxruntime
 
-    from kiss_core.faces.dlib_resnet import DlibResNet
-    from kiss_core.faces.dlib_resnet_format import read_dlib_network
+    from kiss_core.faces.dlib_resnet import dlib_descriptor
 
-    default_threads = torch.get_num_threads()
-    net = DlibResNet(read_dlib_network(model)).eval()
+    descriptor = dlib_descriptor(model)  # the analyzer's: one intra-op thread
     chips = np.stack([face_chip(image, landmarks) for image, landmarks in faces])
-
-    def torch_embed(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return net(torch.from_numpy(batch)).numpy()
-
-    torch_embed(chips[:1])
-
     encoders = [dlib.face_recognition_model_v1(model) for _ in range(2)]
 
     def dlib_faces() -> float:
@@ -172,42 +201,40 @@ def main() -> None:
             encoders[0].compute_face_descriptor(image, shape)
         return (time.perf_counter() - start) / len(faces)
 
-    def torch_faces() -> float:  # as embed(): the chip, then the network, one face at a time
+    def onnxruntime_faces() -> float:  # as embed(): the chip, then the network, one face at a time
         start = time.perf_counter()
         for image, landmarks in faces:
-            torch_embed(face_chip(image, landmarks)[None])
+            descriptor(face_chip(image, landmarks)[None])
         return (time.perf_counter() - start) / len(faces)
 
-    def torch_batch() -> float:
+    def onnxruntime_batch() -> float:
         start = time.perf_counter()
-        torch_embed(np.stack([face_chip(image, landmarks) for image, landmarks in faces]))
+        descriptor(np.stack([face_chip(image, landmarks) for image, landmarks in faces]))
         return (time.perf_counter() - start) / len(faces)
 
+    onnxruntime_batch()  # the arena grows to a batch of 7 once
     # Rounds interleave the variants, so a burst of load on the shared machine hits them all alike.
     per_face: dict[str, float] = {}
     for _ in range(args.repeats):
-        rounds = {"dlib": dlib_faces()}
-        for threads in sorted({1, default_threads}):
-            torch.set_num_threads(threads)
-            torch_faces()  # warm-up at this thread count
-            rounds[f"torch_{threads}_thread"] = torch_faces()
-            rounds[f"torch_{threads}_thread_batch_of_{len(faces)}"] = torch_batch()
+        rounds = {
+            "dlib": dlib_faces(),
+            "onnxruntime_1_thread": onnxruntime_faces(),
+            f"onnxruntime_1_thread_batch_of_{len(faces)}": onnxruntime_batch(),
+        }
         per_face = {name: min(seconds, per_face.get(name, seconds)) for name, seconds in rounds.items()}
 
-    # The GIL test, torch on one thread per caller (as a replica with 1 CPU runs it).
-    torch.set_num_threads(1)
     six = [(faces[i % len(faces)], shapes[i % len(faces)]) for i in range(GIL_DESCRIPTORS)]
 
     def dlib_six(thread: int) -> None:
         for (image, _), shape in six:
             encoders[thread].compute_face_descriptor(image, shape)
 
-    def torch_six(_thread: int) -> None:
+    def onnxruntime_six(_thread: int) -> None:
         for (image, landmarks), _ in six:
-            torch_embed(face_chip(image, landmarks)[None])
+            descriptor(face_chip(image, landmarks)[None])
 
     gil: dict[str, dict[str, float]] = {}
-    for name, work in (("dlib", dlib_six), ("torch_1_thread", torch_six)):
+    for name, work in (("dlib", dlib_six), ("onnxruntime_1_thread", onnxruntime_six)):
         one = best_of(args.repeats, lambda work=work: in_threads(1, work))  # type: ignore[misc]
         two = best_of(args.repeats, lambda work=work: in_threads(2, work))  # type: ignore[misc]
         gaps = [python_thread_longest_wait(lambda work=work: work(0)) for _ in range(args.repeats)]  # type: ignore[misc]
@@ -221,8 +248,7 @@ def main() -> None:
     reference = np.stack(
         [np.asarray(encoders[0].compute_face_descriptor(f[0], s)) for f, s in zip(faces, shapes, strict=True)]
     ).astype(np.float32)
-    torch.set_num_threads(default_threads)
-    ours = torch_embed(chips)
+    ours = descriptor(chips)
     norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(ours, axis=1)
     cosine = np.sum(reference * ours, axis=1) / norms
 
@@ -232,23 +258,25 @@ def main() -> None:
             "affinity": len(os.sched_getaffinity(0)),
             "load_average_1min": os.getloadavg()[0],
             "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_default_threads": default_threads,
+            "onnxruntime": onnxruntime.__version__,
             "dlib": dlib.__version__,
             "dlib_uses_blas": bool(getattr(dlib, "DLIB_USE_BLAS", False)),
         },
         "faces": len(faces),
         "load_s": load,
+        "torch_port_comparison": comparison,
         "per_face_ms": {name: seconds * 1000 for name, seconds in per_face.items()},
         "gil_test": gil,
         "max_abs_difference": float(np.abs(reference - ours).max()),
         "min_cosine": float(cosine.min()),
     }
-    print(f"dlib descriptor vs its torch port, {len(faces)} real faces, best of {args.repeats}")
+    print(
+        f"dlib descriptor vs the same network on onnxruntime, {len(faces)} real faces, best of {args.repeats}"
+    )
     print(f"  machine: {result['machine']}")
-    print(f"  {'one-time cost (fresh process)':<34}{'s or MiB':>10}")
-    for name, value in load.items():
-        print(f"  {name:<34}{value:>10.3f}")
+    print(f"  {'one-time cost (fresh process)':<48}{'s or MiB':>10}")
+    for name, value in {**load, **comparison}.items():
+        print(f"  {name:<48}{value:>10.3f}")
     print(f"  {'per face (chip included)':<34}{'ms':>10}{'vs dlib':>10}")
     for name, seconds in per_face.items():
         print(f"  {name:<34}{seconds * 1000:>10.1f}{per_face['dlib'] / seconds:>9.1f}x")

@@ -166,10 +166,11 @@ class DlibFaceAnalyzer:
         # dlib's detector keeps scratch buffers in the object: calls from several threads
         # (asyncio.to_thread, @serve.batch) on one analyzer crash the process, so they are serialised.
         self._lock = threading.Lock()
-        # dlib's descriptor ResNet, run in torch (kiss_core.faces.dlib_resnet): the same weights and
-        # numbers (to ~1e-6) as compute_face_descriptor at a fraction of its cost (the dlib wheel has no
-        # BLAS), with the GIL released inside each op. It keeps no per-call state, so it runs outside the
-        # lock. Imported here so that importing this module does not import torch.
+        # dlib's descriptor ResNet, run on onnxruntime (kiss_core.faces.dlib_resnet): the same weights
+        # and numbers (to ~1e-6) as compute_face_descriptor at a fraction of its cost (the dlib wheel has
+        # no BLAS), one thread, with the GIL released while it runs. onnxruntime sessions are safe to
+        # `run` from several threads, so it runs outside the lock. Imported here so that importing this
+        # module does not import onnx.
         from kiss_core.faces.dlib_resnet import dlib_descriptor
 
         self._descriptor = dlib_descriptor(face_recognition_models.face_recognition_model_location())
@@ -210,7 +211,7 @@ class DlibFaceAnalyzer:
         """(N, 128) L2-normalised descriptors of N (image, 68 landmarks) faces, run as one batch.
 
         The chip is dlib's own (`get_face_chip`: the get_face_chip_details(shape, 150, 0.25) and
-        extract_image_chips of compute_face_descriptor); the network is its torch port. One batch of
+        extract_image_chips of compute_face_descriptor); the network runs on onnxruntime. One batch of
         N costs less than N calls (one pass through the layers' setup, larger matrix products).
         """
         if not faces:

@@ -10,7 +10,7 @@ A nested `add_layer` writes its version, then its whole subnetwork, then its own
 so the file holds every version top-down, the input layer, then each layer's details bottom-up.
 Tensors are raw little-endian float32 (np.frombuffer: the 22 MB file parses in ~0.05 s, so no
 converted-weights cache is kept); scalars use dlib's compact integer and mantissa/exponent formats.
-NumPy only: the torch network is kiss_core.faces.dlib_resnet.
+NumPy only: the network is built for onnxruntime by kiss_core.faces.dlib_resnet.
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ def _read_details(r: _Reader, spec: Layer) -> Layer:
             r.real()
         if weights[:2] != (num_inputs, num_outputs) or num_outputs != spec.filters:
             raise DlibFormatError(f"fc at offset {r.pos}: weights {weights}, outputs {num_outputs}")
-        # dlib computes input (N x in) @ W (in x out); torch's linear wants W transposed.
-        matrix = params[: num_inputs * num_outputs].reshape(num_inputs, num_outputs).T.copy()
+        # dlib computes input (N x in) @ W (in x out), as ONNX's MatMul does: kept in that layout.
+        matrix = params[: num_inputs * num_outputs].reshape(num_inputs, num_outputs)
         return replace(spec, arrays={"weight": matrix})
     raise DlibFormatError(f"unknown layer {name!r}")
 

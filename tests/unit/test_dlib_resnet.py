@@ -1,7 +1,9 @@
-"""dlib's face-recognition ResNet in torch gives dlib's own descriptors (real photos: face analysis only)."""
+"""dlib's face-recognition ResNet on onnxruntime gives dlib's descriptors (real photos: face analysis)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -9,10 +11,11 @@ from pathlib import Path
 import dlib
 import face_recognition_models
 import numpy as np
+import onnx
 import pytest
 
 from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
-from kiss_core.faces.dlib_resnet import DlibDescriptor, dlib_descriptor
+from kiss_core.faces.dlib_resnet import DlibDescriptor, build_onnx_model, dlib_descriptor
 from kiss_core.faces.dlib_resnet_format import DlibFormatError, read_dlib_network
 from kiss_core.faces.synthetic import source_faces, synthetic_subject
 from kiss_core.settings import FaceSettings
@@ -61,7 +64,7 @@ def test_the_reader_finds_dlibs_architecture_in_the_file() -> None:
     }
     np.testing.assert_allclose(network.mean_rgb, (122.782, 117.001, 104.298), atol=1e-4)
     assert network.layers[0].arrays["weight"].shape == (32, 3, 7, 7)
-    assert network.layers[-1].arrays["weight"].shape == (128, 256)
+    assert network.layers[-1].arrays["weight"].shape == (256, 128)  # dlib's (in, out), as MatMul takes it
     weights = sum(a.size for layer in network.layers for a in layer.arrays.values())
     assert 5_500_000 < weights < 5_700_000  # the 22 MB file is almost all float32 weights
 
@@ -76,6 +79,18 @@ def test_a_file_that_is_not_the_network_is_refused(tmp_path: Path) -> None:
         read_dlib_network(other_network)
 
 
+def test_the_onnx_graph_holds_dlibs_layers_with_each_affine_folded_into_its_convolution() -> None:
+    model = build_onnx_model(read_dlib_network(MODEL))
+    onnx.checker.check_model(model, full_check=True)  # types and shapes inferred through every node
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["Conv"] == 29 and ops["Mul"] == 0  # every affine layer sits on a convolution
+    # Down blocks: 32->64 and 64->128 pad the shortcut's channels, 128->256 those and the 3x3 conv to 4x4,
+    # the last the 1x1 conv to 2x2.
+    assert ops["Add"] == 14 and ops["Pad"] == 5
+    assert (ops["Relu"], ops["MaxPool"], ops["AveragePool"], ops["GlobalAveragePool"]) == (29, 1, 4, 1)
+    assert ops["MatMul"] == 1
+
+
 def test_get_face_chip_is_the_chip_compute_face_descriptor_cuts(
     faces: list[tuple[np.ndarray, DetectedFace]],
 ) -> None:
@@ -88,7 +103,7 @@ def test_get_face_chip_is_the_chip_compute_face_descriptor_cuts(
         np.testing.assert_array_equal(from_photo, from_chip)
 
 
-def test_torch_descriptor_equals_dlibs_on_real_and_synthetic_faces(
+def test_onnxruntime_descriptor_equals_dlibs_on_real_and_synthetic_faces(
     analyzer: DlibFaceAnalyzer, faces: list[tuple[np.ndarray, DetectedFace]]
 ) -> None:
     encoder = dlib.face_recognition_model_v1(str(MODEL))
@@ -146,3 +161,26 @@ def test_chips_of_the_wrong_shape_are_refused() -> None:
     with pytest.raises(ValueError, match=r"`chips` have to be uint8 \(N, 150, 150, 3\) but are uint8"):
         descriptor(np.zeros((1, 112, 112, 3), np.uint8))
     assert descriptor(np.zeros((150, 150, 3), np.uint8)).shape == (1, 128)
+
+
+def test_the_session_computes_on_the_callers_thread_alone() -> None:
+    options = dlib_descriptor().session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    assert dlib_descriptor().session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_embedding_does_not_import_torch() -> None:
+    """The replicas that embed load onnxruntime already; torch would add ~180 MiB and seconds to a start."""
+    script = (
+        "import sys\n"
+        "from kiss_core.faces.analysis import DlibFaceAnalyzer\n"
+        "from kiss_core.faces.synthetic import synthetic_subject\n"
+        "analyzer = DlibFaceAnalyzer()\n"
+        "image = synthetic_subject(0)\n"
+        "assert analyzer.embed(image, analyzer.detect(image)[0].landmarks).shape == (128,)\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
