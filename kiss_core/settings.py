@@ -100,12 +100,13 @@ class GeneratorSettings(BaseModel):
         " differences; half is the default).",
     )
     camera_push_in: float = Field(
-        0.08,
+        0.0,
         ge=0.0,
         le=0.25,
         description="The preview's slow camera push-in toward the point where the lips meet: the zoom gained"
-        " by the end of the hold (0.08: 8 % closer), eased from the whole scene on the first frame; 0 keeps"
-        " the camera still. The plan's landmarks (quality report, pose video) include it.",
+        " by the end of the hold (0.08, as tuned: 8 % closer), eased from the whole scene on the first frame;"
+        " 0 (for now the default) keeps the camera still. The plan's landmarks (quality report, pose video)"
+        " include it.",
     )
     # Diffusion backends (kiss_core.generation.backends.wan). Weights are never downloaded: read from here.
     model_root: Path = Field(

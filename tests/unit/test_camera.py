@@ -12,13 +12,15 @@ import pytest
 from kiss_core.generation.backends.preview import PreviewFrames
 from kiss_core.generation.conditioning import Conditioning
 from kiss_core.media.geometry import MOUTH, apply_affine
-from kiss_core.scene.camera import DEFAULT_PUSH_IN, apply_camera, is_still, push_in
+from kiss_core.scene.camera import DEFAULT_PUSH_IN, TUNED_PUSH_IN, apply_camera, is_still, push_in
 from kiss_core.scene.choreography import KissPlan, plan_kiss
 from kiss_core.scene.pose_video import render_pose_frames
 from kiss_core.scene.render import PreviewCompositor
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from tests.support.mean_face import mean_face_analysis
+
+PUSH = TUNED_PUSH_IN  # the push-in as tuned (the setting's default is off for now)
 
 
 def analyses() -> dict[str, SubjectAnalysis]:
@@ -71,17 +73,19 @@ def test_push_in_eases_to_its_zoom_and_keeps_the_view_inside_the_scene() -> None
 
 
 def test_the_setting_and_the_plan_default_agree() -> None:
-    assert Settings().generator.camera_push_in == DEFAULT_PUSH_IN > 0
+    assert Settings().generator.camera_push_in == DEFAULT_PUSH_IN
+    default = plan_kiss(analyses(), VideoParams(seconds=1, fps=8, size="256x144"))
+    assert (default.camera is None) == (DEFAULT_PUSH_IN == 0)
 
 
 def test_plan_landmarks_carry_the_camera() -> None:
-    plan = plan_kiss(analyses(), VideoParams(style="romantic", seconds=4, fps=12, size="640x384"))
+    plan = plan_kiss(analyses(), VideoParams(style="romantic", seconds=4, fps=12, size="640x384"), PUSH)
     still = plan_kiss(analyses(), VideoParams(style="romantic", seconds=4, fps=12, size="640x384"), 0.0)
     assert plan.camera is not None and still.camera is None and still.scene() is still
     scene = plan.scene()
     assert scene.camera is None
     end = plan.phases["hold"][1]
-    assert zoom_of(plan.camera[end - 1]) == pytest.approx(1 + DEFAULT_PUSH_IN, abs=2e-3)
+    assert zoom_of(plan.camera[end - 1]) == pytest.approx(1 + PUSH, abs=2e-3)
     for s in ("a", "b"):
         # The scene view is the still plan; the frame view is the camera applied to it.
         np.testing.assert_allclose(scene.tracks[s].landmarks, still.tracks[s].landmarks)
@@ -92,14 +96,14 @@ def test_plan_landmarks_carry_the_camera() -> None:
         np.testing.assert_allclose(followed[:, :6], plan.tracks[s].landmarks[:, :6], atol=1e-6)
     # Faces grow by the zoom; the lips still meet exactly.
     moved, kept = (np.ptp(p.tracks["a"].landmarks[plan.contact_frame, :17, 0]) for p in (plan, still))
-    assert moved > kept * (1 + 0.5 * DEFAULT_PUSH_IN)
+    assert moved > kept * (1 + 0.5 * PUSH)
     mouths = plan.mouth_centers()
     gap = np.linalg.norm(mouths["a"][plan.contact_frame] - mouths["b"][plan.contact_frame])
     assert gap < 0.05 * moved
 
 
 def test_pose_video_follows_the_camera() -> None:
-    plan = plan_kiss(analyses(), VideoParams(style="peck", seconds=2, fps=12, size="416x240"))
+    plan = plan_kiss(analyses(), VideoParams(style="peck", seconds=2, fps=12, size="416x240"), PUSH)
     last = plan.frame_count - 1
     frames = list(render_pose_frames(plan))
     drawn_at = np.argwhere(frames[last].max(axis=2) > 0)
@@ -124,7 +128,7 @@ def test_preview_pixels_are_where_the_plan_says() -> None:
         "a": drawn(the_analyses["a"], (230, 190, 160), (40, 120, 200)),
         "b": drawn(the_analyses["b"], (200, 150, 120), (200, 200, 60)),
     }
-    plan = plan_kiss(the_analyses, VideoParams(style="romantic", seconds=2, fps=12, size="416x240"))
+    plan = plan_kiss(the_analyses, VideoParams(style="romantic", seconds=2, fps=12, size="416x240"), PUSH)
     assert plan.camera is not None
     frames = _frames(plan, photos, the_analyses)
     scene_frames = list(PreviewCompositor().render(plan.scene(), photos, the_analyses))
