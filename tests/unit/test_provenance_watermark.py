@@ -17,11 +17,13 @@ from kiss_core.generation.provenance.watermark import (
     bit_scores,
     decode_scores,
     extract_job_id,
+    find_job_id,
     job_id_payload,
+    read_frame_ids,
     read_video_watermark,
 )
 from kiss_core.media.video import decode_mp4, encode_mp4
-from kiss_core.scene.camera import DEFAULT_PUSH_IN, apply_camera
+from kiss_core.scene.camera import TUNED_PUSH_IN, apply_camera
 from kiss_core.scene.choreography import plan_kiss
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import Settings
@@ -175,7 +177,7 @@ def reread_at_crf_35(frames: list[np.ndarray], job_id: str = JOB) -> tuple[list[
         embedder.apply(frame)
     delivered, fps = decode_mp4(encode_mp4(marked, 24, crf=20))
     worse, _ = decode_mp4(encode_mp4(list(delivered), int(fps), crf=35))
-    ids = [extract_job_id(frame) for frame in worse]
+    ids = read_frame_ids(list(worse))
     return ids, [i == job_id for i in ids]
 
 
@@ -207,9 +209,9 @@ def preview(pair: SyntheticPair, params: VideoParams, push_in: float) -> list[np
 
 @pytest.mark.slow
 def test_survives_the_preview_camera_push_in_at_crf_35(pair: SyntheticPair) -> None:
-    """The preview as shipped (push-in on by default), 3 s: every frame, re-encoded at crf 35."""
+    """The preview with its camera pushing in (as tuned, 8 %), 3 s: every frame, re-encoded at crf 35."""
     params = VideoParams(style="romantic", seconds=3, fps=24, size="832x480")
-    frames = preview(pair, params, DEFAULT_PUSH_IN)
+    frames = preview(pair, params, TUNED_PUSH_IN)
     still = preview(pair, params, 0.0)
     assert np.abs(frames[-1].astype(int) - still[-1].astype(int)).mean() > 3  # the camera did move in
     ids, exact = reread_at_crf_35(frames)
@@ -226,18 +228,69 @@ def test_survives_a_pan_of_the_preview_at_crf_35(pair: SyntheticPair) -> None:
     assert set(ids) <= {JOB, None}
 
 
-def test_a_pan_over_texture_at_crf_35_loses_the_mark_but_never_misreads() -> None:
-    """The known limit (docs/status.md): a static 8x8-cell mark over textured content moving 0.5 px a
-    frame. x264 at crf 35 predicts each block from the last frame shifted with the content and drops the
-    small residual that would put the mark back, so the mark is dragged along and eroded: only the first
-    frames (the I-frame's neighbours) read. What must hold even then: no frame reads a wrong id."""
-    backdrop = _picture("chelsea.png", 832 + 64, 480)
-    frames = [
+def textured_pan(frames: int = 72, dx: float = 0.5, dy: float = 0.0) -> list[np.ndarray]:
+    """A natural picture (a cat's fur: texture everywhere) panned by (dx, dy) px a frame."""
+    backdrop = _picture("chelsea.png", 832 + 64, 480 + 48)
+    return [
         cv2.warpAffine(
-            backdrop, np.float32([[1, 0, -0.5 * t], [0, 1, 0]]), (832, 480), flags=cv2.INTER_LINEAR
+            backdrop, np.float32([[1, 0, -dx * t], [0, 1, -dy * t]]), (832, 480), flags=cv2.INTER_LINEAR
         )
-        for t in range(48)
+        for t in range(frames)
     ]
+
+
+def test_survives_a_pan_over_texture_at_crf_35() -> None:
+    """The hard case: texture everywhere moving 0.5 px a frame. A mark fixed to the cell grid is dragged
+    along by x264's motion compensation and eroded (7 of these 72 frames read); the mark that follows
+    the pan, read by searching the grid's shift, reads in >= 90 % of the frames, every frame on its own
+    (the search starts from the shift the previous frame had)."""
+    frames = textured_pan()
     ids, exact = reread_at_crf_35(frames)
-    assert all(exact[:4])
+    assert np.mean(exact) >= 0.9, "".join(".x"[not e] for e in exact)
     assert set(ids) <= {JOB, None}
+
+
+def test_the_mark_follows_a_pan_and_nothing_else(clip: list[np.ndarray]) -> None:
+    """By whole pixels, as far as the picture panned; a cup moving over a still backdrop moves no mark."""
+    panned = [frame.copy() for frame in textured_pan(48)]
+    embedder = WatermarkEmbedder(JOB)
+    offsets = []
+    for frame in panned:
+        embedder.apply(frame)
+        offsets.append(embedder.offset)
+    assert offsets[0] == (0, 0)
+    assert abs(offsets[-1][0] - (-0.5 * 47)) <= 2 and offsets[-1][1] == 0
+    # The same amplitude as on the grid: invisible alike.
+    values = [psnr(a, b) for a, b in zip(textured_pan(48), panned, strict=True)]
+    assert min(values) >= 38.0
+    # Each frame, uncompressed, reads at its shift (and not on the bare grid once it has moved).
+    found, shift = find_job_id(panned[-1])
+    assert found == JOB and shift is not None and np.abs(np.subtract(shift, offsets[-1])).max() <= 1
+    assert extract_job_id(panned[-1]) is None
+    still = WatermarkEmbedder(JOB)
+    for frame in [frame.copy() for frame in clip]:
+        still.apply(frame)
+        assert still.offset == (0, 0)
+
+
+def test_searching_an_unmarked_or_other_video_finds_nothing_wrong(clip: list[np.ndarray]) -> None:
+    """The shift search decodes only where the cells agree per bit: unmarked frames read None."""
+    for frame in clip[:4] + textured_pan(4):
+        assert find_job_id(frame) == (None, None)
+    assert read_frame_ids(textured_pan(12)) == [None] * 12
+
+
+@pytest.mark.slow
+def test_a_diagonal_pan_or_a_zoom_over_texture_is_not_yet_read_but_never_misread() -> None:
+    """The limits left (docs/status.md): a textured picture zoomed in, or panned diagonally, at crf 35.
+    A zoom is no pan (the tiles disagree), so the mark stays on the grid and is dragged and eroded; a
+    diagonal pan is followed but reads in only about 70 % of the frames. No frame reads a wrong id."""
+    zoomed = []
+    backdrop = _picture("chelsea.png", 832, 480)
+    for t in range(48):
+        zoom = 1 + 0.1 * t / 47
+        camera = np.array([[zoom, 0, 416 * (1 - zoom)], [0, zoom, 240 * (1 - zoom)]])
+        zoomed.append(apply_camera(backdrop, camera))
+    for frames in (zoomed, textured_pan(48, 0.4, 0.3)):
+        ids, exact = reread_at_crf_35(frames)
+        assert all(exact[:4]) and set(ids) <= {JOB, None}

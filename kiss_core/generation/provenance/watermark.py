@@ -21,16 +21,23 @@ has 120 frames and a 2 s budget. This is a spread-spectrum mark built for H.264 
   bit's chips gives a soft value per bit; hard decisions whose CRC fails are repaired Chase-style by
   flipping combinations of the 10 least reliable bits (a wrong id then passes with probability
   about 2**10 / 2**32 per frame).
+- Pans: x264 at low quality predicts each block from the last frame shifted with the picture and
+  drops the small residual that would put a mark fixed to the grid back, so over moving texture such
+  a mark is dragged along and eroded (7 of 72 frames of a 0.5 px/frame pan read at crf 35). So the
+  mark follows the picture's pan instead, by whole pixels (`PanTracker`: phase correlation of 3x3
+  tiles at 1/4 size, about 0.6 ms a frame; a pan is a shift 7 of 9 textured tiles agree on, so
+  people moving over a still background or a zoom move no mark), and the codec carries it intact.
+  A reader that fails on the grid searches the grid's whole-pixel shift (`find_job_id`, within
+  48 px, seeded by the previous frame's shift), decoding only shifts whose cells agree per bit; there
+  a confidently wrong bit anywhere is repaired as well (2**6 x 128 more candidates).
 
 Not a secret and not tamper-proof: anyone with this code can read or scrub the mark. It survives
-H.264 re-encoding at lower quality (crf 35) in static and slowly moving content, and camera moves over
-smooth content: the preview's push-in and a 0.5 px/frame pan of its (blurred) backdrop read in every
-frame. It is not designed to survive crops or rotations (the cell grid no longer lines up), nor sharp
-texture panning or zooming under it re-encoded at low quality: x264 then predicts each block from the
-last frame shifted with the content and drops the small residual that would restore the mark, so the
-reference frame's copy is dragged along and eroded (measured: docs/status.md); those frames read
-None, not a wrong id. A video rescaled to another size is read by resizing it back to the kissgen
-sizes of the same aspect ratio.
+H.264 re-encoding at lower quality (crf 35) in static and slowly moving content, the preview's camera
+push-in, and pans (0.5 px/frame, over the preview or over texture everywhere: every frame or >= 90 %).
+It is not designed to survive crops or rotations (the cell grid no longer lines up); zooms over sharp
+texture re-encoded at low quality still drag and erode it, and diagonal pans over texture read in
+about 70 % of frames (docs/status.md); such frames read None, not a wrong id. A video rescaled to
+another size is read by resizing it back to the kissgen sizes of the same aspect ratio.
 """
 
 from __future__ import annotations
@@ -66,6 +73,28 @@ MAX_GAIN = 2.0
 """A boosted bit's amplitude is at most this many times `strength`."""
 MIN_CELLS = 8 * PAYLOAD_BITS
 """Frames with fewer cells (smaller than about 256x256) carry too little mark to read reliably."""
+PAN_ADAPT_EVERY = 4
+"""While the mark follows a pan the picture under each cell changes every frame: re-measure this often."""
+TRACK_SCALE = 4
+"""The picture's pan is measured at 1/4 size (about 0.5 ms a frame at 832x480)."""
+TRACK_TILES = (3, 3)
+"""Tiles measured apart; a pan is a shift most of them agree on (moving people or a zoom are not)."""
+TRACK_AGREE = 0.25
+"""Tiles agree when their shifts differ by less than this, in 1/4-size pixels (one frame pixel)."""
+TRACK_MIN_RESPONSE = 0.5
+"""A tile's phase-correlation peak (0..1) must reach this: texture that really moved, not a smooth tile."""
+TRACK_PATIENCE = 12
+"""Frames without an agreed pan before the reference is renewed (a cut, a zoom, the picture changed)."""
+TRACK_MIN_TILES = 7
+"""Of the 9 tiles, this many sure ones must agree before the mark moves."""
+TRACK_REANCHOR = 16.0
+"""Frame pixels of pan after which the reference picture is renewed (to keep the tiles overlapping)."""
+SEARCH_RADIUS = 48
+"""Frame pixels: how far from the cell grid a reader looks for a mark that followed a pan."""
+MIN_COHERENCE = 2.0
+"""Searched shifts are decoded only where the cells agree this much per bit (~1 without a mark, ~4 with)."""
+STRONG_WEAK_BITS = 6
+"""In a searched frame: besides the Chase repair, one bit anywhere plus any of the 6 least reliable."""
 _SEED = 0x6B6973735F776D  # "kiss_wm": fixed so that every reader finds the same layout
 _JOB_ID = re.compile(r"^video_([0-9a-f]{24})$")
 
@@ -111,6 +140,14 @@ class WatermarkEmbedder:
     (unmarked) frame as a detector would and raises the amplitude of the bits the picture opposes,
     up to `max_gain` x `strength`; the pattern is then rebuilt. In between, marking a frame is two
     saturating uint8 additions of the same pattern.
+
+    Following pans (`follow`): when the picture under the mark pans, x264 at low quality predicts
+    each block from the last frame shifted with the picture and drops the small residual that would
+    put a static mark back, so the mark would be dragged along and eroded. So the mark moves with the
+    pan instead, by whole pixels (the pattern rolled by the pan measured since the first frame), and
+    the codec's prediction carries it intact; a reader finds it by searching shifts
+    (`find_job_id`). A pan is a shift most tiles of the picture agree on; moving people over a still
+    background, or a zoom, move no mark.
     """
 
     def __init__(
@@ -119,6 +156,7 @@ class WatermarkEmbedder:
         strength: float = DEFAULT_STRENGTH,
         adapt_every: int = ADAPT_EVERY,
         max_gain: float = MAX_GAIN,
+        follow: bool = True,
     ):
         if not 0.5 <= strength <= 8.0:
             raise ValueError(f"`strength` must be in 0.5..8 grey levels but is {strength}")
@@ -134,6 +172,14 @@ class WatermarkEmbedder:
         self._size: tuple[int, int] | None = None
         self._pattern: tuple[np.ndarray, np.ndarray] | None = None
         self._count = 0
+        self._tracker = PanTracker() if follow else None
+        self._moved_at = -1  # frame count when the offset last changed
+        self._rolled: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """(dx, dy) frame pixels the mark has moved with the picture's pan so far."""
+        return self._tracker.offset if self._tracker is not None else (0, 0)
 
     def amplitudes(self, frame: np.ndarray) -> np.ndarray:
         """Grey levels per payload bit for this unmarked frame: `strength`, more where the picture opposes."""
@@ -168,21 +214,117 @@ class WatermarkEmbedder:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame must be RGB uint8 (H, W, 3) but is {frame.dtype} {frame.shape}")
         size = (frame.shape[0], frame.shape[1])
-        adapt = self.adapt_every > 0 and self._count % self.adapt_every == 0
+        offset = (0, 0)
+        if self._tracker is not None:
+            before = self._tracker.offset
+            offset = self._tracker.update(frame)
+            if offset != before:
+                self._moved_at = self._count
+        panning = self._count - self._moved_at < PAN_ADAPT_EVERY * 3
+        every = min(self.adapt_every, PAN_ADAPT_EVERY) if panning else self.adapt_every
+        adapt = every > 0 and self._count % every == 0
         if self._pattern is None or size != self._size or adapt:
+            # Measured where the mark sits: the picture seen from the cell grid's position.
+            view = np.roll(frame, (-offset[1], -offset[0]), axis=(0, 1)) if offset != (0, 0) else frame
             amplitudes = (
-                self.amplitudes(frame)
+                self.amplitudes(view)
                 if self.adapt_every > 0
                 else np.full(PAYLOAD_BITS, self.strength, np.float32)
             )
             self._pattern, self._size = self._build(*size, amplitudes), size
+            self._rolled = None
         self._count += 1
         positive, negative = self._pattern
+        if offset != (0, 0):
+            if self._rolled is None or self._rolled[0] != offset:
+                shift = (offset[1], offset[0])
+                self._rolled = (
+                    offset,
+                    np.roll(positive, shift, axis=(0, 1)),
+                    np.roll(negative, shift, axis=(0, 1)),
+                )
+            positive, negative = self._rolled[1], self._rolled[2]
         if frame.flags.c_contiguous:
             cv2.add(frame, positive, dst=frame)
             cv2.subtract(frame, negative, dst=frame)
         else:  # OpenCV would write into a copy; do it through one and copy back
             frame[...] = cv2.subtract(cv2.add(frame, positive), negative)
+
+
+class PanTracker:
+    """The picture's pan since the first frame, in whole frame pixels, from its unmarked frames.
+
+    Each frame is compared at 1/4 size with a reference frame, tile by tile (phase correlation); when
+    most tiles agree on one shift, that is the pan. Anything else — people moving over a still
+    background, a zoom, a cut — is no pan: the offset stays and the reference is renewed. Comparing
+    with a reference rather than the previous frame keeps sub-pixel pans from being rounded away.
+    """
+
+    def __init__(self) -> None:
+        self.offset: tuple[int, int] = (0, 0)
+        self._reference: np.ndarray | None = None
+        self._base = np.zeros(2)
+        self._window: np.ndarray | None = None
+        self._frame_window: np.ndarray | None = None
+        self._reference_half: np.ndarray | None = None
+        self._misses = 0
+
+    def update(self, frame: np.ndarray) -> tuple[int, int]:
+        """Measure one more (unmarked RGB) frame; returns the offset the mark should now have."""
+        luma = cv2.cvtColor(np.ascontiguousarray(frame, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+        half = cv2.resize(luma, (luma.shape[1] // 2, luma.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(half, (half.shape[1] // 2, half.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        half, small = half.astype(np.float32), small.astype(np.float32)
+        reference, reference_half = self._reference, self._reference_half
+        if reference is None or reference_half is None or reference.shape != small.shape:
+            return self._renew(small, half)
+        rows, cols = TRACK_TILES
+        th, tw = small.shape[0] // rows, small.shape[1] // cols
+        if th < 16 or tw < 16:
+            return self.offset
+        if self._window is None or self._window.shape != (th, tw):
+            self._window = cv2.createHanningWindow((tw, th), cv2.CV_32F)
+        measured = [
+            cv2.phaseCorrelate(
+                reference[r * th : (r + 1) * th, c * tw : (c + 1) * tw],
+                small[r * th : (r + 1) * th, c * tw : (c + 1) * tw],
+                self._window,
+            )
+            for r in range(rows)
+            for c in range(cols)
+        ]
+        shifts = np.array([shift for shift, _ in measured])
+        # Only textured tiles measure a shift (a smooth one peaks anywhere); and a static mark
+        # survives over smooth content anyway, so the mark moves only with a pan of texture.
+        sure = np.array([response >= TRACK_MIN_RESPONSE for _, response in measured])
+        median = np.median(shifts[sure], axis=0) if sure.any() else np.zeros(2)
+        agree = int((sure & (np.abs(shifts - median).max(axis=1) < TRACK_AGREE)).sum())
+        if agree < TRACK_MIN_TILES:
+            # People moving across, a zoom: no pan in this frame. The reference stays (a pan seen
+            # again later is measured from it, nothing of it lost) unless nothing agrees for a while.
+            self._misses += 1
+            return self._renew(small, half) if self._misses >= TRACK_PATIENCE else self.offset
+        self._misses = 0
+        if np.abs(median).max() * TRACK_SCALE < 0.25:  # still: nothing to refine
+            return self.offset
+        # The tiles say it is a pan; the whole picture at 1/2 size measures it more exactly (small
+        # tiles round sub-pixel shifts toward whole ones, and a mark lagging the pan is eroded).
+        if self._frame_window is None or self._frame_window.shape != half.shape:
+            self._frame_window = cv2.createHanningWindow((half.shape[1], half.shape[0]), cv2.CV_32F)
+        fine = np.array(cv2.phaseCorrelate(reference_half, half, self._frame_window)[0]) / 2
+        pan = fine if np.abs(fine - median).max() <= TRACK_AGREE else median
+        total = self._base + pan * TRACK_SCALE
+        self.offset = (int(np.round(total[0])), int(np.round(total[1])))
+        if np.abs(pan).max() * TRACK_SCALE > TRACK_REANCHOR:
+            self._reference, self._reference_half, self._base = small, half, total
+        return self.offset
+
+    def _renew(self, small: np.ndarray, half: np.ndarray) -> tuple[int, int]:
+        """This frame becomes the reference; the offset stays where it is."""
+        self._reference, self._reference_half = small, half
+        self._base = np.array(self.offset, dtype=np.float64)
+        self._misses = 0
+        return self.offset
 
 
 @functools.lru_cache(maxsize=8)
@@ -254,6 +396,99 @@ def decode_scores(scores: np.ndarray) -> str | None:
     return "video_" + data.hex()
 
 
+def _decode_strong(scores: np.ndarray) -> str | None:
+    """`decode_scores`, then one more try: one bit anywhere (a confidently wrong one) with any of the
+    `STRONG_WEAK_BITS` least reliable. Only for frames whose mark was found by its shift (coherence
+    gate), where a pan has eroded the odd bit: 2**6 * 128 more candidates, a wrong id passing with
+    probability about 2**13 / 2**32 per decoded shift."""
+    found = decode_scores(scores)
+    if found is not None:
+        return found
+    bits = (np.asarray(scores) > 0).astype(np.uint8)
+    data = np.packbits(bits[:ID_BITS]).tobytes()
+    mismatch = np.uint64(zlib.crc32(data) ^ int.from_bytes(np.packbits(bits[ID_BITS:]).tobytes(), "big"))
+    weakest = np.argsort(np.abs(scores))[:STRONG_WEAK_BITS]
+    flips = _FLIPS[: 2**STRONG_WEAK_BITS, :STRONG_WEAK_BITS]
+    toggles = np.zeros(len(flips), np.uint64)
+    for column, bit in enumerate(weakest):
+        toggles[flips[:, column]] ^= _SYNDROMES[bit]
+    hits = np.argwhere((toggles[:, None] ^ _SYNDROMES[None, :]) == mismatch)
+    if hits.size == 0:
+        return None
+    costs = [np.abs(scores[weakest[flips[i]]]).sum() + abs(scores[j]) for i, j in hits]
+    pattern, single = hits[int(np.argmin(costs))]
+    bits[weakest[flips[pattern]]] ^= 1
+    bits[single] ^= 1
+    return "video_" + np.packbits(bits[:ID_BITS]).tobytes().hex()
+
+
+class _ShiftedCells:
+    """Cell statistics of one luma frame at every whole-pixel shift of the grid (wrapping, as the
+    embedder's rolled pattern does): box means once, then each shift is a strided gather."""
+
+    def __init__(self, luma: np.ndarray, radius: int):
+        rows, cols = luma.shape[0] // CELL, luma.shape[1] // CELL
+        luma = np.ascontiguousarray(luma[: rows * CELL, : cols * CELL], dtype=np.float32)
+        padded = cv2.copyMakeBorder(luma, radius, radius + CELL, radius, radius + CELL, cv2.BORDER_WRAP)
+        kernel = np.full((CELL, CELL), 1.0 / (CELL * CELL), np.float32)
+        self.mean = cv2.filter2D(padded, -1, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+        self.square = cv2.filter2D(
+            padded * padded, -1, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE
+        )
+        self.layout = _layout(rows, cols)
+        self.radius = radius
+
+    def scores(self, dx: int, dy: int) -> tuple[np.ndarray, float]:
+        """Soft bit values of the grid moved by (dx, dy), and their coherence (~1 without a mark)."""
+        rows, cols, r = self.layout.rows, self.layout.cols, self.radius
+        gather = (slice(r + dy, r + dy + rows * CELL, CELL), slice(r + dx, r + dx + cols * CELL, CELL))
+        mean, square = self.mean[gather], self.square[gather]
+        detail = mean - cv2.blur(mean, (3, 3), borderType=cv2.BORDER_REFLECT)
+        variance = np.maximum(square - mean * mean, 0.0)
+        terms = (detail / (TEXTURE_K + cv2.blur(variance, (3, 3), borderType=cv2.BORDER_REFLECT))).ravel()
+        scores = np.bincount(self.layout.bit_of, weights=terms * self.layout.chip, minlength=PAYLOAD_BITS)
+        return scores, float(scores @ scores) / max(float(terms @ terms), 1e-12)
+
+
+def find_job_id(
+    frame: np.ndarray, near: tuple[int, int] | None = None, radius: int = SEARCH_RADIUS
+) -> tuple[str | None, tuple[int, int] | None]:
+    """The job id of a mark that followed a pan: the grid's whole-pixel shift searched within `radius`.
+
+    With `near` (the shift found in a nearby frame) only a few pixels around it are tried, else every
+    second pixel, then the best three are refined. Shifts whose cells do not agree per bit
+    (coherence under MIN_COHERENCE) are not decoded at all. Returns (id, shift) or (None, None).
+    """
+    luma = _luma(frame)
+    if (luma.shape[0] // CELL) * (luma.shape[1] // CELL) < MIN_CELLS:
+        return None, None
+    cells = _ShiftedCells(luma, radius)
+    if near is None:
+        coarse = [(dx, dy) for dx in range(-radius, radius + 1, 2) for dy in range(-radius, radius + 1, 2)]
+    else:
+        coarse = [
+            (near[0] + dx, near[1] + dy)
+            for dx in range(-3, 4)
+            for dy in range(-3, 4)
+            if abs(near[0] + dx) <= radius and abs(near[1] + dy) <= radius
+        ]
+    best = sorted(((cells.scores(dx, dy)[1], dx, dy) for dx, dy in coarse), reverse=True)[:3]
+    tried: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
+    for _, bx, by in best:
+        for dx in range(bx - 1, bx + 2):
+            for dy in range(by - 1, by + 2):
+                if abs(dx) <= radius and abs(dy) <= radius and (dx, dy) not in tried:
+                    scores, coherence = cells.scores(dx, dy)
+                    tried[(dx, dy)] = (coherence, scores)
+    for shift, (coherence, scores) in sorted(tried.items(), key=lambda kv: -kv[1][0])[:4]:
+        if coherence < MIN_COHERENCE:
+            break
+        found = _decode_strong(scores)
+        if found is not None:
+            return found, shift
+    return None, None
+
+
 def extract_job_id(frame: np.ndarray, size: tuple[int, int] | None = None) -> str | None:
     """The job id watermarked into an RGB frame (or its luma), or None when there is none to read.
 
@@ -318,8 +553,39 @@ def read_frames_watermark(frames: list[np.ndarray], try_rescaled: bool = True) -
     return reading
 
 
+def read_frame_ids(
+    frames: list[np.ndarray], size: tuple[int, int] | None = None, probes: int = 4
+) -> list[str | None]:
+    """The id each frame (in video order) reads, None where none does.
+
+    A frame is read on the cell grid first; where that fails, the grid is searched for a mark that
+    followed a pan (`find_job_id`), near the shift the last found frame had. When the first `probes`
+    full searches all find nothing, the video is taken to carry no moved mark and no more are made
+    (an unmarked video costs 4 searches, not one a frame).
+    """
+    ids: list[str | None] = []
+    near: tuple[int, int] | None = None
+    misses = 0
+    for frame in frames:
+        luma = _luma(frame)
+        if size is not None and (luma.shape[1], luma.shape[0]) != tuple(size):
+            luma = cv2.resize(luma, tuple(size), interpolation=cv2.INTER_CUBIC)
+        found = extract_job_id(luma)
+        if found is not None:
+            near = (0, 0)
+        elif near is not None or misses < probes:
+            found, shift = find_job_id(luma, near)
+            if found is None and near is not None:
+                found, shift = find_job_id(luma)
+            if found is None:
+                misses += 1
+            near = shift if found is not None else near
+        ids.append(found)
+    return ids
+
+
 def _majority(frames: list[np.ndarray], size: tuple[int, int] | None) -> WatermarkReading:
-    ids = Counter(job_id for frame in frames if (job_id := extract_job_id(frame, size)) is not None)
+    ids = Counter(job_id for job_id in read_frame_ids(frames, size) if job_id is not None)
     if not ids:
         return WatermarkReading(job_id=None, frames_checked=len(frames), frames_matching=0)
     job_id, count = ids.most_common(1)[0]
