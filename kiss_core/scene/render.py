@@ -420,7 +420,7 @@ class PreviewCompositor:
                 warped = layer.warp.warp(layer.rgba, targets[subject][t], output_size=size)
                 if warped.image.size == 0:
                     continue
-                alpha = warped.image[..., 3].astype(np.float32) * (1 / 255)
+                alpha = cv2.extractChannel(warped.image, 3).astype(np.float32) * np.float32(1 / 255)
                 if seam[subject][t] > 0:
                     alpha *= _seam_fade(track, t, warped.origin, alpha.shape, seam[subject][t])
                 _blend(frame, warped.image, alpha, warped.origin)
@@ -531,13 +531,18 @@ def _seam_fade(
     """(h, w) float32 factor for a window of the frame: 1 inside, fading to 0 at the leading silhouette."""
     inverse = cv2.invertAffineTransform(track.motion[t])[0]  # frame -> layout x
     h, w = shape
-    xs = np.arange(origin[0], origin[0] + w, dtype=np.float32)[None, :]
-    ys = np.arange(origin[1], origin[1] + h, dtype=np.float32)[:, None]
-    u = (inverse[0] * xs + inverse[1] * ys + (inverse[2] - track.head_center[0])) * (
-        track.toward / track.head_radius
-    )
-    fade = smoothstep((u - SEAM_FROM) / (SEAM_TO - SEAM_FROM)).astype(np.float32)
-    return 1.0 - np.float32(weight) * fade
+    # v = (u - SEAM_FROM) / (SEAM_TO - SEAM_FROM), u the head-local position: one linear map of (x, y),
+    # evaluated in float32 and eased in place (this runs on every turned frame's window).
+    k = track.toward / track.head_radius / (SEAM_TO - SEAM_FROM)
+    offset = (inverse[2] - track.head_center[0]) * k - SEAM_FROM / (SEAM_TO - SEAM_FROM)
+    xs = np.arange(origin[0], origin[0] + w, dtype=np.float32)[None, :] * np.float32(inverse[0] * k)
+    ys = np.arange(origin[1], origin[1] + h, dtype=np.float32)[:, None] * np.float32(inverse[1] * k)
+    v = xs + (ys + np.float32(offset))
+    np.clip(v, 0.0, 1.0, out=v)
+    fade = v * v * (np.float32(3.0) - np.float32(2.0) * v)  # smoothstep
+    fade *= np.float32(-weight)
+    fade += np.float32(1.0)
+    return fade
 
 
 def _check_photo(photo: np.ndarray, subject: str) -> np.ndarray:

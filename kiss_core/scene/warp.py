@@ -105,9 +105,9 @@ class PiecewiseAffineWarp:
         index = np.zeros((height, width), dtype=np.uint16)
         fixed = np.round((target[self.triangles] - (ox, oy)) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
         # Largest first, so the thin (folded or closing) triangles drawn last win their pixels.
-        for k in np.argsort(-np.abs(areas), kind="stable"):
-            if abs(areas[k]) > 1e-6:
-                cv2.fillConvexPoly(index, fixed[k], int(k) + 1, cv2.LINE_8, _SUBPIXEL_BITS)
+        order = np.argsort(-np.abs(areas), kind="stable")
+        for k in order[np.abs(areas[order]) > 1e-6].tolist():
+            cv2.fillConvexPoly(index, fixed[k], k + 1, cv2.LINE_8, _SUBPIXEL_BITS)
         # Rasterisation can leave a pixel between two triangles uncovered: take a neighbour's triangle
         # (the affines agree on shared edges, so extrapolating by a pixel is exact to rounding).
         holes = index == 0
@@ -121,8 +121,13 @@ class PiecewiseAffineWarp:
         xs = np.arange(width, dtype=np.float32)[None, :]
         ys = np.arange(height, dtype=np.float32)[:, None]
         c = [table[:, i].take(index) for i in range(6)]
-        map_x = c[0] * xs + c[1] * ys + c[2]
-        map_y = c[3] * xs + c[4] * ys + c[5]
+        # In place, in the same order as c0 * x + c1 * y + c2 (bit-identical, fewer temporaries).
+        map_x = c[0] * xs
+        map_x += c[1] * ys
+        map_x += c[2]
+        map_y = c[3] * xs
+        map_y += c[4] * ys
+        map_y += c[5]
         return map_x, map_y
 
     def warp(
