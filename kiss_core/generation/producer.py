@@ -160,7 +160,7 @@ class VideoProducer:
                 for s, key in request.input_keys.items()
             }
         with _timed(timings, "plan"):
-            plan = plan_kiss(by_subject, request.params)
+            plan = plan_kiss(by_subject, request.params, self.settings.generator.camera_push_in)
         with _timed(timings, "lighting"):
             landmarks = {s: np.asarray(by_subject[s].landmarks, dtype=np.float64) for s in ("a", "b")}
             delta_e_input = photos_delta_e(photos["a"], landmarks["a"], photos["b"], landmarks["b"])

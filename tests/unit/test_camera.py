@@ -163,3 +163,23 @@ def test_apply_camera_is_a_crop_and_resize() -> None:
     expected = cv2.resize(frame[60:180, 104:312], (416, 240), interpolation=cv2.INTER_LINEAR)
     assert np.abs(out[4:-4, 4:-4].astype(int) - expected[4:-4, 4:-4].astype(int)).mean() < 1.5
     assert np.abs(out.astype(int) - frame.astype(int)).mean() > 3  # really another view
+
+
+def test_the_setting_reaches_the_job(tmp_path) -> None:
+    """The producer plans with generator.camera_push_in: the stored video moves in, frame 0 does not."""
+    from kiss_core.media.video import decode_mp4
+    from tests.support.studio import SyntheticStudio
+
+    params = VideoParams(style="peck", seconds=1.5, fps=12, size="416x240")
+    videos = {}
+    for push in (0.0, PUSH):
+        studio = SyntheticStudio(Settings(generator={"camera_push_in": push}), str(tmp_path / f"push{push}"))
+        result = studio.produce(studio.pair(0, 1), params)
+        frames, _ = decode_mp4(studio.store.get(result.keys["video"]))
+        videos[push] = frames.astype(np.float32)
+    still, pushed = videos[0.0], videos[PUSH]
+    first = float(np.abs(still[0] - pushed[0]).mean())
+    last = float(np.abs(still[-1] - pushed[-1]).mean())
+    # Frame 0: the same picture but for the two jobs' watermarks (+-2.5 levels) and the codec.
+    assert first < 4.0, first
+    assert last > first + 4.0, (first, last)  # two still jobs differ by ~0.1 more at the end; this ~6
