@@ -175,6 +175,7 @@ class KissPlan:
     front: np.ndarray  # (T,) 0: a drawn on top, 1: b drawn on top
     layout: SceneLayout
     style: str = "romantic"
+    background: str = "auto"  # the request's scene: auto, a, b or blur (kiss_core.scene.background)
     lead_in: int = 0  # frames of idle motion only (breathing, a blink) before the approach starts
     camera: np.ndarray | None = None  # (T, 2, 3) scene -> frame (kiss_core.scene.camera); None: still
     scene_tracks: dict[str, SubjectTrack] | None = None  # `tracks` before the camera, when it moves
@@ -511,6 +512,7 @@ def plan_kiss(
         front=front,
         layout=layout,
         style=params.style,
+        background=params.background,
         lead_in=lead_in,
         camera=camera,
         scene_tracks=scene_tracks,

@@ -394,13 +394,14 @@ class PreviewCompositor:
         plan: KissPlan,
         photos: Mapping[str, np.ndarray],
         analyses: Mapping[str, SubjectAnalysis],
-        background: str = "auto",
+        background: str | None = None,
     ) -> Iterator[np.ndarray]:
         """Frames (H, W, 3) uint8 in order, one per plan frame. Each yielded array is a fresh buffer.
 
-        `background`: "auto" (the photo with more usable background), "a", "b" or "blur".
+        `background`: "auto" (the photo with more usable background), "a", "b" or "blur"; None: the
+        plan's (the request's choice), so every backend's first frame shows the same scene.
         """
-        yield from self.frames(plan, self.scene(plan, photos, analyses, background))
+        yield from self.frames(plan, self.scene(plan, photos, analyses, background or plan.background))
 
     def frames(self, plan: KissPlan, scene: Scene) -> Iterator[np.ndarray]:
         """The frames of `plan` from a prepared `scene`."""

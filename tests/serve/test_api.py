@@ -170,7 +170,14 @@ def test_missing_field_is_a_problem(client: httpx.Client, subjects: tuple[bytes,
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("style", "wild"), ("intensity", "2"), ("size", "833x480"), ("fps", "abc"), ("seconds", "0")],
+    [
+        ("style", "wild"),
+        ("intensity", "2"),
+        ("size", "833x480"),
+        ("fps", "abc"),
+        ("seconds", "0"),
+        ("background", "c"),
+    ],
 )
 def test_invalid_parameter_is_a_problem(
     client: httpx.Client, subjects: tuple[bytes, bytes], field: str, value: str

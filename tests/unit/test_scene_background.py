@@ -185,3 +185,25 @@ def test_a_very_dark_photo(pair) -> None:
     photos, analyses = pair
     dark = (photos["a"].astype(np.float32) * 0.08).astype(np.uint8)
     render_ok({"a": dark, "b": photos["b"]}, analyses)
+
+
+def test_the_requests_scene_reaches_every_frame_of_the_job(tmp_path) -> None:
+    """VideoParams.background travels in the plan: the producer's video shows that scene, not auto's."""
+    from kiss_core.media.video import decode_mp4
+    from kiss_core.settings import Settings
+    from tests.support.studio import SyntheticStudio
+
+    studio = SyntheticStudio(Settings(), str(tmp_path))
+    pair = studio.pair(0, 1)
+    first = {}
+    for choice in ("a", "b", "blur"):
+        params = VideoParams(style="peck", seconds=1, fps=8, size="416x240", background=choice)
+        assert plan_kiss(pair.analyses, params).background == choice
+        frames, _ = decode_mp4(studio.store.get(studio.produce(pair, params).keys["video"]))
+        first[choice] = frames[0].astype(np.float32)
+    corner = (slice(0, 40), slice(0, 60))  # backdrop only: the people stand in the middle
+    differ = {
+        (x, y): float(np.abs(first[x][corner] - first[y][corner]).mean())
+        for x, y in (("a", "b"), ("a", "blur"), ("b", "blur"))
+    }
+    assert min(differ.values()) > 3.0, differ
