@@ -17,6 +17,7 @@ from kiss_core.safety.prompt import check_prompt
 Subject = Literal["a", "b"]
 SUBJECTS: tuple[Subject, Subject] = ("a", "b")
 Style = Literal["peck", "romantic", "french", "cheek"]
+Background = Literal["auto", "a", "b", "blur"]  # the scene (kiss_core.scene.background)
 OutputKind = Literal["video", "image"]
 JobStatus = Literal["queued", "in_progress", "completed", "failed", "canceled"]
 Stage = Literal["queued", "analysis", "identity", "generation", "quality", "storing", "done"]
@@ -43,7 +44,7 @@ class VideoParams(BaseModel):
     size: str = Field("832x480", description="Frame size WIDTHxHEIGHT; both divisible by 16, 128..1280.")
     fps: int = Field(24, ge=8, le=30, description="Frames per second.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for everything random in the generation.")
-    background: Literal["auto", "a", "b", "blur"] = Field(
+    background: Background = Field(
         "auto",
         description="The scene: a or b (that photo's own background, its people removed), blur (a neutral"
         " blur of both backgrounds), auto (the photo with more background, else blur).",

@@ -38,6 +38,7 @@ from kiss_core.jobs.webhooks import WebhookSender
 from kiss_core.keys import OUTPUT_NAMES, output_key
 from kiss_core.schemas import (
     TERMINAL_STATUSES,
+    Background,
     JobManifest,
     JobResult,
     Style,
@@ -183,6 +184,7 @@ class VideoService:
             "qualities": list(QUALITIES) if diffusion else [],
             "loras": self._loras(diffusion),
             "styles": list(get_args(Style)),
+            "backgrounds": list(get_args(Background)),
             "intensity": {"min": 0.0, "max": 1.0, "default": fields["intensity"].default},
             "seconds": {"min": 1.0, "max": 10.0, "default": fields["seconds"].default},
             "shapes": dict(SHAPES),

@@ -107,10 +107,14 @@ def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
     assert submit.is_enabled()
 
     page.check("#style-peck")
+    page.select_option("#background", "b")
     fill_small_job(page)
     submit.click()
     wait_status(page, "completed")
     video_id = job_id(page)
+    with httpx.Client(base_url=serve_app.url, timeout=30) as client:
+        params = client.get(f"/v1/videos/{video_id}").json()["params"]
+    assert params["style"] == "peck" and params["background"] == "b", params
 
     stats = studio.stats()
     assert stats["events"] >= 2, stats  # the progress came as server-sent events...

@@ -91,6 +91,7 @@ def test_capabilities_describe_the_cpu_profile_without_a_key(client: httpx.Clien
     assert caps["backends"] == [{"name": "preview", "default": True}]
     assert caps["qualities"] == [] and caps["loras"] == []
     assert caps["styles"] == ["peck", "romantic", "french", "cheek"]
+    assert caps["backgrounds"] == ["auto", "a", "b", "blur"]
     assert caps["api_key_required"] is False
     assert caps["consent_text"] == CONSENT_TEXT and "adult" in CONSENT_TEXT
     assert caps["report_reasons"] == list(REPORT_REASONS)

@@ -460,6 +460,7 @@ function videoParams() {
     size: $("size").value.trim() || document.querySelector("input[name=shape]:checked")?.value,
     fps: $("fps").value.trim(),
     seed: $("seed").value.trim(),
+    background: $("background").value,
   };
   for (const name of ["backend", "quality", "lora"]) {
     if (!$(`${name}-field`).hidden) params[name] = $(name).value;
