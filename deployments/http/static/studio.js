@@ -14,6 +14,7 @@ export const THRESHOLDS = {
   similarity_min: 0.85,
   visible_share: 0.4,
   mouth_distance: 0.3,
+  seam: 1.8,
   flicker_mean: 0.5,
   flicker_p95: 1.0,
   lighting_ratio: 0.7,
@@ -779,6 +780,14 @@ function renderQuality(report) {
         `≤ ${THRESHOLDS.mouth_distance}`,
         d === null ? null : d <= THRESHOLDS.mouth_distance,
       ]);
+      if (contact.seam !== null && contact.seam !== undefined) {
+        rows.push([
+          "Seam where the faces meet",
+          `${fixed(contact.seam, 2)} × the faces' own edges`,
+          `≤ ${THRESHOLDS.seam}`,
+          contact.seam <= THRESHOLDS.seam,
+        ]);
+      }
     }
     const flicker = report.flicker;
     if (flicker) {
