@@ -257,14 +257,17 @@ def generator_deployments(settings: Settings, profile: str) -> list[GeneratorDep
 # runtime_env's env_vars before it execs the worker). With the defaults, each thread that allocates gets
 # its own arena (up to 8 per core) and the mmap threshold rises after the first large free, so the
 # frames and photos a replica handles land in fragmented arenas that never shrink: in bench/soak.py the
-# preview generator grew to ~1 GiB and kept growing. Two arenas, large blocks always mmapped (returned
-# on free) and a low trim threshold held every replica flat at half that size (docs/benchmarks.md).
-# serve_config.yaml and the image (infra/docker/Dockerfile) set the same, for deploy configs that
-# replace a deployment's ray_actor_options; values the operator sets win.
+# preview generator grew to ~1 GiB and kept growing. Two arenas and fixed thresholds hold every replica
+# flat. The thresholds are 8 MiB, not lower: a frame's working buffers (up to ~5 MB at 832x480 in
+# float32) must come back from the heap frame after frame; mmapped (a 128 KiB threshold), each one is
+# faulted in afresh, which made the preview's render + encode 2.3x slower in a replica than in a
+# plain process (docs/benchmarks.md, "Allocator"). serve_config.yaml and the image
+# (infra/docker/Dockerfile) set the same, for deploy configs that replace a deployment's
+# ray_actor_options; values the operator sets win.
 ALLOCATOR_ENV = {
     "MALLOC_ARENA_MAX": "2",
-    "MALLOC_MMAP_THRESHOLD_": "131072",
-    "MALLOC_TRIM_THRESHOLD_": "131072",
+    "MALLOC_MMAP_THRESHOLD_": "8388608",
+    "MALLOC_TRIM_THRESHOLD_": "8388608",
 }
 
 
