@@ -21,3 +21,12 @@ def pair(settings: Settings) -> SyntheticPair:
 def encoder(settings: Settings) -> IdentityEncoder:
     """The IdentityEncoder with the module's diffusion conditioners (text and image encoders)."""
     return IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    """dlib's face analyzer with the default settings, loaded once per module."""
+    from kiss_core.faces.analysis import DlibFaceAnalyzer
+    from kiss_core.settings import FaceSettings
+
+    return DlibFaceAnalyzer(FaceSettings())

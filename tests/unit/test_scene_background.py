@@ -20,35 +20,12 @@ from kiss_core.scene.background import (
     usable_background,
 )
 from kiss_core.scene.choreography import plan_kiss
-from kiss_core.scene.layout import head_mask
 from kiss_core.scene.render import PreviewCompositor
 from kiss_core.scene.segmentation import segment_person
 from kiss_core.schemas import SubjectAnalysis, VideoParams
+from tests.support.walls import WALL, on_wall
 
 pytest.importorskip("ai_edge_litert")
-
-WALL = (248, 248, 245)
-
-
-def on_wall(
-    photo: np.ndarray, landmarks: np.ndarray, canvas: tuple[int, int], at: tuple[int, int]
-) -> np.ndarray:
-    """The head and neck of `photo` (by its landmarks) at `at` (x, y) on a plain wall of `canvas` (w, h)."""
-    mask = cv2.GaussianBlur(head_mask(landmarks, photo.shape[:2]), (0, 0), 2.0)[..., None]
-    cut = photo * mask + np.array(WALL, np.float32) * (1 - mask)
-    out = np.empty((canvas[1], canvas[0], 3), np.float32)
-    out[...] = WALL
-    x, y = at
-    out[y : y + photo.shape[0], x : x + photo.shape[1]] = cut
-    return np.round(out).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def analyzer():
-    from kiss_core.faces.analysis import DlibFaceAnalyzer
-    from kiss_core.settings import FaceSettings
-
-    return DlibFaceAnalyzer(FaceSettings())
 
 
 @pytest.fixture(scope="module")
