@@ -45,7 +45,7 @@ import dlib  # noqa: E402
 import face_recognition_models  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kiss_core.faces.analysis import face_chip  # noqa: E402
+from kiss_core.faces.analysis import dlib_shape, face_chip  # noqa: E402
 from kiss_core.faces.synthetic import source_faces  # noqa: E402
 
 GIL_DESCRIPTORS = 6
@@ -95,14 +95,6 @@ def python_thread_longest_wait(work: Callable[[], object]) -> float:
     stop.set()
     ticker.join()
     return longest[0]
-
-
-def shape_of(landmarks: np.ndarray) -> dlib.full_object_detection:
-    points = np.asarray(landmarks, dtype=np.float64)
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    rect = dlib.rectangle(round(x0), round(y0), round(x1), round(y1))
-    return dlib.full_object_detection(rect, dlib.points([dlib.point(round(x), round(y)) for x, y in points]))
 
 
 def rss_mib() -> float:
@@ -183,7 +175,7 @@ def main() -> None:
         return
     model = face_recognition_models.face_recognition_model_location()
     faces = [(image, face.landmarks) for image, face in source_faces()]
-    shapes = [shape_of(landmarks) for _, landmarks in faces]
+    shapes = [dlib_shape(landmarks) for _, landmarks in faces]
     # One-time costs in fresh interpreters (this one has the analyzer's copy loaded by source_faces()).
     load = fresh("--load-only")
     comparison = fresh("--torch-only")

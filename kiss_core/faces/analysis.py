@@ -271,17 +271,20 @@ class DlibFaceAnalyzer:
         return self.analyze(decode_image(data, limits or LimitSettings(), subject), subject)
 
 
-def face_chip(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """dlib's 150x150 descriptor chip of the face with these 68 landmarks (box: the landmarks' extent)."""
+def dlib_shape(landmarks: np.ndarray) -> dlib.full_object_detection:
+    """The 68 landmarks as the dlib shape its face-chip and descriptor code take (box: their extent)."""
     points = np.asarray(landmarks, dtype=np.float64)
     if points.shape != (68, 2):
         raise ValueError(f"`landmarks` has to be (68, 2) but is {points.shape}")
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
     rect = dlib.rectangle(round(x0), round(y0), round(x1), round(y1))
-    parts = dlib.points([dlib.point(round(x), round(y)) for x, y in points])
-    shape = dlib.full_object_detection(rect, parts)
-    return np.asarray(dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+    return dlib.full_object_detection(rect, dlib.points([dlib.point(round(x), round(y)) for x, y in points]))
+
+
+def face_chip(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """dlib's 150x150 descriptor chip of the face with these 68 landmarks (box: the landmarks' extent)."""
+    return np.asarray(dlib.get_face_chip(image, dlib_shape(landmarks), size=CHIP_SIZE, padding=CHIP_PADDING))
 
 
 def largest_face(faces: list[DetectedFace]) -> DetectedFace:

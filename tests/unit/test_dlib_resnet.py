@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
-from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
+from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer, dlib_shape
 from kiss_core.faces.dlib_resnet import DlibDescriptor, build_onnx_model, dlib_descriptor
 from kiss_core.faces.dlib_resnet_format import DlibFormatError, read_dlib_network
 from kiss_core.faces.synthetic import source_faces, synthetic_subject
@@ -36,15 +36,6 @@ def faces(analyzer: DlibFaceAnalyzer) -> list[tuple[np.ndarray, DetectedFace]]:
         image = synthetic_subject(index)
         found.append((image, analyzer.detect(image)[0]))
     return found
-
-
-def _shape(landmarks: np.ndarray) -> dlib.full_object_detection:
-    """The dlib shape DlibFaceAnalyzer builds from 68 landmarks (box: their extent)."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    rect = dlib.rectangle(round(x0), round(y0), round(x1), round(y1))
-    return dlib.full_object_detection(rect, dlib.points([dlib.point(round(x), round(y)) for x, y in points]))
 
 
 def test_the_reader_finds_dlibs_architecture_in_the_file() -> None:
@@ -96,7 +87,7 @@ def test_get_face_chip_is_the_chip_compute_face_descriptor_cuts(
 ) -> None:
     encoder = dlib.face_recognition_model_v1(str(MODEL))
     for image, face in faces[:3]:
-        shape = _shape(face.landmarks)
+        shape = dlib_shape(face.landmarks)
         chip = dlib.get_face_chip(image, shape, size=150, padding=0.25)
         from_photo = np.asarray(encoder.compute_face_descriptor(image, shape))
         from_chip = np.asarray(encoder.compute_face_descriptor(chip))  # the aligned-image overload
@@ -109,7 +100,7 @@ def test_onnxruntime_descriptor_equals_dlibs_on_real_and_synthetic_faces(
     encoder = dlib.face_recognition_model_v1(str(MODEL))
     worst_abs, worst_cos = 0.0, 1.0
     for image, face in faces:
-        reference = np.asarray(encoder.compute_face_descriptor(image, _shape(face.landmarks)), np.float32)
+        reference = np.asarray(encoder.compute_face_descriptor(image, dlib_shape(face.landmarks)), np.float32)
         reference /= np.linalg.norm(reference)
         ours = analyzer.embed(image, face.landmarks)
         worst_abs = max(worst_abs, float(np.abs(ours - reference).max()))
