@@ -148,6 +148,21 @@ class ExplicitContent(ClientError):
     title = "A photo shows explicit content"
 
 
+class SubjectPhotosMismatch(ClientError):
+    """A subject's photos are not all of one person (kiss_core.faces.subject_photos); `errors` name the
+    pairs of photos, by form field and number in the order sent, and their similarity."""
+
+    code = "subject_photos_mismatch"
+    status = 422
+    title = "The photos of one person show different people"
+
+
+class TooManyPhotos(ClientError):
+    code = "too_many_photos"
+    status = 422
+    title = "Too many photos of one person"
+
+
 class OutputBlocked(ClientError):
     """The generated video failed the output safety check (kiss_core.safety.output_check): nothing of it
     is stored or served.
