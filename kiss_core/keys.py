@@ -46,8 +46,10 @@ def job_prefixes(job_id: str) -> list[str]:
     return [f"{root}{job_id}/" for root in JOB_PREFIXES]
 
 
-def input_key(job_id: str, subject: str) -> str:
-    return f"inputs/{job_id}/{subject}"
+def input_key(job_id: str, subject: str, photo: int = 0) -> str:
+    """Where a subject's photo is stored; `photo`: its index in the order sent (0: the first photo, the
+    key of one-photo requests; the second is `{subject}_2`, and so on)."""
+    return f"inputs/{job_id}/{subject}" if photo == 0 else f"inputs/{job_id}/{subject}_{photo + 1}"
 
 
 def output_key(job_id: str, variant: str) -> str:

@@ -16,6 +16,8 @@ from kiss_core.safety.prompt import check_prompt
 
 Subject = Literal["a", "b"]
 SUBJECTS: tuple[Subject, Subject] = ("a", "b")
+# One photo of a subject, or several of the same person (kiss_core.faces.subject_photos).
+SubjectPhotos = bytes | Sequence[bytes]
 Style = Literal["peck", "romantic", "french", "cheek"]
 Background = Literal["auto", "a", "b", "blur"]  # the scene (kiss_core.scene.background)
 OutputKind = Literal["video", "image"]
@@ -29,6 +31,12 @@ _SIZE_RE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def photo_list(photos: SubjectPhotos) -> list[bytes]:
+    """A subject's photos as a list, in the order sent: one photo is given as its bytes, several as a
+    sequence of them."""
+    return [bytes(photos)] if isinstance(photos, bytes | bytearray | memoryview) else list(photos)
 
 
 class VideoParams(BaseModel):
@@ -136,7 +144,14 @@ class AuditRecord(BaseModel):
     tenant: str
     received_at: datetime
     policy_version: str
-    photo_sha256: dict[str, str]
+    photo_sha256: dict[str, str] = Field(
+        description="SHA-256 of the photo each subject's video was composed from (the best one of several)."
+    )
+    photos_sha256: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="SHA-256 of every photo of each subject, in the order sent (empty in records written"
+        " before requests could carry several photos; photo_sha256 then holds the only one).",
+    )
     consent: Attestation
     age_estimates: dict[str, float | None] = Field(default_factory=dict)
 
@@ -351,7 +366,19 @@ class JobManifest(VideoJob):
     """The durable record of a job in object storage: the API view plus what is needed to (re)run it."""
 
     subjects: Sequence[SubjectAnalysis] = Field(default_factory=list)  # with the embeddings: internal
-    input_keys: dict[str, str] = Field(description="Object keys of the stored input photos per subject.")
+    input_keys: dict[str, str] = Field(
+        description="Object keys of the stored input photos per subject: the photo the scene is composed from"
+        " (the best one when the subject has several)."
+    )
+    reference_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Object keys of each subject's other photos, in the order sent (absent: one photo). They"
+        " add to the identity reference (the mean embedding) and are VACE reference images.",
+    )
+    reference_analyses: dict[str, list[SubjectAnalysis]] = Field(
+        default_factory=dict,
+        description="The face analysis of each photo in `reference_keys`, in the same order.",
+    )
     attempts: int = 0
     trace_context: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the job.")
     tenant: str = Field("public", description="The tenant (API key owner) the job belongs to.")
@@ -383,8 +410,17 @@ class StageRequest(BaseModel):
 
     job_id: str
     params: VideoParams
-    input_keys: dict[str, str] = Field(description="Object keys of the stored input photos per subject.")
+    input_keys: dict[str, str] = Field(
+        description="Object keys of the stored input photos per subject (the photos the scene is composed"
+        " from)."
+    )
     analyses: list[SubjectAnalysis] = Field(description="Face analysis of each subject, a then b.")
+    reference_keys: dict[str, list[str]] = Field(
+        default_factory=dict, description="Object keys of each subject's other photos (JobManifest's)."
+    )
+    reference_analyses: dict[str, list[SubjectAnalysis]] = Field(
+        default_factory=dict, description="The analyses of the photos in `reference_keys`, in the same order."
+    )
     trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context of this attempt.")
     consent: ConsentReference | None = Field(
         None,
@@ -399,6 +435,8 @@ class StageRequest(BaseModel):
             params=manifest.params,
             input_keys=manifest.input_keys,
             analyses=list(manifest.subjects),
+            reference_keys=manifest.reference_keys,
+            reference_analyses=manifest.reference_analyses,
             trace=trace,
             consent=manifest.consent,
         )

@@ -42,6 +42,13 @@ class LimitSettings(BaseModel):
     )
     min_image_side: int = Field(64, description="Smallest accepted photo side, pixels.")
     max_request_bytes: int = Field(40 * 2**20, description="Largest accepted request body, bytes.")
+    max_photos_per_subject: int = Field(
+        3,
+        ge=1,
+        le=8,
+        description="Photos a request may give of each person (repeated subject_a / subject_b fields); all of"
+        " one person, the best composes the scene, their mean embedding is the identity reference.",
+    )
     max_active_jobs: int = Field(
         16, ge=1, description="Jobs one ingress replica runs at once; beyond, POST answers 503 + Retry-After."
     )

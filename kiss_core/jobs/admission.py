@@ -1,8 +1,9 @@
 """What happens to a request before its 202: every refusal a client can cause, then the durable job.
 
-Consent, the webhook URL, this replica's capacity and the tenant's cap are checked first; both photos
-are analysed (face found, adult, not explicit); the audit record, the inputs and the manifest are
-written. A job exists only once all of that succeeded, so the runner (kiss_core.jobs.runner) never
+Consent, the webhook URL, this replica's capacity and the tenant's cap are checked first; every photo
+is analysed (face found, adult, not explicit), a subject's several photos must show one person and the
+best of them is chosen (kiss_core.faces.subject_photos); the audit record, the inputs and the manifest
+are written. A job exists only once all of that succeeded, so the runner (kiss_core.jobs.runner) never
 meets a request it has to refuse.
 """
 
@@ -11,7 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from kiss_core.errors import ImageTooLarge, Overloaded, TooManyJobs, WebhookUrlRefused
+from kiss_core.errors import (
+    ClientError,
+    ImageTooLarge,
+    InvalidRequest,
+    Overloaded,
+    TooManyJobs,
+    TooManyPhotos,
+    WebhookUrlRefused,
+)
+from kiss_core.faces.subject_photos import best_photo, check_same_person
 from kiss_core.generation.budget import check_request_budget
 from kiss_core.jobs.audit import AuditLog, require_consent
 from kiss_core.jobs.idempotency import IdempotencyInFlight, IdempotencyStore, fingerprint
@@ -26,10 +36,12 @@ from kiss_core.schemas import (
     ConsentReference,
     JobManifest,
     SubjectAnalysis,
+    SubjectPhotos,
     VideoParams,
+    photo_list,
     utcnow,
 )
-from kiss_core.settings import GeneratorSettings, LimitSettings
+from kiss_core.settings import FaceSettings, GeneratorSettings, LimitSettings
 from kiss_core.tracing import inject_context, stage_span
 
 
@@ -50,8 +62,11 @@ class JobAdmission:
         audit: AuditLog | None = None,
         webhooks: WebhookSender | None = None,
         generator: GeneratorSettings | None = None,
+        faces: FaceSettings | None = None,
     ):
         self.jobs = jobs
+        # A subject's photos are compared by their analyses' dlib descriptors, so with dlib's threshold.
+        self.same_person_threshold = (faces or FaceSettings()).same_person_threshold
         self.generator = generator  # the diffusion backends' window and token limits, checked before 202
         self.stages = stages
         self.limits = limits
@@ -77,7 +92,7 @@ class JobAdmission:
     async def submit(
         self,
         params: VideoParams,
-        photos: Mapping[str, bytes],
+        photos: Mapping[str, SubjectPhotos],
         attestation: Attestation | None,
         incoming_trace: dict[str, str] | None = None,
         *,
@@ -85,11 +100,13 @@ class JobAdmission:
         max_tenant_jobs: int | None = None,
         webhook_url: str | None = None,
     ) -> JobManifest:
-        """Check consent, the webhook URL and the limits, analyse both photos, audit, persist the job:
-        client errors come before the 202. `max_tenant_jobs` caps the tenant's queued + running jobs."""
+        """Check consent, the webhook URL and the limits, analyse every photo, audit, persist the job:
+        client errors come before the 202. `photos`: each subject's photo, or several of the same person
+        in the order sent. `max_tenant_jobs` caps the tenant's queued + running jobs."""
         attestation = require_consent(attestation)
         if self.generator is not None:
             check_request_budget(params, self.generator)
+        photos = self._check_photo_counts(photos)
         if webhook_url is not None:
             if self.webhooks is None:
                 raise WebhookUrlRefused("webhooks are not enabled on this service")
@@ -110,8 +127,9 @@ class JobAdmission:
             ):
                 trace = inject_context()
                 analyses = await self._analyse_photos(photos, trace)
+                best = self._choose_photos(analyses)
                 job = (params, photos, attestation, analyses, trace)
-                manifest = await self._store_job(*job, tenant, webhook_url, job_id, slot)
+                manifest = await self._store_job(*job, tenant, webhook_url, job_id, slot, best)
                 stored = True
                 return manifest
         finally:
@@ -144,7 +162,7 @@ class JobAdmission:
         self,
         key: str,
         params: VideoParams,
-        photos: Mapping[str, bytes],
+        photos: Mapping[str, SubjectPhotos],
         attestation: Attestation | None,
         incoming_trace: dict[str, str] | None = None,
         *,
@@ -207,44 +225,91 @@ class JobAdmission:
             )
         return slot
 
-    def _check_upload_sizes(self, photos: Mapping[str, bytes]) -> None:
+    def _check_photo_counts(self, photos: Mapping[str, SubjectPhotos]) -> dict[str, SubjectPhotos]:
+        """At least one photo of each subject, at most `limits.max_photos_per_subject`, none the same file
+        twice (it would add nothing but weight in the mean embedding: a client's mistake); a subject given
+        as a one-photo list comes back as that photo, so it is handled exactly as one photo is."""
+        checked: dict[str, SubjectPhotos] = {}
+        most = self.limits.max_photos_per_subject
         for subject in SUBJECTS:
-            size = len(photos[subject])
-            if size > self.limits.max_upload_bytes:
-                raise ImageTooLarge(
-                    f"subject_{subject} is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes",
+            listed = photo_list(photos[subject]) if subject in photos else []
+            if not listed:
+                field = f"subject_{subject}"
+                errors = [{"field": field, "message": "a photo file is required"}]
+                raise InvalidRequest(f"{field} needs a photo", subject, errors)
+            if len(listed) > most:
+                raise TooManyPhotos(
+                    f"subject_{subject} has {len(listed)} photos; at most {most} of each person are taken",
                     subject,
+                    [{"field": f"subject_{subject}", "message": f"{len(listed)} photos, at most {most}"}],
                 )
+            if len(set(listed)) < len(listed):
+                field = f"subject_{subject}"
+                errors = [{"field": field, "message": "the same photo given more than once"}]
+                raise InvalidRequest(f"{field} has the same photo more than once", subject, errors)
+            checked[subject] = listed[0] if len(listed) == 1 else listed
+        return checked
+
+    def _check_upload_sizes(self, photos: Mapping[str, SubjectPhotos]) -> None:
+        for subject in SUBJECTS:
+            listed = photo_list(photos[subject])
+            for number, photo in enumerate(listed, 1):
+                size = len(photo)
+                if size > self.limits.max_upload_bytes:
+                    name = f"subject_{subject}"
+                    name = name if len(listed) == 1 else f"photo {number} of {name}"
+                    raise ImageTooLarge(
+                        f"{name} is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes", subject
+                    )
 
     async def _analyse_photos(
-        self, photos: Mapping[str, bytes], trace: dict[str, str]
-    ) -> dict[str, SubjectAnalysis]:
-        """Both photos at once; when both are refused, subject a is named (the answer must not depend
-        on timing)."""
+        self, photos: Mapping[str, SubjectPhotos], trace: dict[str, str]
+    ) -> dict[str, list[SubjectAnalysis]]:
+        """Every photo at once; when several are refused, the first in the order a's photos, then b's is
+        named (the answer must not depend on timing). A refusal of one of a subject's several photos says
+        which (`photo`, 1-based in the order sent)."""
+        listed = {s: photo_list(photos[s]) for s in SUBJECTS}
+        order = [(s, n) for s in SUBJECTS for n in range(len(listed[s]))]
         outcomes = await asyncio.gather(
-            *(self.stages.analyze(photos[s], s, trace) for s in SUBJECTS), return_exceptions=True
+            *(self.stages.analyze(listed[s][n], s, trace) for s, n in order), return_exceptions=True
         )
-        for outcome in outcomes:
+        for (subject, number), outcome in zip(order, outcomes, strict=True):
+            if isinstance(outcome, ClientError) and len(listed[subject]) > 1:
+                raise _naming_photo(outcome, subject, number + 1)
             if isinstance(outcome, BaseException):
                 raise outcome
-        return dict(zip(SUBJECTS, outcomes, strict=True))  # type: ignore[arg-type]
+        analyses: dict[str, list[SubjectAnalysis]] = {s: [] for s in SUBJECTS}
+        for (subject, _), outcome in zip(order, outcomes, strict=True):
+            analyses[subject].append(outcome)  # type: ignore[arg-type]
+        return analyses
+
+    def _choose_photos(self, analyses: Mapping[str, list[SubjectAnalysis]]) -> dict[str, int]:
+        """A subject's several photos must be one person (SubjectPhotosMismatch); the best composes the
+        scene. Per subject, the index of that photo (0 for one photo)."""
+        for subject in SUBJECTS:
+            if len(analyses[subject]) > 1:
+                check_same_person(subject, analyses[subject], self.same_person_threshold)
+        return {s: best_photo(analyses[s]) for s in SUBJECTS}
 
     async def _store_job(
         self,
         params: VideoParams,
-        photos: Mapping[str, bytes],
+        photos: Mapping[str, SubjectPhotos],
         attestation: Attestation,
-        analyses: dict[str, SubjectAnalysis],
+        analyses: dict[str, list[SubjectAnalysis]],
         trace: dict[str, str],
         tenant: str,
         webhook_url: str | None,
         job_id: str,
         slot: str | None = None,
+        best: dict[str, int] | None = None,
     ) -> JobManifest:
         """The audit record first (no job exists without the attestation that allowed it), then the
         inputs and the manifest, which names the record (its outputs' C2PA manifests assert it) and the
-        tenant's slot the job holds."""
-        record = await asyncio.to_thread(self.audit.record, job_id, attestation, photos, analyses, tenant)
+        tenant's slot the job holds. `best`: per subject, the photo the scene is composed from."""
+        best = best or {}
+        chosen: dict[str, SubjectAnalysis] = {s: analyses[s][best.get(s, 0)] for s in SUBJECTS}
+        record = await asyncio.to_thread(self.audit.record, job_id, attestation, photos, chosen, tenant, best)
         consent = ConsentReference(audit_record=record.request_id, policy_version=record.policy_version)
         return await asyncio.to_thread(
             self.jobs.create,
@@ -257,4 +322,15 @@ class JobAdmission:
             webhook_url,
             consent,
             tenant_slot=slot,
+            best=best,
         )
+
+
+def _naming_photo(error: ClientError, subject: str, number: int) -> ClientError:
+    """`error`, about one of a subject's several photos, saying which: the detail starts with it and
+    `errors` gains the photo's field and number (1-based, in the order sent)."""
+    field = f"subject_{subject}"
+    error.detail = f"photo {number} of {field}: {error.detail}"
+    error.args = (error.detail,)
+    error.errors = [*(error.errors or []), {"field": field, "photo": number, "message": error.title}]
+    return error

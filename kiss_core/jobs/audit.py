@@ -12,7 +12,15 @@ import secrets
 from collections.abc import Mapping
 
 from kiss_core.errors import ConsentRequired
-from kiss_core.schemas import SUBJECTS, Attestation, AuditRecord, SubjectAnalysis, utcnow
+from kiss_core.schemas import (
+    SUBJECTS,
+    Attestation,
+    AuditRecord,
+    SubjectAnalysis,
+    SubjectPhotos,
+    photo_list,
+    utcnow,
+)
 from kiss_core.storage import ObjectStore
 
 AUDIT_PREFIX = "audit/"
@@ -20,7 +28,8 @@ POLICY_VERSION = "2026-11-consent-v1"
 # What a person attests for each photo: the refusal below says it, the page's checkbox shows
 # CONSENT_TEXT (GET /v1/capabilities), so both always promise the same.
 ATTESTS = "is an adult and consented to this video"
-CONSENT_TEXT = f"I attest that the person in this photo {ATTESTS}."
+# A request may carry several photos of each person: one attestation covers every photo of them.
+CONSENT_TEXT = f"I attest that the person in this photo (or photos) {ATTESTS}."
 
 
 def require_consent(attestation: Attestation | None) -> Attestation:
@@ -29,7 +38,8 @@ def require_consent(attestation: Attestation | None) -> Attestation:
     if attestation is None or missing:
         subject = missing[0]
         raise ConsentRequired(
-            f"consent_{subject} must be true: attest that the person in subject_{subject} {ATTESTS}",
+            f"consent_{subject} must be true: attest that the person in subject_{subject} (every photo"
+            f" of them) {ATTESTS}",
             subject,
         )
     return attestation
@@ -45,18 +55,26 @@ class AuditLog:
         self,
         job_id: str,
         attestation: Attestation,
-        photos: Mapping[str, bytes],
+        photos: Mapping[str, SubjectPhotos],
         analyses: Mapping[str, SubjectAnalysis],
         tenant: str = "public",
+        best: Mapping[str, int] | None = None,
     ) -> AuditRecord:
+        """`photos`: each subject's photo, or several in the order sent (every one's hash is recorded);
+        `best[subject]` (default 0) the one the video is composed from, whose `analyses` entry holds
+        the age estimate recorded."""
         now = utcnow()
+        hashes: dict[str, list[str]] = {
+            s: [hashlib.sha256(p).hexdigest() for p in photo_list(photos[s])] for s in SUBJECTS
+        }
         entry = AuditRecord(
             request_id="req_" + secrets.token_hex(8),
             job_id=job_id,
             tenant=tenant,
             received_at=now,
             policy_version=POLICY_VERSION,
-            photo_sha256={s: hashlib.sha256(photos[s]).hexdigest() for s in SUBJECTS},
+            photo_sha256={s: hashes[s][(best or {}).get(s, 0)] for s in SUBJECTS},
+            photos_sha256=hashes,
             consent=attestation,
             age_estimates={s: analyses[s].age_estimate for s in SUBJECTS if s in analyses},
         )

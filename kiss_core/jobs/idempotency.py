@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kiss_core.errors import ClientError, InvalidRequest
-from kiss_core.schemas import SUBJECTS, Attestation, VideoParams
+from kiss_core.schemas import SUBJECTS, Attestation, SubjectPhotos, VideoParams, photo_list
 from kiss_core.storage import ObjectNotFound, ObjectStore
 
 IDEMPOTENCY_PREFIX = "idempotency/"
@@ -57,14 +57,19 @@ def check_key(key: str) -> str:
 def fingerprint(
     params: VideoParams,
     attestation: Attestation | None,
-    photos: Mapping[str, bytes],
+    photos: Mapping[str, SubjectPhotos],
     webhook_url: str | None = None,
 ) -> str:
-    """A digest of everything the request asks for, photos included."""
+    """A digest of everything the request asks for, every photo included (in the order sent: another
+    order may choose another best photo). A subject with one photo hashes as before several were
+    possible, so records written then still match."""
+    hashes = {
+        s: [hashlib.sha256(p).hexdigest() for p in photo_list(photos[s])] for s in SUBJECTS if s in photos
+    }
     body: dict[str, Any] = {
         "params": params.model_dump(mode="json"),
         "consent": attestation.model_dump(mode="json") if attestation else None,
-        "photos": {s: hashlib.sha256(photos[s]).hexdigest() for s in SUBJECTS if s in photos},
+        "photos": {s: h[0] if len(h) == 1 else h for s, h in hashes.items()},
     }
     if webhook_url is not None:  # absent otherwise, so records written before webhooks still match
         body["webhook_url"] = webhook_url

@@ -8,7 +8,7 @@ whose manifest is gone (a crash in between, an S3 lifecycle expiry) is skipped a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,9 @@ from kiss_core.schemas import (
     Lease,
     Problem,
     SubjectAnalysis,
+    SubjectPhotos,
     VideoParams,
+    photo_list,
     utcnow,
 )
 from kiss_core.storage import ObjectNotFound, ObjectStore
@@ -78,23 +80,46 @@ class JobStore:
     def create(
         self,
         params: VideoParams,
-        photos: Mapping[str, bytes],
-        analyses: Mapping[str, SubjectAnalysis],
+        photos: Mapping[str, SubjectPhotos],
+        analyses: Mapping[str, SubjectAnalysis | Sequence[SubjectAnalysis]],
         trace_context: dict[str, str] | None = None,
         job_id: str | None = None,
         tenant: str = "public",
         webhook_url: str | None = None,
         consent: ConsentReference | None = None,
         tenant_slot: str | None = None,
+        best: Mapping[str, int] | None = None,
     ) -> JobManifest:
         """Store the inputs and the tenant's markers, then the manifest: once this returns the job
-        survives any crash. `consent`: the audit record admission wrote for it."""
+        survives any crash. `consent`: the audit record admission wrote for it.
+
+        A subject may have several photos (a sequence of photos and one analysis each, in the order sent):
+        each is stored under its own key, `best[subject]` (default 0) becomes `input_keys` and the
+        subject's analysis, the others `reference_keys` and `reference_analyses`."""
         job_id = job_id or new_job_id()
         input_keys: dict[str, str] = {}
+        chosen: dict[str, SubjectAnalysis] = {}
+        reference_keys: dict[str, list[str]] = {}
+        reference_analyses: dict[str, list[SubjectAnalysis]] = {}
         for subject in SUBJECTS:
-            key = input_key(job_id, subject)
-            self.store.put(key, photos[subject], "application/octet-stream")
-            input_keys[subject] = key
+            subject_photos = photo_list(photos[subject])
+            found = analyses[subject]
+            subject_analyses = [found] if isinstance(found, SubjectAnalysis) else list(found)
+            if len(subject_analyses) != len(subject_photos):
+                raise ValueError(
+                    f"subject {subject!r} has {len(subject_photos)} photos"
+                    f" but {len(subject_analyses)} analyses"
+                )
+            pick = (best or {}).get(subject, 0)
+            for index, photo in enumerate(subject_photos):
+                key = input_key(job_id, subject, index)
+                self.store.put(key, photo, "application/octet-stream")
+                if index == pick:
+                    input_keys[subject] = key
+                    chosen[subject] = subject_analyses[index]
+                else:
+                    reference_keys.setdefault(subject, []).append(key)
+                    reference_analyses.setdefault(subject, []).append(subject_analyses[index])
         now = utcnow()
         index_key = tenant_index_key(tenant, now, job_id)
         manifest = JobManifest(
@@ -102,8 +127,10 @@ class JobStore:
             created_at=now,
             updated_at=now,
             params=params,
-            subjects=[analyses[s] for s in SUBJECTS],
+            subjects=[chosen[s] for s in SUBJECTS],
             input_keys=input_keys,
+            reference_keys=reference_keys,
+            reference_analyses=reference_analyses,
             trace_context=trace_context or {},
             tenant=tenant,
             webhook_url=webhook_url,
