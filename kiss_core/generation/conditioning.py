@@ -6,7 +6,7 @@ start-image embeddings of its text/image encoders. Similarity itself is kiss_cor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from kiss_core.faces.analysis import aligned_crop
 from kiss_core.faces.embedding import cosine_similarity, identity_model, normalize
+from kiss_core.faces.subject_photos import mean_embedding
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from kiss_core.settings import FaceSettings, GeneratorSettings
 
@@ -30,6 +31,14 @@ class SubjectCondition:
     embedding: np.ndarray  # (128,) dlib or (512,) ArcFace, float32, unit length
     crop: np.ndarray  # (crop_size, crop_size, 3) uint8, eyes level at fixed positions
     crop_landmarks: np.ndarray  # (68, 2) float32 in crop pixels
+    # The aligned crops of the subject's other photos (a request may give several of one person), in the
+    # order sent; `embedding` is then the mean over all of them (kiss_core.faces.subject_photos).
+    reference_crops: tuple[np.ndarray, ...] = ()
+
+    @property
+    def crops(self) -> list[np.ndarray]:
+        """Every crop of this person: the composed photo's first, then the others'."""
+        return [self.crop, *self.reference_crops]
 
 
 @dataclass(frozen=True)
@@ -107,11 +116,14 @@ class IdentityEncoder:
         photos: dict[str, np.ndarray],
         analyses: dict[str, SubjectAnalysis],
         params: VideoParams | None = None,
+        references: Mapping[str, Sequence[tuple[np.ndarray, SubjectAnalysis]]] | None = None,
     ) -> Conditioning:
-        """`params` None: the settings' defaults (the preview backend unless configured otherwise)."""
+        """`params` None: the settings' defaults (the preview backend unless configured otherwise).
+        `references`: each subject's other photos and their analyses, when it has several: its identity
+        is then the mean embedding of all of them, and their crops are reference crops too."""
         from kiss_core.generation.backends.choice import choose
 
-        subjects = self._subjects(photos, analyses)
+        subjects = self._subjects(photos, analyses, references or {})
         params = params or VideoParams()
         loras = {n: s for c in self.conditioners.values() for n, s in c.loras.items()}
         choice = choose(params, self.generator, {"preview", *self.conditioners}, loras)
@@ -121,7 +133,10 @@ class IdentityEncoder:
         return Conditioning(subjects=subjects, backend=choice.backend, model=model)
 
     def _subjects(
-        self, photos: dict[str, np.ndarray], analyses: dict[str, SubjectAnalysis]
+        self,
+        photos: dict[str, np.ndarray],
+        analyses: dict[str, SubjectAnalysis],
+        references: Mapping[str, Sequence[tuple[np.ndarray, SubjectAnalysis]]],
     ) -> dict[str, SubjectCondition]:
         missing = sorted(set(analyses) - set(photos))
         if missing:
@@ -130,15 +145,27 @@ class IdentityEncoder:
         for subject, analysis in analyses.items():
             landmarks = np.asarray(analysis.landmarks, dtype=np.float32)
             crop, crop_landmarks, _ = aligned_crop(photos[subject], landmarks, self.settings.crop_size)
-            embedder = self.identity.embedder
-            embedding = analysis.embedding if embedder is None else embedder.embed(photos[subject], landmarks)
+            embeddings = [self._embedding(photos[subject], analysis)]
+            reference_crops = []
+            for photo, other in references.get(subject, ()):
+                embeddings.append(self._embedding(photo, other))
+                other_landmarks = np.asarray(other.landmarks, dtype=np.float32)
+                reference_crops.append(aligned_crop(photo, other_landmarks, self.settings.crop_size)[0])
             subjects[subject] = SubjectCondition(
                 subject=subject,
-                embedding=normalize(np.asarray(embedding)),
+                embedding=mean_embedding(embeddings),
                 crop=crop,
                 crop_landmarks=crop_landmarks,
+                reference_crops=tuple(reference_crops),
             )
         return subjects
+
+    def _embedding(self, photo: np.ndarray, analysis: SubjectAnalysis) -> np.ndarray:
+        """The analysis's dlib descriptor, or the mounted embedder's of the photo, unit length."""
+        embedder = self.identity.embedder
+        if embedder is None:
+            return normalize(np.asarray(analysis.embedding))
+        return normalize(np.asarray(embedder.embed(photo, np.asarray(analysis.landmarks, dtype=np.float32))))
 
     def same_person(self, a: np.ndarray, b: np.ndarray) -> bool:
         return cosine_similarity(a, b) >= self.identity.threshold

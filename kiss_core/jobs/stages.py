@@ -119,7 +119,15 @@ class IdentityStage:
             photos = {
                 s: decode_image(self.store.get(key), self.limits, s) for s, key in request.input_keys.items()
             }
-            conditioning = self.encoder.encode(photos, request.by_subject(), request.params)
+            references = {
+                s: [
+                    (decode_image(self.store.get(key), self.limits, s), analysis)
+                    for key, analysis in zip(keys, request.reference_analyses.get(s, []), strict=True)
+                ]
+                for s, keys in request.reference_keys.items()
+            }
+            span.set_attribute("reference_photos", sum(len(r) for r in references.values()))
+            conditioning = self.encoder.encode(photos, request.by_subject(), request.params, references)
             span.set_attribute("backend", conditioning.backend)
             return conditioning
 

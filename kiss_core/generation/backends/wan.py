@@ -640,7 +640,8 @@ class WanI2VFrames(WanFrames):
 
 
 class WanVACEFrames(WanFrames):
-    """Wan VACE: the two aligned face crops as references, the plan drawn as a pose control video."""
+    """Wan VACE: the aligned face crops as references (every photo's, a's then b's, when a request gave
+    several of one person), the plan drawn as a pose control video."""
 
     name = "wan-vace"
 
@@ -654,7 +655,7 @@ class WanVACEFrames(WanFrames):
     ) -> dict[str, Any]:
         poses = [Image.fromarray(f) for f in render_pose_frames(plan, background=_POSE_BACKGROUND)]
         poses += [poses[-1]] * (count - len(poses))  # the 4k+1 tail holds the last pose
-        references = [Image.fromarray(conditioning.subjects[s].crop) for s in ("a", "b")]
+        references = [Image.fromarray(c) for s in ("a", "b") for c in conditioning.subjects[s].crops]
         return {
             "video": poses,
             "reference_images": references,
