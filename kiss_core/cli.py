@@ -2,6 +2,7 @@
 
 kissgen demo-subjects ./demo            # two synthetic faces of nobody, to try the service with
 kissgen create demo/a.png demo/b.png --style romantic -o kiss.mp4
+kissgen create --a a1.jpg --a a2.jpg --b b.jpg --consent   # up to 3 photos of each person, all of them
 kissgen quality kiss.mp4 --ref-a demo/a.png --ref-b demo/b.png [--json]   # quality report of any MP4
 kissgen keys new --tenant acme [--rate 120] [--max-jobs 4]   # a new API key and its keys-file entry
 kissgen verify kiss.mp4 [--trust-anchors ca.pem]   # C2PA manifest + watermark job id, as JSON (local)
@@ -16,7 +17,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -49,18 +50,24 @@ def _check(response: httpx.Response) -> httpx.Response:
 
 def create(
     client: httpx.Client,
-    photo_a: Path,
-    photo_b: Path,
+    photo_a: Path | Sequence[Path],
+    photo_b: Path | Sequence[Path],
     params: VideoParams,
     consent: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """POST a job. `consent` holds the consent_* form fields; the service refuses without them."""
+    """POST a job. Each person's photo, or several of the same person (sent as a repeated field).
+    `consent` holds the consent_* form fields; the service refuses without them."""
     fields = {
         **(consent or {}),
         **{name: str(value) for name, value in params.model_dump(exclude_none=True).items()},
     }
-    with photo_a.open("rb") as fa, photo_b.open("rb") as fb:
-        files = {"subject_a": (photo_a.name, fa), "subject_b": (photo_b.name, fb)}
+    photos = {"a": photo_a, "b": photo_b}
+    with contextlib.ExitStack() as stack:
+        files = [
+            (f"subject_{subject}", (path.name, stack.enter_context(path.open("rb"))))
+            for subject, given in photos.items()
+            for path in ([given] if isinstance(given, Path) else given)
+        ]
         return _check(client.post("/v1/videos", data=fields, files=files)).json()
 
 
@@ -114,8 +121,14 @@ def _cmd_create(args: argparse.Namespace) -> int:
             for s, ref in (("a", args.consent_ref_a), ("b", args.consent_ref_b))
             if ref
         }
+    photos = {s: [Path(p) for p in (first, *(extra or [])) if p] for s, first, extra in _photo_args(args)}
+    missing = [s for s, paths in photos.items() if not paths]
+    if missing:
+        person = missing[0].upper()
+        print(f"no photo of person {person}: give PHOTO_A PHOTO_B, or --a / --b PATH", file=sys.stderr)
+        return 2
     with httpx.Client(base_url=args.url, timeout=60) as client:
-        job = create(client, Path(args.photo_a), Path(args.photo_b), params, consent)
+        job = create(client, photos["a"], photos["b"], params, consent)
         print(f"created {job['id']}")
         job = wait(client, job["id"], args.timeout)
         if job["status"] != "completed":
@@ -132,6 +145,11 @@ def _cmd_create(args: argparse.Namespace) -> int:
             )
         print(f"wrote {out} ({size} bytes)")
     return 0
+
+
+def _photo_args(args: argparse.Namespace) -> list[tuple[str, str | None, list[str] | None]]:
+    """Per person: the positional photo (if given) and the --a / --b ones, in that order."""
+    return [("a", args.photo_a, args.a), ("b", args.photo_b, args.b)]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -399,8 +417,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("create", help="create a video from two photos and download it")
-    p.add_argument("photo_a")
-    p.add_argument("photo_b")
+    p.add_argument("photo_a", nargs="?", help="person A's photo (or give --a)")
+    p.add_argument("photo_b", nargs="?", help="person B's photo (or give --b)")
+    p.add_argument(
+        "--a",
+        action="append",
+        metavar="PATH",
+        help="a photo of person A; repeat for up to 3 photos of the same person (after PHOTO_A, if given)",
+    )
+    p.add_argument("--b", action="append", metavar="PATH", help="a photo of person B; repeatable like --a")
     defaults = VideoParams()
     p.add_argument("--style", default=defaults.style, choices=["peck", "romantic", "french", "cheek"])
     p.add_argument("--intensity", type=float, default=defaults.intensity)

@@ -1,4 +1,5 @@
-"""Request parsing: the multipart form of POST /v1/videos into VideoParams, an attestation and two photos;
+"""Request parsing: the multipart form of POST /v1/videos into VideoParams, an attestation and each
+subject's photo (or several: a repeated subject_a / subject_b field);
 the one-photo form of POST /v1/analyses; the JSON body of POST /v1/reports; the paging query of
 GET /v1/videos; a size-limited raw body. Every bad field is named in one invalid_request problem, under
 the form field the client sent."""
@@ -14,9 +15,9 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from kiss_core.errors import InvalidRequest, PayloadTooLarge
+from kiss_core.errors import InvalidRequest, PayloadTooLarge, TooManyPhotos
 from kiss_core.jobs.reports import REPORT_TARGETS, ReportRequest
-from kiss_core.schemas import SUBJECTS, Attestation, VideoParams
+from kiss_core.schemas import SUBJECTS, Attestation, SubjectPhotos, VideoParams
 from kiss_core.settings import LimitSettings
 
 PARAM_FIELDS = tuple(VideoParams.model_fields)
@@ -41,17 +42,25 @@ _CONSENT_FIELD_OF = {
 
 @dataclass(frozen=True)
 class VideoForm:
-    """A parsed POST /v1/videos. `attestation` None or not consented is refused later, naming the person."""
+    """A parsed POST /v1/videos. `attestation` None or not consented is refused later, naming the person.
+    `photos`: per subject its photo's bytes, or a list of several photos' in the order sent."""
 
     params: VideoParams
     attestation: Attestation | None
-    photos: dict[str, bytes]
+    photos: dict[str, SubjectPhotos]
     webhook_url: str | None
 
 
-def create_request_schema() -> dict[str, Any]:
-    """OpenAPI for the multipart body, which the handler parses itself to control limits and errors."""
+def create_request_schema(
+    max_photos: int = LimitSettings.model_fields["max_photos_per_subject"].default,
+) -> dict[str, Any]:
+    """OpenAPI for the multipart body, which the handler parses itself to control limits and errors.
+    `max_photos`: how often each subject's field may be repeated (`limits.max_photos_per_subject`)."""
     photo = {"type": "string", "format": "binary"}
+    several = (
+        f" Up to {max_photos} photos of the same person: repeat the field; the best one composes the scene,"
+        " all of them make the identity reference."
+    )
     consent = {
         f"consent_{s}": {
             "type": "boolean",
@@ -64,8 +73,8 @@ def create_request_schema() -> dict[str, Any]:
         for s in SUBJECTS
     }
     properties = {
-        "subject_a": {**photo, "description": "Photo of person A (JPEG, PNG, WebP, BMP, TIFF)."},
-        "subject_b": {**photo, "description": "Photo of person B."},
+        "subject_a": {**photo, "description": "Photo of person A (JPEG, PNG, WebP, BMP, TIFF)." + several},
+        "subject_b": {**photo, "description": "Photo of person B." + several},
         **consent,
         **references,
         **VideoParams.model_json_schema()["properties"],
@@ -87,23 +96,39 @@ async def parse_video_form(request: Request, limits: LimitSettings) -> VideoForm
         raise PayloadTooLarge(f"the request body is {length} bytes; the limit is {limits.max_request_bytes}")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("the request body must be multipart/form-data with subject_a and subject_b")
+    most = limits.max_photos_per_subject
+    # One file more than both subjects may have, so that an extra photo is named as too_many_photos.
+    max_files = len(FILE_FIELDS) * most + 1
     try:
-        form = await request.form(max_files=2, max_fields=len(TEXT_FIELDS) + 2)
+        form = await request.form(max_files=max_files, max_fields=len(TEXT_FIELDS) + 2)
     except Exception as exc:  # malformed multipart, too many parts
+        if "files" in str(exc).lower():
+            raise TooManyPhotos(
+                f"the request has more than {max_files} files; at most {most} photos of each person are taken"
+            ) from None
         raise InvalidRequest(f"the multipart body could not be parsed: {exc}") from None
     errors: list[dict[str, Any]] = []
     for name in form:
         if name not in TEXT_FIELDS and name not in FILE_FIELDS:
             errors.append({"field": name, "message": "unknown field"})
-        elif len(form.getlist(name)) > 1:
+        elif name not in FILE_FIELDS and len(form.getlist(name)) > 1:
             errors.append({"field": name, "message": "given more than once"})
-    photos: dict[str, bytes] = {}
     for subject, name in zip(SUBJECTS, FILE_FIELDS, strict=True):
-        upload = form.get(name)
-        if not isinstance(upload, UploadFile):
+        count = len(form.getlist(name))
+        if count > most:
+            raise TooManyPhotos(
+                f"{name} was given {count} times; at most {most} photos of each person are taken",
+                subject,
+                [{"field": name, "message": f"{count} photos, at most {most}"}],
+            )
+    photos: dict[str, SubjectPhotos] = {}
+    for subject, name in zip(SUBJECTS, FILE_FIELDS, strict=True):
+        uploads = form.getlist(name)
+        if not uploads or not all(isinstance(u, UploadFile) for u in uploads):
             errors.append({"field": name, "message": "a photo file is required"})
             continue
-        photos[subject] = await upload.read(limits.max_upload_bytes + 1)
+        read = [await u.read(limits.max_upload_bytes + 1) for u in uploads if isinstance(u, UploadFile)]
+        photos[subject] = read[0] if len(read) == 1 else read
     text: dict[str, str] = {}
     for name in TEXT_FIELDS:
         value = form.get(name)

@@ -98,6 +98,7 @@ class VideoService:
             running=self.runner.running,
             webhooks=self.webhooks,
             generator=settings.generator,
+            faces=settings.faces,
         )
         self.reports = ReportLog(self.store)
         # The ingress (deployments.ingress) replaces this with what its generator deployments hold.
@@ -192,6 +193,7 @@ class VideoService:
             "limits": {
                 "max_upload_bytes": self.limits.max_upload_bytes,
                 "max_request_bytes": self.limits.max_request_bytes,
+                "max_photos_per_subject": self.limits.max_photos_per_subject,
             },
             "api_key_required": not self.access.open,
             "consent_text": CONSENT_TEXT,

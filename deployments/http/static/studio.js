@@ -33,7 +33,7 @@ const DEFAULT_CAPABILITIES = {
   fps: 24,
   limits: {},
   api_key_required: false,
-  consent_text: "I attest that the person in this photo is an adult and consented to this video.",
+  consent_text: "I attest that the person in this photo (or photos) is an adult and consented to this video.",
   report_reasons: ["not_consented", "minor", "explicit", "impersonation", "harassment", "other"],
 };
 
