@@ -58,8 +58,9 @@ def create_request_schema(
     `max_photos`: how often each subject's field may be repeated (`limits.max_photos_per_subject`)."""
     photo = {"type": "string", "format": "binary"}
     several = (
-        f" Up to {max_photos} photos of the same person: repeat the field; the best one composes the scene,"
-        " all of them make the identity reference."
+        f" Up to {max_photos} photos of the same person (limits.max_photos_per_subject, in GET"
+        " /v1/capabilities): repeat the field; the best one composes the scene, all make the identity"
+        " reference."
     )
     consent = {
         f"consent_{s}": {
