@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,7 +36,13 @@ from kiss_core.generation.quality import (
 from kiss_core.keys import OUTPUT_NAMES, output_key
 from kiss_core.media.images import decode_image
 from kiss_core.media.video import encode_jpeg, encode_mp4, make_thumbnail
-from kiss_core.safety.output_check import FrameFace, OutputChecker, planned_box, record_blocked
+from kiss_core.safety.output_check import (
+    FrameFace,
+    FrameReading,
+    OutputChecker,
+    planned_box,
+    record_blocked,
+)
 from kiss_core.scene.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.scene.lighting import harmonize_photos
 from kiss_core.schemas import (
@@ -111,16 +118,17 @@ class VideoProducer:
         report = progress or (lambda _stage, _pct: None)
         self._check_identity(conditioning)
         scene = self._prepare(request, timings)
-        rendered = self._render_encode(request, scene, conditioning, report, timings, preview)
-        # Faces detected once, on the unmarked frames, for the output check and the report: timed apart
-        # ("faces"), so that "output_check" is what the check adds (bench/output_check.py).
+        # Faces detected once, on the unmarked frames, for the output check and the report.
         faces = _FrameFaces(self.analyzer, scene.plan)
-        if self.output_checker.age_estimator is not None:
-            with _timed(timings, "faces"):
-                for index, frame in rendered.unmarked.items():
-                    faces.detected(index, frame)
-        with stage_span("output_check", None), _timed(timings, "output_check"):
-            self._check_output(request.job_id, scene.plan, rendered, conditioning.backend, faces)
+        with _OutputReader(self.output_checker, faces, scene.plan, self._output_sample(scene.plan)) as reader:
+            rendered = self._render_encode(request, scene, conditioning, report, timings, preview, reader)
+            with stage_span("output_check", None), _timed(timings, "output_check_wait"):
+                readings = reader.readings()
+        # The reader's own seconds, on its thread: "faces" apart, so that "output_check" is what the
+        # check itself costs (bench/output_check.py); "output_check_wait" is what it added after the
+        # last frame, the rest overlapped the render.
+        timings["faces"], timings["output_check"] = round(reader.faces_s, 4), round(reader.read_s, 4)
+        self._check_output(request.job_id, scene.plan, readings, conditioning.backend)
         report("quality", 85)
         signed = signing_configured(self.settings.provenance)
         if signed:  # last: nothing may change the bytes after signing
@@ -174,16 +182,16 @@ class VideoProducer:
         conditioning: Conditioning,
         report: ProgressCallback,
         timings: dict[str, float],
-        preview: PreviewSink | None = None,
+        preview: PreviewSink | None,
+        reader: _OutputReader,
     ) -> _Rendered:
         """Frames from the backend, marked, sampled for the report and streamed into the encoder; the
-        output check's frames are also kept as the backend made them (`_Rendered.unmarked`)."""
+        output check's frames go to `reader` as the backend made them, before the marks."""
         plan, params = scene.plan, request.params
-        output_checked = self._output_sample(plan)
+        output_checked = reader.indices
         checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
         checked |= output_checked
         sampled: dict[int, np.ndarray] = {}
-        unmarked: dict[int, np.ndarray] = {}
         contact: list[np.ndarray] = []
         shape = (plan.height, plan.width)
         flicker = FlickerMeter(static_mask_from_plan({s: t.landmarks for s, t in plan.tracks.items()}, shape))
@@ -200,7 +208,7 @@ class VideoProducer:
                 # Marked before anything looks at it: the report measures what the viewer gets.
                 frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
                 if index in output_checked:
-                    unmarked[index] = frame.copy()
+                    reader.submit(index, frame.copy())
                 marks.apply(frame)
                 if index in checked:
                     sampled[index] = frame
@@ -218,7 +226,7 @@ class VideoProducer:
                 _drain(frames())
         outputs["image"] = encode_jpeg(contact[0])
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
-        return _Rendered(outputs, sampled, unmarked, contact[0], flicker.result(), marks)
+        return _Rendered(outputs, sampled, contact[0], flicker.result(), marks)
 
     def _sign(self, request: StageRequest, outputs: dict[str, bytes]) -> None:
         """Content Credentials into every output, in place: with the job's consent audit record."""
@@ -233,26 +241,24 @@ class VideoProducer:
         return quality_sample(plan.frame_count, plan.contact_frame, self.output_checker.frames)
 
     def _check_output(
-        self, job_id: str, plan: KissPlan, rendered: _Rendered, backend: str, faces: _FrameFaces
+        self, job_id: str, plan: KissPlan, readings: Mapping[int, FrameReading], backend: str
     ) -> None:
-        """The generated frames through the output check, before anything is stored.
+        """The output check's decision over its frames' readings, before anything is stored.
 
-        The frames as the backend made them, before our own marks: the watermark's +/-2.5 grey-level
-        8x8 cells are invisible to a person but not to the age model, which read the same synthetic
-        adult's face anywhere from 16 to 26 years depending on the job id the cells carry.
+        The frames were read as the backend made them, before our own marks: the watermark's +/-2.5
+        grey-level 8x8 cells are invisible to a person but not to the age model, which read the same
+        synthetic adult's face anywhere from 16 to 26 years depending on the job id the cells carry.
 
         Blocked: the outputs prefix is emptied (a diffusion backend's progress preview, an earlier
         attempt's files), the blocked record written, and `OutputBlocked` raised: the job fails with it.
         """
-        indices = sorted(self._output_sample(plan))
-        if not indices:
+        if not readings:
             return
-        planned = {i: {s: planned_box(t.landmarks[i]) for s, t in plan.tracks.items()} for i in indices}
         try:
-            self.output_checker.check({i: rendered.unmarked[i] for i in indices}, faces, planned)
+            self.output_checker.decide(readings)
         except OutputBlocked as blocked:
             self.store.delete_prefix(f"outputs/{job_id}/")
-            record_blocked(self.store, job_id, backend, blocked, indices)
+            record_blocked(self.store, job_id, backend, blocked, sorted(readings))
             raise
 
     def _measure(
@@ -324,12 +330,11 @@ class _Scene:
 
 @dataclass(frozen=True)
 class _Rendered:
-    """What rendering leaves behind: the encoded outputs, the frames the report measures (marked, as the
-    viewer gets them) and those the output check reads (unmarked: what the backend generated)."""
+    """What rendering leaves behind: the encoded outputs and the frames the report measures (marked, as
+    the viewer gets them)."""
 
     outputs: dict[str, bytes]
     sampled: dict[int, np.ndarray]
-    unmarked: dict[int, np.ndarray]
     contact: np.ndarray
     flicker: FlickerQuality
     marks: FrameMarks
@@ -358,6 +363,46 @@ class _FrameFaces:
 
     def __call__(self, index: int, frame: np.ndarray) -> list[FrameFace]:
         return [FrameFace(face.box, face.landmarks) for face in self.detected(index, frame)]
+
+
+class _OutputReader:
+    """The output check's frames read on a worker thread while the rest of the video renders.
+
+    Each checked frame is handed over as the backend made it; the worker finds its faces (shared with
+    the quality report through `faces`) and reads it (`OutputChecker.read`: content filter, then age).
+    onnxruntime releases the GIL, so on a second core the reading overlaps the render instead of
+    following it (bench/cpu_pipeline.py); the decision waits for every reading. A context manager:
+    on leaving, a job that failed mid-render drops the frames not yet read.
+    """
+
+    def __init__(self, checker: OutputChecker, faces: _FrameFaces, plan: KissPlan, indices: set[int]):
+        self.checker, self.faces, self.plan, self.indices = checker, faces, plan, indices
+        self.faces_s = self.read_s = 0.0  # seconds spent on the worker, for the job's timings
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="output-check")
+        self._pending: dict[int, Future[FrameReading]] = {}
+
+    def __enter__(self) -> _OutputReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, index: int, frame: np.ndarray) -> None:
+        self._pending[index] = self._pool.submit(self._read, index, frame)
+
+    def readings(self) -> dict[int, FrameReading]:
+        """Every submitted frame's reading (a worker's exception is raised here)."""
+        return {index: future.result() for index, future in sorted(self._pending.items())}
+
+    def _read(self, index: int, frame: np.ndarray) -> FrameReading:
+        start = time.perf_counter()
+        found = self.faces(index, frame) if self.checker.age_estimator is not None else []
+        detected = time.perf_counter()
+        planned = {s: planned_box(t.landmarks[index]) for s, t in self.plan.tracks.items()}
+        reading = self.checker.read(frame, found, planned)
+        self.faces_s += detected - start
+        self.read_s += time.perf_counter() - detected
+        return reading
 
 
 def quality_sample(frame_count: int, contact_frame: int, count: int) -> set[int]:

@@ -177,10 +177,16 @@ class RecordingChecker(OutputChecker):
     def __init__(self, settings: Settings):
         super().__init__(settings.safety)
         self.seen: list[dict[int, np.ndarray]] = []
+        self._reading: list[np.ndarray] = []
 
-    def check(self, frames: Any, faces_of: Any, planned: Any) -> Any:
-        self.seen.append({i: f.copy() for i, f in frames.items()})
-        return super().check(frames, faces_of, planned)
+    def read(self, frame: Any, faces: Any, planned: Any) -> Any:
+        self._reading.append(frame.copy())  # frames of one job, read in index order on one thread
+        return super().read(frame, faces, planned)
+
+    def decide(self, readings: Any) -> Any:
+        self.seen.append(dict(zip(sorted(readings), self._reading, strict=True)))
+        self._reading = []
+        return super().decide(readings)
 
 
 def test_the_check_reads_what_the_backend_made_not_our_marks(
@@ -249,25 +255,42 @@ def test_a_face_read_as_a_minor_blocks_the_job(
     assert problem["subject"] in {"a", "b"} and problem["errors"][0]["estimated_age"] < 18
     assert studio.store.list(f"outputs/{job_id}/") == []
     (record,) = blocked_records(studio.store, job_id)
-    assert (record.check, record.frame, record.threshold) == ("subject_may_be_minor", 0, 25.0)
+    # The frames' threshold: the photos' 25 less the output check's 2-year tolerance.
+    assert (record.check, record.frame, record.threshold) == ("subject_may_be_minor", 0, 23.0)
     assert record.score < 18 and record.label is None
 
 
 def test_a_person_whose_median_reads_under_the_threshold_blocks(
     studio: SyntheticStudio, pair: SyntheticPair, normal: JobResult, swap_backend: None
 ) -> None:
-    """Estimates 5 years lower: no face under 18, but a person's median under 25 (the synthetic pair reads
-    27-31 on its full faces); the problem names the person's lowest-reading frame."""
+    """Estimates 7 years lower: no face under 18, but a person's median under 23 (the synthetic pair reads
+    27-31 on its full faces; frames are held at the photos' 25 less 2 years); the problem names the
+    person's lowest-reading frame."""
     studio.producer.output_checker = OutputChecker(
-        studio.settings.safety, age_estimator=ForcedAgeEstimator(5.0)
+        studio.settings.safety, age_estimator=ForcedAgeEstimator(7.0)
     )
     with pytest.raises(OutputBlocked) as blocked:
         _produce(studio, pair)
     problem = blocked.value.to_problem()
     error = problem["errors"][0]
     assert problem["check"] == "subject_may_be_minor" and problem["frame"] in _checked(studio, normal)
-    assert 18 <= error["frame_estimated_age"] <= error["estimated_age"] < 25
+    assert 18 <= error["frame_estimated_age"] <= error["estimated_age"] < 23 == error["min_age"]
     assert "median" in problem["detail"]
+
+
+def test_without_tolerance_frames_are_held_to_the_photos_threshold(
+    studio: SyntheticStudio, pair: SyntheticPair, normal: JobResult, swap_backend: None
+) -> None:
+    """4 years lower: medians of ~24.5 (a) and ~27 (b) pass the frames' 23 but not the photos' own 25."""
+    lower = ForcedAgeEstimator(4.0)
+    studio.producer.output_checker = OutputChecker(studio.settings.safety, age_estimator=lower)
+    _produce(studio, pair)
+    strict = studio.settings.safety.model_copy(deep=True)
+    strict.output_check.age_tolerance = 0.0
+    studio.producer.output_checker = OutputChecker(strict, age_estimator=lower)
+    with pytest.raises(OutputBlocked) as blocked:
+        _produce(studio, pair)
+    assert blocked.value.to_problem()["errors"][0]["min_age"] == 25.0
 
 
 def test_switched_off_the_check_stores_the_flagged_frame(
