@@ -1,18 +1,21 @@
 """The motion plan: approach, head turn and tilt, eyes closing, contact at the lips, hold, separation.
 
 The plan is data, per frame and per subject: a similarity (head tilt and leaning in, pivoting on
-the subject's own mouth, then a shift) plus three face parameters — `turn` (yaw towards the
-partner, degrees), `eyelid` (0 open .. 1 closed) and `pucker` (0 .. 1). The 68-point landmark
-tracks include all of them, so they are the pose guidance a video model consumes, and the preview
-compositor warps each photo onto them.
+the subject's own mouth, then a shift) plus four face parameters — `turn` (yaw towards the
+partner, degrees), `eyelid` (0 open .. 1 closed), `pucker` (0 .. 1) and `press` (0 .. 1, the lips
+flattened against the partner's at contact). The 68-point landmark tracks include all of them, so
+they are the pose guidance a video model consumes, and the preview compositor warps each photo onto
+them; each landmark also carries its depth towards the camera (kiss_core.scene.depth), by which the
+compositor orders the two heads per pixel.
 
 The head model is deliberately small. Each subject's landmarks are first put upright by the scene
 layout (eyes level). Eyelids and pucker move points in that frontal frame; the turn then projects
 every point onto a vertical cylinder around the head's axis (radius: half the jaw span) and
 rotates it, with a monotone mapping that keeps the head's silhouette in place, so the inner face
 slides towards the partner and the far cheek is foreshortened, never folded. Nose, lips and chin
-stand off the cylinder a little (`_DEPTH`) and so move further. Finally the similarity puts the
-head in the frame.
+stand off the cylinder a little (kiss_core.scene.depth.STANDOFF) and so move further. The same model
+gives each point its depth: on the cylinder's surface, so the foreshortened far cheek also turns
+away from the camera. Finally the similarity puts the head in the frame.
 
 Contact is exact by construction: each subject's shift is a share of the remaining gap between
 the two mouths (or a's mouth and b's near cheek), eased to the full gap at the contact frame and
@@ -35,6 +38,7 @@ import numpy as np
 
 from kiss_core.media.geometry import CHEEK_LEFT, MOUTH, apply_affine, compose_affine
 from kiss_core.scene.camera import DEFAULT_PUSH_IN, push_in
+from kiss_core.scene.depth import FRONT_OFFSET, cylinder_depth, standoff, turn_radians, turned_angles
 from kiss_core.scene.layout import SceneLayout, layout_scene
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 
@@ -94,16 +98,6 @@ STYLES: dict[str, StyleSpec] = {
     ),
 }
 
-# How far points stand off the head cylinder towards the camera, in head radii: nose, lips, chin.
-_DEPTH = np.zeros(68)
-_DEPTH[27:36] = (0.04, 0.10, 0.16, 0.22, 0.08, 0.12, 0.14, 0.12, 0.08)
-_DEPTH[6:11] = (0.02, 0.05, 0.06, 0.05, 0.02)
-_DEPTH[MOUTH] = 0.14
-_DEPTH[[48, 54, 60, 64]] = 0.06
-_PUCKER_DEPTH = 0.08  # extra lip stand-off at pucker 1
-
-_MAX_TURN_RAD = 0.9  # the cylinder mapping stays monotone (no fold) below 1 rad
-
 # Eyelids: upper-lid points and the lower-lid points they close onto.
 _UPPER_LID = np.array([37, 38, 43, 44])
 _LOWER_LID = np.array([41, 40, 47, 46])
@@ -114,6 +108,9 @@ _EYES_CLOSE = (0.55, 0.08)  # start closing this long before contact, closed thi
 _EYES_OPEN = (0.15, 0.6)  # start opening this long after separation starts, open after this long
 _PUCKER_IN = (0.7, 0.05)
 _PUCKER_OUT = (0.0, 0.5)
+_PRESS_IN = (0.2, 0.0)  # the lips press from this long before contact, fully at it
+_PRESS_OUT = (0.0, 0.3)  # ...and let go over this long once separation starts
+_PRESS = 0.3  # share of the lips' height lost at full press, at intensity 1; intensity 0 keeps 60 %
 
 # Idle motion, so that no frame looks frozen: each person breathes and blinks, on their own clock.
 _BREATH_PERIOD = {"a": 3.7, "b": 4.3}  # seconds; different, so the two never breathe in step
@@ -130,8 +127,13 @@ class SubjectTrack:
     """One subject over the clip. Frame pixels; landmarks in iBUG order (index 0 on the image's left).
 
     `transforms` is the photo->frame map (layout, breathing, tilt, leaning in, shift) without the face
-    deformations; `landmarks` include turn, eyelid and pucker. `follow` moves any other photo point
-    (forehead, hair, a ring around the head) with the head: similarity and turn.
+    deformations; `landmarks` include turn, eyelid, pucker and press. `follow` moves any other photo
+    point (forehead, hair, a ring around the head) with the head: similarity and turn.
+
+    `depth` is each landmark's distance towards the camera in frame pixels (kiss_core.scene.depth: on
+    the turned head cylinder, nose and lips standing off it), measured from a plane shared by both
+    subjects; `axis_depth` is where this head's turn axis lies on that scale (the front head's is
+    nearer). `surface_depth` gives any other photo point's depth on the cylinder the same way.
     """
 
     transforms: np.ndarray  # (T, 2, 3) photo -> frame
@@ -146,14 +148,20 @@ class SubjectTrack:
     head_center: np.ndarray  # (2,) the turn axis in the layout frame (x) and the face's middle (y)
     head_radius: float  # cylinder radius in layout pixels
     breath: np.ndarray | None = None  # (T,) -1 exhaled .. 1 inhaled (already in `motion`; a body may use it)
+    press: np.ndarray | None = None  # (T,) 0 .. 1: the lips flattened against the partner's (in `landmarks`)
+    depth: np.ndarray | None = None  # (T, 68) frame pixels towards the camera
+    axis_depth: np.ndarray | None = None  # (T,) frame pixels towards the camera of the head's turn axis
 
     def seen_by(self, camera: np.ndarray) -> SubjectTrack:
-        """The same track through a per-frame camera (T, 2, 3): frame-space maps and landmarks."""
+        """The same track through a per-frame camera (T, 2, 3): frame-space maps, landmarks and depths."""
+        zoom = _scales(camera)
         return replace(
             self,
             transforms=compose_affine(camera, self.transforms),
             landmarks=apply_affine(camera, self.landmarks),
             motion=compose_affine(camera, self.motion),
+            depth=None if self.depth is None else self.depth * zoom[:, None],
+            axis_depth=None if self.axis_depth is None else self.axis_depth * zoom,
         )
 
     def follow(self, photo_points: np.ndarray) -> np.ndarray:
@@ -161,6 +169,16 @@ class SubjectTrack:
         local = apply_affine(self.layout_transform, np.asarray(photo_points, dtype=np.float64))
         turned = turn_points(local, self.head_center, self.head_radius, self.turn * self.toward)
         return apply_affine(self.motion, turned)
+
+    def surface_depth(self, photo_points: np.ndarray) -> np.ndarray:
+        """(T, N) depth in frame pixels of photo points (N, 2) on the turned head cylinder (no stand-off).
+
+        Points beyond the cylinder (hair beside the head, the ring around it) lie in the axis plane.
+        """
+        local = apply_affine(self.layout_transform, np.asarray(photo_points, dtype=np.float64))
+        radii = cylinder_depth(local, self.head_center, self.head_radius, self.turn * self.toward)
+        axis = np.zeros(len(self.turn)) if self.axis_depth is None else self.axis_depth
+        return axis[:, None] + radii * (self.head_radius * _scales(self.motion))[:, None]
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,11 @@ class KissPlan:
     def mouth_centers(self) -> dict[str, np.ndarray]:
         """(T, 2) mouth centre (mean of landmarks 48-67) per subject."""
         return {s: t.landmarks[:, MOUTH].mean(axis=1) for s, t in self.tracks.items()}
+
+
+def _scales(affines: np.ndarray) -> np.ndarray:
+    """(T,) the scale (geometric mean) of each of (T, 2, 3) affines."""
+    return np.sqrt(np.abs(np.linalg.det(np.asarray(affines)[:, :, :2])))
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:
@@ -257,13 +280,10 @@ def turn_points(
     """
     points = np.asarray(points, dtype=np.float64)
     scalar = np.ndim(turn_deg) == 0
-    theta = np.clip(
-        np.deg2rad(np.atleast_1d(np.asarray(turn_deg, dtype=np.float64))), -_MAX_TURN_RAD, _MAX_TURN_RAD
-    )
+    theta = turn_radians(turn_deg)
     u = (points[:, 0] - center[0]) / radius  # (N,)
     inside = np.abs(u) < 1.0
-    phi = np.arcsin(np.clip(u, -1.0, 1.0))
-    turned = np.sin(phi[None, :] + theta[:, None] * np.cos(phi)[None, :])  # (T, N)
+    turned = np.sin(turned_angles(u, theta))  # (T, N)
     u_new = np.where(inside[None, :], turned, u[None, :])
     if depth is not None:
         u_new = u_new + np.asarray(depth, dtype=np.float64) * np.sin(theta)[:, None]
@@ -313,6 +333,20 @@ def purse_lips(points: np.ndarray, pucker: np.ndarray) -> np.ndarray:
     points[:, [58, 57, 56]] += up
     points[:, [49, 53]] += down[:, [0, 2]] / 2
     points[:, [59, 55]] += up[:, [0, 2]] / 2
+    return points
+
+
+def press_lips(points: np.ndarray, press: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) upright landmarks with the lips flattened vertically towards the line where they meet.
+
+    At contact the lips press against the partner's: each lip point's height above or below the
+    meeting line (the inner lips' mean height) shrinks by `press` (a share, 0 .. 1), so the mouth's
+    outline is flatter by that much while it touches.
+    """
+    points = np.array(points, dtype=np.float64, copy=True)
+    line = points[:, 60:68, 1].mean(axis=1, keepdims=True)  # (T, 1)
+    squash = 1.0 - np.asarray(press, dtype=np.float64)[:, None]
+    points[:, MOUTH, 1] = line + (points[:, MOUTH, 1] - line) * squash
     return points
 
 
@@ -410,16 +444,20 @@ def plan_kiss(
         * _pulse(frames, fps, contact, separation, _PUCKER_IN, _PUCKER_OUT)
     )
 
+    press = _PRESS * (0.6 + 0.4 * intensity) * _pulse(frames, fps, contact, separation, _PRESS_IN, _PRESS_OUT)
+
     toward = {"a": 1, "b": -1}
     angles = {"a": tilt_deg + rock, "b": tilt_deg * 0.8 + rock}
     if spec.cheek:  # a turns in to kiss; b turns away, offering the near cheek
         turns = {"a": turn_c * turn_in, "b": -0.5 * turn_c * turn_in}
         eyelids = {"a": eyelid, "b": 0.6 * eyelid}
         puckers = {"a": pucker, "b": np.zeros(count)}
+        presses = {"a": press, "b": np.zeros(count)}  # a cheek does not flatten like lips
     else:
         turns = {"a": turn_c * turn_in + sway, "b": turn_c * turn_in - sway}
         eyelids = {"a": eyelid, "b": eyelid}
         puckers = {"a": pucker, "b": pucker}
+        presses = {"a": press, "b": press}
 
     # Idle motion: a blink each before the kiss's eyes close, breathing all along.
     kiss_eyes_from = contact - _EYES_CLOSE[0] * fps
@@ -427,6 +465,7 @@ def plan_kiss(
     breaths = {s: breathing(count, fps, s) for s in ("a", "b")}
 
     local: dict[str, np.ndarray] = {}  # (T, 68, 2) deformed upright landmarks, layout frame
+    relief: dict[str, np.ndarray] = {}  # (T, 68) depth off the axis plane, in head radii
     heads: dict[str, tuple[np.ndarray, float]] = {}
     breath_maps: dict[str, np.ndarray] = {}  # (T, 2, 3) layout -> layout, breathing
     for s in ("a", "b"):
@@ -435,14 +474,14 @@ def plan_kiss(
         radius = 0.5 * float(np.hypot(*(upright[16] - upright[0])))
         heads[s] = (center, radius)
         breath_maps[s] = _breath_affine(breaths[s], radius, float(upright[8, 1]))
-        points = purse_lips(close_eyelids(upright, eyelids[s]), puckers[s])
-        depth = (
-            _DEPTH[None, :]
-            + np.where(np.isin(np.arange(68), np.r_[MOUTH]), _PUCKER_DEPTH, 0.0) * puckers[s][:, None]
-        )
+        points = press_lips(purse_lips(close_eyelids(upright, eyelids[s]), puckers[s]), presses[s])
+        stand_off = standoff(puckers[s])
         turned = np.empty_like(points)
+        relief[s] = np.empty((count, 68))
         for t in range(count):  # turn_points is vectorised over turns for one point set
-            turned[t] = turn_points(points[t], center, radius, turns[s][t] * toward[s], depth[t])
+            yaw = turns[s][t] * toward[s]
+            turned[t] = turn_points(points[t], center, radius, yaw, stand_off[t])
+            relief[s][t] = cylinder_depth(points[t], center, radius, yaw, stand_off[t])
         local[s] = turned
 
     breathed = {s: apply_affine(breath_maps[s], local[s]) for s in ("a", "b")}
@@ -462,6 +501,14 @@ def plan_kiss(
     gap = target_b - mouths["a"]  # (T, 2), before any shift
     shifts = {"a": approach[:, None] * gap * share_a, "b": -approach[:, None] * gap * (1 - share_a)}
 
+    # The kisser's face covers the cheek; for the lips the more turned face (less in the way) goes in front.
+    if spec.cheek:
+        on_top = 0
+    else:
+        yaw_a, yaw_b = abs(analyses["a"].pose.yaw), abs(analyses["b"].pose.yaw)
+        on_top = 0 if yaw_a > yaw_b else 1
+    front = np.full(count, on_top, dtype=np.int8)
+
     tracks: dict[str, SubjectTrack] = {}
     for s in ("a", "b"):
         placement = layout.placements[s]
@@ -469,6 +516,8 @@ def plan_kiss(
         motion[:, :, 2] += shifts[s]
         transforms = compose_affine(motion, np.broadcast_to(placement.transform, (count, 2, 3)))
         center, radius = heads[s]
+        pixels = radius * _scales(motion)  # frame pixels per head radius
+        axis_depth = FRONT_OFFSET * pixels * (front == "ab".index(s))
         tracks[s] = SubjectTrack(
             transforms=transforms,
             landmarks=apply_affine(motion, local[s]),
@@ -482,15 +531,10 @@ def plan_kiss(
             head_center=center,
             head_radius=radius,
             breath=breaths[s],
+            press=presses[s],
+            depth=axis_depth[:, None] + relief[s] * pixels[:, None],
+            axis_depth=axis_depth,
         )
-
-    # The kisser's face covers the cheek; for the lips the more turned face (less in the way) goes in front.
-    if spec.cheek:
-        on_top = 0
-    else:
-        yaw_a, yaw_b = abs(analyses["a"].pose.yaw), abs(analyses["b"].pose.yaw)
-        on_top = 0 if yaw_a > yaw_b else 1
-    front = np.full(count, on_top, dtype=np.int8)
     camera = None
     scene_tracks = None
     if camera_push_in > 0:

@@ -232,6 +232,34 @@ def test_lips_purse_at_contact(style: str) -> None:
     assert inner[c] < (0.75 if style == "french" else 0.5) * inner[0] + 1e-6
 
 
+def lip_height(points: np.ndarray) -> float:
+    """Height of the outer lips across the face's own vertical axis (perpendicular to the eye line)."""
+    left, right = eye_centers(points)
+    across = (right - left) / np.linalg.norm(right - left)
+    return float(np.ptp(points[48:60] @ np.array([-across[1], across[0]])))
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+def test_lips_press_flat_at_contact(style: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At contact the meeting lips flatten: lower than the same plan's without the press, and lower than
+    just before; the press eases in with the contact and out after it (a cheek does not press)."""
+    import kiss_core.scene.choreography as choreography
+
+    plan = plan_kiss(analyses(), VideoParams(style=style))
+    monkeypatch.setattr(choreography, "_PRESS", 0.0)
+    loose = plan_kiss(analyses(), VideoParams(style=style))
+    c = plan.contact_frame
+    before = c - round(0.25 * plan.fps)
+    for s in ("a",) if style == "cheek" else ("a", "b"):
+        track = plan.tracks[s]
+        assert track.press is not None and track.press[0] == 0 and track.press[before] == 0
+        assert track.press[c] == track.press.max() > 0.15 and track.press[-1] == 0
+        assert lip_height(track.landmarks[c]) < 0.85 * lip_height(loose.tracks[s].landmarks[c])
+        assert lip_height(track.landmarks[c]) < 0.85 * lip_height(track.landmarks[before])
+    if style == "cheek":
+        assert plan.tracks["b"].press is not None and not plan.tracks["b"].press.any()
+
+
 @pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
 def test_heads_turn_towards_each_other(style: str) -> None:
     plan = plan_kiss(analyses(yaw_a=0.0, yaw_b=0.0), VideoParams(style=style))
