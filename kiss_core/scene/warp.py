@@ -8,6 +8,10 @@ vectorised steps: one 3x3 solve per triangle (all at once), a triangle-index ima
 coefficients per pixel. `cv2.remap` then samples the source. Pixels no target triangle covers
 come out transparent (zero). The map is exact and continuous across triangle edges, so a
 sub-pixel move of the targets moves the output by the same sub-pixel amount: no shimmer.
+
+The triangle-index image comes back with the warped window, so a per-point value (a depth) can be
+interpolated linearly over the same triangles afterwards, on as much of the window as is needed
+(`interpolate`): the compositor orders two heads per pixel only where both are drawn.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ def delaunay(points: np.ndarray) -> np.ndarray:
 class WarpResult:
     image: np.ndarray  # (h, w, C) the warped window
     origin: tuple[int, int]  # (x, y) of the window's top-left pixel in the target image
+    triangles: np.ndarray | None = None  # (h, w) uint16: 1 + the triangle drawn at each pixel, 0 none
 
 
 class PiecewiseAffineWarp:
@@ -76,20 +81,65 @@ class PiecewiseAffineWarp:
             raise ValueError(f"at most 65534 triangles but got {len(self.triangles)}")
         self._src_tri = self.source[self.triangles]  # (K, 3, 2)
 
-    def coefficients(self, target_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per triangle the affine target->source (K, 2, 3), and the signed target areas (K,)."""
+    def _target_frames(self, target_points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per target triangle its first corner (K, 2), its edge matrix's inverse (K, 2, 2), det (K,)."""
         dst = np.asarray(target_points, dtype=np.float64)[self.triangles]  # (K, 3, 2)
         e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
         det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
         safe = np.where(np.abs(det) > 1e-9, det, 1.0)
-        # Inverse of the 2x2 [e1 e2], then source = S0 + [s1-s0, s2-s0] @ inv @ (p - d0).
+        # Inverse of the 2x2 [e1 e2]: barycentric (s, t) = inv @ (p - d0).
         inv = np.stack([np.stack([e2[:, 1], -e2[:, 0]], -1), np.stack([-e1[:, 1], e1[:, 0]], -1)], -2)
         inv /= safe[:, None, None]
+        return dst[:, 0], inv, det
+
+    def coefficients(self, target_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per triangle the affine target->source (K, 2, 3), and the signed target areas (K,)."""
+        d0, inv, det = self._target_frames(target_points)
+        # source = S0 + [s1-s0, s2-s0] @ inv @ (p - d0).
         src = self._src_tri
         basis = np.stack([src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]], axis=-1)  # (K, 2, 2) columns
         linear = basis @ inv
-        shift = src[:, 0] - (linear @ dst[:, 0, :, None])[..., 0]
+        shift = src[:, 0] - (linear @ d0[..., None])[..., 0]
         return np.concatenate([linear, shift[..., None]], axis=-1), det / 2
+
+    def planes(self, target_points: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """(K, 3) per target triangle (a, b, c): the value at pixel (x, y) is a x + b y + c, linear
+        between the per-point `values` (N,) at its corners."""
+        d0, inv, _ = self._target_frames(target_points)
+        v = np.asarray(values, dtype=np.float64)[self.triangles]  # (K, 3)
+        gradient = np.einsum("ki,kij->kj", v[:, 1:] - v[:, :1], inv)  # (K, 2)
+        return np.concatenate([gradient, (v[:, 0] - (gradient * d0).sum(axis=1))[:, None]], axis=1)
+
+    def interpolate(
+        self,
+        values: np.ndarray,
+        target_points: np.ndarray,
+        result: WarpResult,
+        window: tuple[int, int, int, int] | None = None,
+    ) -> np.ndarray:
+        """float32 (h, w): per-point `values` (N,) interpolated over the triangles `result` drew.
+
+        `window` (x0, y0, x1, y1), in the target image, must lie within `result`'s window; by default
+        all of it. Pixels no triangle covers read 0.
+        """
+        if result.triangles is None:
+            raise ValueError("`result` has no triangle index: it does not come from `warp`")
+        ox, oy = result.origin
+        h, w = result.triangles.shape
+        x0, y0, x1, y1 = (ox, oy, ox + w, oy + h) if window is None else window
+        if not (ox <= x0 <= x1 <= ox + w and oy <= y0 <= y1 <= oy + h):
+            raise ValueError(
+                f"`window` {window} must lie within the warped window {(ox, oy, ox + w, oy + h)}"
+            )
+        table = np.zeros((len(self.triangles) + 1, 3), dtype=np.float32)
+        planes = self.planes(target_points, values)
+        planes[:, 2] += planes[:, 0] * x0 + planes[:, 1] * y0  # window pixel -> absolute coordinates
+        table[1:] = planes
+        index = result.triangles[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        out = table[:, 0].take(index) * np.arange(x1 - x0, dtype=np.float32)[None, :]
+        out += table[:, 1].take(index) * np.arange(y1 - y0, dtype=np.float32)[:, None]
+        out += table[:, 2].take(index)
+        return out
 
     def maps(
         self, target_points: np.ndarray, origin: tuple[int, int], size: tuple[int, int]
@@ -98,14 +148,31 @@ class PiecewiseAffineWarp:
 
         Pixels outside every target triangle map to (-1, -1) (outside the source: transparent).
         """
+        map_x, map_y, _ = self._maps(target_points, origin, size)
+        return map_x, map_y
+
+    def _maps(
+        self,
+        target_points: np.ndarray,
+        origin: tuple[int, int],
+        size: tuple[int, int],
+        depths: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`maps`, and the triangle-index image they were gathered with."""
         width, height = size
         ox, oy = origin
         target = np.asarray(target_points, dtype=np.float64)
         affines, areas = self.coefficients(target)
         index = np.zeros((height, width), dtype=np.uint16)
         fixed = np.round((target[self.triangles] - (ox, oy)) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
-        # Largest first, so the thin (folded or closing) triangles drawn last win their pixels.
-        order = np.argsort(-np.abs(areas), kind="stable")
+        if depths is None:
+            # Largest first, so the thin (folded or closing) triangles drawn last win their pixels.
+            order = np.argsort(-np.abs(areas), kind="stable")
+        else:
+            # Farthest first: where the mesh folds (lips or nose standing off past the far cheek),
+            # the nearer surface wins its pixels, as it would in 3-D.
+            nearness = np.asarray(depths, dtype=np.float64)[self.triangles].mean(axis=1)
+            order = np.argsort(nearness, kind="stable")
         for k in order[np.abs(areas[order]) > 1e-6].tolist():
             cv2.fillConvexPoly(index, fixed[k], k + 1, cv2.LINE_8, _SUBPIXEL_BITS)
         # Rasterisation can leave a pixel between two triangles uncovered: take a neighbour's triangle
@@ -128,7 +195,7 @@ class PiecewiseAffineWarp:
         map_y = c[3] * xs
         map_y += c[4] * ys
         map_y += c[5]
-        return map_x, map_y
+        return map_x, map_y, index
 
     def warp(
         self,
@@ -136,11 +203,14 @@ class PiecewiseAffineWarp:
         target_points: np.ndarray,
         output_size: tuple[int, int] | None = None,
         window: tuple[int, int, int, int] | None = None,
+        depths: np.ndarray | None = None,
     ) -> WarpResult:
         """Warp `image` so that source points land on `target_points`.
 
         `window` (x0, y0, x1, y1) in the target image; by default the targets' bounding box,
-        clipped to `output_size` (w, h) when given. Uncovered pixels are zero.
+        clipped to `output_size` (w, h) when given. Uncovered pixels are zero. `depths` (N,), the
+        points' distances towards the camera, decide which of two overlapping (folded) triangles
+        shows: the nearer. The result keeps the triangle index, for `interpolate`.
         """
         target = np.asarray(target_points, dtype=np.float64)
         if target.shape != self.source.shape:
@@ -155,8 +225,8 @@ class PiecewiseAffineWarp:
             x1, y1 = min(x1, output_size[0]), min(y1, output_size[1])
         if x1 <= x0 or y1 <= y0:
             return WarpResult(np.zeros((0, 0, *image.shape[2:]), image.dtype), (int(x0), int(y0)))
-        map_x, map_y = self.maps(target, (int(x0), int(y0)), (int(x1 - x0), int(y1 - y0)))
+        map_x, map_y, index = self._maps(target, (int(x0), int(y0)), (int(x1 - x0), int(y1 - y0)), depths)
         warped = cv2.remap(
             image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
         )
-        return WarpResult(warped, (int(x0), int(y0)))
+        return WarpResult(warped, (int(x0), int(y0)), index)

@@ -91,3 +91,35 @@ def test_collapsed_triangles_leave_no_holes(layer) -> None:
     targets[band, 1] = 100.0
     result = PiecewiseAffineWarp(points).warp(opaque, targets, window=(0, 0, 220, 180))
     assert result.image[2:-2, 2:-2, 3].min() == 255
+
+
+def test_values_interpolate_linearly_over_the_drawn_triangles(layer) -> None:
+    """A per-point value that is a plane in the target (a depth) reads back as that plane at every pixel."""
+    image, points = layer
+    targets = points * 1.1 + (4.3, -2.6)
+    values = 0.7 * targets[:, 0] - 0.25 * targets[:, 1] + 12.0
+    mesh = PiecewiseAffineWarp(points)
+    result = mesh.warp(image, targets, output_size=(260, 200))
+    (x0, y0), (h, w) = result.origin, result.image.shape[:2]
+    window = (x0 + 30, y0 + 25, x0 + w - 30, y0 + h - 25)  # well inside the mesh
+    plane = mesh.interpolate(values, targets, result, window)
+    ys, xs = np.mgrid[window[1] : window[3], window[0] : window[2]]
+    np.testing.assert_allclose(plane, 0.7 * xs - 0.25 * ys + 12.0, atol=1e-3)
+    with pytest.raises(ValueError, match="window"):
+        mesh.interpolate(values, targets, result, (x0 - 1, y0, x0 + 5, y0 + 5))
+
+
+def test_where_the_mesh_folds_the_nearer_triangle_shows() -> None:
+    """Two triangles folded over each other: with depths, the nearer one's pixels win, either way round."""
+    source = np.array([[0.0, 0], [40, 0], [20, 40], [60, 40]])
+    triangles = np.array([[0, 1, 2], [1, 3, 2]])
+    image = np.zeros((41, 61, 3), np.uint8)
+    image[:, :30] = (255, 0, 0)  # the first triangle lies on red, the second reaches into green
+    image[:, 30:] = (0, 255, 0)
+    mesh = PiecewiseAffineWarp(source, triangles)
+    folded = source.copy()
+    folded[3] = (5, 40)  # the second triangle swings back over the first
+    for near, colour in ((np.array([0, 0, 0, 10.0]), 1), (np.array([10, 10, 10, 0.0]), 0)):
+        result = mesh.warp(image, folded, window=(0, 0, 61, 41), depths=near)
+        pixel = result.image[30, 20]  # inside both: red through the first, green through the second
+        assert pixel.argmax() == colour, (near, pixel)
