@@ -307,7 +307,14 @@ def _export(path: Path, decoded: Decoded, outcome: _ShotOutcome, config: CurateC
     assert kiss is not None and faces is not None
     times = np.array([s.time_s for s in outcome.samples])
     exported = export_segment(
-        path, kiss, faces, times, (decoded.probe.width, decoded.probe.height), decoded.scale, config
+        path,
+        kiss,
+        faces,
+        times,
+        (decoded.probe.width, decoded.probe.height),
+        decoded.scale,
+        config,
+        decoded.frames,
     )
     row = manifest.empty_row(
         kind=manifest.KIND_SEGMENT,

@@ -68,6 +68,14 @@ class CurateConfig(BaseModel):
         832, ge=160, description="Sampled frames are downscaled to this longer side before analysis."
     )
 
+    keep_decoded_mib: float = Field(
+        128.0,
+        ge=0,
+        description="The analysis pass keeps the decoded source frames (as decoded, YUV) for the export up"
+        " to this many MiB a clip (a 5 s 832x480 clip at 24 fps: 72 MiB); a clip that needs more is decoded"
+        " a second time for the export instead (0: always). Bounds a worker's memory.",
+    )
+
     # Shots.
     cut_threshold: float = Field(
         0.12,

@@ -1,8 +1,10 @@
 """Probe and one streaming decode pass with PyAV: header checks, then per-frame cut and motion signals
-and the frames sampled for analysis, never the whole clip in memory.
+and the frames sampled for analysis, never more of the clip in memory than `keep_decoded_mib`.
 
-Every decoded frame leaves only a 64-bin histogram and a global shift (phase correlation of 160-px
-thumbnails) behind; one frame in `fps / sample_fps` is kept, downscaled to `analysis_max_side`.
+Every decoded frame leaves a 64-bin histogram and a global shift (phase correlation of 160-px
+thumbnails) behind; one frame in `fps / sample_fps` is kept, downscaled to `analysis_max_side`. The
+decoded frames themselves (YUV, as the decoder gives them) are kept for the export while they fit in
+`keep_decoded_mib`, so a kept clip is not decoded twice; beyond that they are dropped at once.
 `max_duration_s` is enforced while decoding, so a container that claims to be short cannot make a
 worker hold an hour of samples.
 """
@@ -58,6 +60,8 @@ class Decoded:
     shift_px: np.ndarray  # (N,) global shift from the previous frame, px at 832 wide
     samples: list[Sample] = field(default_factory=list)
     scale: float = 1.0  # analysis pixels per source pixel
+    # Every decoded frame in order, for the export; None when they did not fit in `keep_decoded_mib`.
+    frames: list[av.VideoFrame] | None = None
 
     @property
     def frame_count(self) -> int:
@@ -149,6 +153,8 @@ def decode_sampled(path: Path, p: Probe, config: CurateConfig) -> Decoded:
     previous_gray: np.ndarray | None = None
     next_sample = 0.0
     period = 1.0 / config.sample_fps
+    kept: list[av.VideoFrame] | None = [] if config.keep_decoded_mib > 0 else None
+    kept_bytes, budget = 0, config.keep_decoded_mib * 2**20
     try:
         for index, frame in enumerate(iter_frames(path)):
             if frame.width * frame.height > config.max_frame_pixels:
@@ -170,6 +176,12 @@ def decode_sampled(path: Path, p: Probe, config: CurateConfig) -> Decoded:
                 shifts.append(float(np.hypot(dx, dy)) * MOTION_REFERENCE_WIDTH / tw)
             previous_hist, previous_gray = hist, gray
             times.append(t)
+            if kept is not None:
+                kept_bytes += sum(plane.buffer_size for plane in frame.planes)
+                if kept_bytes > budget:
+                    kept = None  # over budget: the export decodes again
+                else:
+                    kept.append(frame)
             if t - times[0] >= next_sample - 1e-6:
                 rgb = frame.to_ndarray(format="rgb24", width=aw, height=ah)
                 block = blockiness(frame.to_ndarray(format="gray"))
@@ -185,7 +197,7 @@ def decode_sampled(path: Path, p: Probe, config: CurateConfig) -> Decoded:
         ) from None
     if len(times) < 2:
         raise Rejected(Reason.UNREADABLE if not times else Reason.TOO_SHORT, detail=f"{len(times)} frames")
-    decoded = Decoded(p, np.asarray(times), np.asarray(cuts), np.asarray(shifts), samples, aw / p.width)
+    decoded = Decoded(p, np.asarray(times), np.asarray(cuts), np.asarray(shifts), samples, aw / p.width, kept)
     check_decoded(decoded, config)
     return decoded
 

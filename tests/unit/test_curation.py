@@ -192,6 +192,20 @@ def test_decode_samples_at_the_configured_rate_and_keeps_only_samples(tmp_path: 
     assert np.median(decoded.shift_px[1:]) == pytest.approx(832 / 320, abs=0.5)
 
 
+def test_decode_keeps_the_frames_for_the_export_within_its_budget(tmp_path: Path) -> None:
+    path = _clip(tmp_path)
+    config = CurateConfig(min_duration_s=1.0)
+    decoded = decode_sampled(path, probe(path, config), config)
+    assert decoded.frames is not None and len(decoded.frames) == decoded.frame_count
+    times = 0.3 + np.arange(20) / 16
+    kept, again = list(_frames_at(decoded.frames, times)), list(_frames_at(path, times))
+    assert len(kept) == 20 and all(np.array_equal(a, b) for a, b in zip(kept, again, strict=True))
+    # 40 frames of 320x240 YUV 4:2:0 are ~4.5 MiB: over a 1 MiB budget they are not kept (nor with 0).
+    for budget in (1.0, 0.0):
+        small = CurateConfig(min_duration_s=1.0, keep_decoded_mib=budget)
+        assert decode_sampled(path, probe(path, small), small).frames is None
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
