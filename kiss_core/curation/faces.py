@@ -195,12 +195,15 @@ def shot_faces(
     both = sorted(set(tracked["a"]) & set(tracked["b"]))
     apart = [i for i in both if _apart(found[i][tracked["a"][i]].box, found[i][tracked["b"][i]].box)]
     both = apart if len(apart) >= 2 else both
+    picks = _pick_frames(both, config.embed_frames)
+    faces = [
+        (samples[i].frame, landmarks[i, p].astype(np.float32)) for p in range(len(PERSONS)) for i in picks
+    ]
+    vectors = embed_all(embedder, faces)
     for p in range(len(PERSONS)):
-        picks = _pick_frames(both, config.embed_frames)
-        vectors = [embedder.embed(samples[i].frame, landmarks[i, p].astype(np.float32)) for i in picks]
-        for u, v in itertools.combinations(vectors, 2):
+        track = vectors[p * len(picks) : (p + 1) * len(picks)]
+        for u, v in itertools.combinations(track, 2):
             identity_min = min(identity_min, cosine_similarity(u, v))
-
         for i in picks:
             sharp.append(_face_sharpness(samples[i].frame, box_array[p, i]))
     scores["score_identity_min"] = identity_min
@@ -230,6 +233,15 @@ def shot_faces(
     if share < config.min_landmark_share:
         raise Rejected(Reason.LANDMARKS_UNSTABLE, detail=f"usable on {share:.2f} of the frames")
     return result
+
+
+def embed_all(embedder: FaceEmbedder, faces: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Each (frame, 68 landmarks) face's embedding: one batch where the embedder runs batches (dlib's
+    descriptor on onnxruntime: 5.5 ms a face batched, 6.6 one at a time), else one face at a time."""
+    many = getattr(embedder, "embed_many", None)
+    if many is not None and faces:
+        return list(many(faces))
+    return [embedder.embed(frame, points) for frame, points in faces]
 
 
 def _apart(one: Box, other: Box) -> bool:
