@@ -16,11 +16,14 @@ as two RGBA layers at about output resolution:
   (below the neck row, where both move with the body) they add up to the person exactly.
 
 Both bodies are drawn first, then both heads, each pair back subject first in the plan's occlusion
-order: a face is never covered by a shoulder. The turn foreshortens the far cheek into a thin band
-at the silhouette, which would turn the edge into a hard cut; so each head's leading edge (the far
-cheek, that lies over the partner at contact) fades out over a band in the frame instead, and the
-faces meet in a soft seam. A body cut off by the photo's bottom edge above the frame's is extended
-downwards (its last rows repeated), then faded.
+order: a face is never covered by a shoulder. Where the two heads overlap they are ordered per
+pixel in 3-D (kiss_core.scene.depth): each mesh point carries its depth on the turned head cylinder
+(the plan's per-landmark depth, the anchors' on the cylinder's surface or its silhouette plane),
+interpolated over the warped triangles, and whichever surface is nearer covers the other, with an
+anti-aliased step a pixel or two wide where the depths cross. So the front face's far cheek, turning away,
+goes behind the partner's lips and cheek just inside its silhouette, and the back face is hidden
+behind the front one — no fade, no seam across either face. A body cut off by the photo's bottom
+edge above the frame's is extended downwards (its last rows repeated), then faded.
 
 The scene behind them is one photo's own background with its people inpainted away, or the
 neutral blur (kiss_core.scene.background); each person is pulled a little towards the scene's light
@@ -41,16 +44,12 @@ import numpy as np
 from kiss_core.media.geometry import apply_affine, compose_affine, eye_centers, face_width
 from kiss_core.scene.background import choose_background, scene_background
 from kiss_core.scene.choreography import KissPlan, SubjectTrack, smoothstep
+from kiss_core.scene.depth import coverage
 from kiss_core.scene.layout import MIRROR_PERMUTATION, affine_scale, head_polygon
 from kiss_core.scene.lighting import apply_lab_map, scene_light_map
 from kiss_core.scene.segmentation import PersonSegmentation, segment_person
-from kiss_core.scene.warp import PiecewiseAffineWarp, border_points
+from kiss_core.scene.warp import PiecewiseAffineWarp, WarpResult, border_points
 from kiss_core.schemas import SubjectAnalysis
-
-# A turned face fades out between these head-local positions (in head radii from the turn axis,
-# towards the partner): it starts just past the leading lip corner at full turn and ends at the
-# silhouette, so the partner's lips and cheek show through the far cheek, not under a cut edge.
-SEAM_FROM, SEAM_TO = 0.72, 1.0
 
 # The body follows the head damped: this share of its rotation, and of its shift (the approach).
 BODY_ROTATION = 0.35
@@ -64,6 +63,9 @@ BODY_HOLE = (-0.1, 0.3)  # the body layer leaves out the head above this fade (e
 COLUMN = (1.05, 1.3)  # the head layer's sides fade across these head half-widths (the ring is at 1.2)
 NECK_COLUMN = (0.55, 0.8)  # ...and below the chin, across these
 BODY_OPAQUE, BODY_FADE = 0.75, 1.5  # a body extended below the photo: opaque, then faded (face widths)
+# Share of the head cylinder's depth the two forehead rows of anchors take (the higher one curving
+# back); the hair cap, the ring around the head and the layer's corners lie in the silhouette plane.
+FOREHEAD_RELIEF = (0.9, 0.6)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class HeadLayer:
     warp: (
         PiecewiseAffineWarp  # over the layer's points: 68 landmarks (frame iBUG order), anchors, body anchors
     )
+    relief: np.ndarray  # (M,) share of the head cylinder's depth each anchor takes (FOREHEAD_RELIEF)
 
     def targets(self, track: SubjectTrack) -> np.ndarray:
         """(T, 68 + M + K, 2) frame positions of the mesh points over the clip."""
@@ -86,6 +89,21 @@ class HeadLayer:
             compose_affine(body, np.broadcast_to(track.layout_transform, body.shape)), self.body_anchors
         )
         return np.concatenate([track.landmarks, track.follow(self.anchors), on_body], axis=1)
+
+    def depths(self, track: SubjectTrack) -> np.ndarray | None:
+        """(T, 68 + M + K) depth of the mesh points towards the camera (frame pixels); None without one.
+
+        Landmarks: the plan's. Head anchors: on the turned cylinder as far as their relief says (the
+        forehead), else in the axis plane with the hair and the silhouette. Body anchors (the lower
+        neck, the corners): in the axis plane.
+        """
+        if track.depth is None:
+            return None
+        count = len(track.depth)
+        axis = (np.zeros(count) if track.axis_depth is None else track.axis_depth)[:, None]
+        anchors = axis + self.relief[None, :] * (track.surface_depth(self.anchors) - axis)
+        body = np.broadcast_to(axis, (count, len(self.body_anchors)))
+        return np.concatenate([track.depth, anchors, body], axis=1)
 
 
 @dataclass(frozen=True)
@@ -174,6 +192,13 @@ def _head_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     across, down = outline @ ux, outline @ uy
     centre = ux * (across.max() + across.min()) / 2 + uy * (down.max() + down.min()) / 2
     return centre, np.array([np.ptp(across), np.ptp(down)]) / 2
+
+
+def anchor_relief(anchor_count: int) -> np.ndarray:
+    """(anchor_count,) relief of `head_anchors`' points (two forehead rows of ten first) and any after."""
+    relief = np.zeros(anchor_count)
+    relief[:10], relief[10:20] = FOREHEAD_RELIEF
+    return relief
 
 
 def neck_row(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -330,6 +355,7 @@ class PreviewCompositor:
             body_anchors=apply_affine(to_photo, np.concatenate([neck, lower])),
             pivot=pivot,
             warp=mesh,
+            relief=anchor_relief(len(anchors) + len(upper)),
         )
 
         # Body layer: everything of the person the head layer does not draw, down to the photo's bottom.
@@ -407,8 +433,8 @@ class PreviewCompositor:
         """The frames of `plan` from a prepared `scene`."""
         layers = scene.layers
         targets = {s: layers[s].head.targets(plan.tracks[s]) for s in ("a", "b")}
+        depths = {s: layers[s].head.depths(plan.tracks[s]) for s in ("a", "b")}
         bodies = {s: layers[s].body.transforms(plan.tracks[s]) for s in ("a", "b")}
-        seam = {s: _seam_weight(plan.tracks[s]) for s in ("a", "b")}
         order = (("b", "a"), ("a", "b"))  # index: plan.front value (0 = a on top, so b is drawn first)
         size = (plan.width, plan.height)
         for t in range(plan.frame_count):
@@ -416,16 +442,87 @@ class PreviewCompositor:
             drawn = order[int(plan.front[t])]
             for subject in drawn:
                 _draw_affine(frame, layers[subject].body.rgba, bodies[subject][t])
-            for subject in drawn:
-                layer, track = layers[subject].head, plan.tracks[subject]
-                warped = layer.warp.warp(layer.rgba, targets[subject][t], output_size=size)
-                if warped.image.size == 0:
-                    continue
-                alpha = cv2.extractChannel(warped.image, 3).astype(np.float32) * np.float32(1 / 255)
-                if seam[subject][t] > 0:
-                    alpha *= _seam_fade(track, t, warped.origin, alpha.shape, seam[subject][t])
-                _blend(frame, warped.image, alpha, warped.origin)
+            heads = []
+            for subject in drawn:  # back, then front
+                depth = depths[subject]
+                at_t = None if depth is None else depth[t]
+                heads.append(_warp_head(layers[subject].head, targets[subject][t], at_t, size))
+            if heads[0] is not None and heads[1] is not None:
+                order_by_depth(heads[1], heads[0])
+            for head in heads:
+                if head is not None:
+                    _blend(frame, head.result.image, head.alpha, head.result.origin)
             yield frame
+
+
+@dataclass
+class WarpedHead:
+    """One head warped onto a frame: its window, its alpha (0..1, as it will be blended), its mesh."""
+
+    result: WarpResult
+    alpha: np.ndarray  # (h, w) float32
+    warp: PiecewiseAffineWarp
+    targets: np.ndarray  # (P, 2) the mesh points in the frame
+    depths: np.ndarray | None  # (P,) their depth towards the camera, frame pixels
+
+    def box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) in the frame around the pixels it draws (alpha > 0); empty when none."""
+        x, y, w, h = cv2.boundingRect(cv2.extractChannel(self.result.image, 3))
+        ox, oy = self.result.origin
+        return ox + x, oy + y, ox + x + w, oy + y + h
+
+    def depth(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        """float32 depth of its surface at each pixel of `window` (frame coordinates, inside its own)."""
+        assert self.depths is not None
+        return self.warp.interpolate(self.depths, self.targets, self.result, window)
+
+    def alpha_in(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        """A view of its alpha over `window` (frame coordinates, inside its own)."""
+        ox, oy = self.result.origin
+        x0, y0, x1, y1 = window
+        return self.alpha[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+
+
+def _warp_head(
+    layer: HeadLayer, targets: np.ndarray, depths: np.ndarray | None, size: tuple[int, int]
+) -> WarpedHead | None:
+    warped = layer.warp.warp(layer.rgba, targets, output_size=size, depths=depths)
+    if warped.image.size == 0:
+        return None
+    alpha = cv2.extractChannel(warped.image, 3).astype(np.float32) * np.float32(1 / 255)
+    return WarpedHead(warped, alpha, layer.warp, targets, depths)
+
+
+def order_by_depth(front: WarpedHead, back: WarpedHead) -> None:
+    """Rewrite both alphas where the heads overlap so that blending `back`, then `front` shows each pixel
+    as seen in 3-D: the nearer surface over the farther, over the scene.
+
+    With `w` the share of a pixel where the front surface is nearer (kiss_core.scene.depth.coverage)
+    and a_f, a_b the alphas, the frame is w (F over B over scene) + (1 - w) (B over F over scene). Two
+    blends in a row give that exactly with front alpha a_f (1 - (1 - w) a_b) and back alpha
+    a_b (1 - w a_f) / (1 - front alpha). Outside the overlap both are left as they are.
+    """
+    if front.depths is None or back.depths is None:
+        return
+    fx0, fy0, fx1, fy1 = front.box()
+    bx0, by0, bx1, by1 = back.box()
+    window = (max(fx0, bx0), max(fy0, by0), min(fx1, bx1), min(fy1, by1))
+    if window[2] <= window[0] or window[3] <= window[1]:
+        return
+    nearer = coverage(front.depth(window) - back.depth(window))
+    a_f, a_b = front.alpha_in(window), back.alpha_in(window)
+    hidden = 1.0 - nearer
+    hidden *= a_b  # share of the front's pixel the nearer back surface covers
+    shown_f = a_f * (1.0 - hidden)
+    shown_b = nearer
+    shown_b *= a_f
+    np.subtract(1.0, shown_b, out=shown_b)
+    shown_b *= a_b  # the back's share of the final pixel
+    rest = np.maximum(1.0 - shown_f, np.float32(1e-6))
+    np.divide(shown_b, rest, out=shown_b)
+    np.clip(shown_b, 0.0, 1.0, out=shown_b)
+    a_f[...] = shown_f
+    a_b[...] = shown_b
 
 
 def _blend(frame: np.ndarray, rgba: np.ndarray, alpha: np.ndarray, origin: tuple[int, int]) -> None:
@@ -515,35 +612,10 @@ def _in_scene_light(layers: PersonLayers, backdrop: np.ndarray, track: SubjectTr
             body_anchors=head.body_anchors,
             pivot=head.pivot,
             warp=head.warp,
+            relief=head.relief,
         ),
         body=BodyLayer(rgba=lit_body, to_photo=body.to_photo, pivot=body.pivot),
     )
-
-
-def _seam_weight(track: SubjectTrack) -> np.ndarray:
-    """(T,) how strongly the leading edge fades: follows the turn towards the partner (0 while frontal)."""
-    peak = float(np.abs(track.turn).max())
-    return np.clip(track.turn / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(track.turn)
-
-
-def _seam_fade(
-    track: SubjectTrack, t: int, origin: tuple[int, int], shape: tuple[int, int], weight: float
-) -> np.ndarray:
-    """(h, w) float32 factor for a window of the frame: 1 inside, fading to 0 at the leading silhouette."""
-    inverse = cv2.invertAffineTransform(track.motion[t])[0]  # frame -> layout x
-    h, w = shape
-    # v = (u - SEAM_FROM) / (SEAM_TO - SEAM_FROM), u the head-local position: one linear map of (x, y),
-    # evaluated in float32 and eased in place (this runs on every turned frame's window).
-    k = track.toward / track.head_radius / (SEAM_TO - SEAM_FROM)
-    offset = (inverse[2] - track.head_center[0]) * k - SEAM_FROM / (SEAM_TO - SEAM_FROM)
-    xs = np.arange(origin[0], origin[0] + w, dtype=np.float32)[None, :] * np.float32(inverse[0] * k)
-    ys = np.arange(origin[1], origin[1] + h, dtype=np.float32)[:, None] * np.float32(inverse[1] * k)
-    v = xs + (ys + np.float32(offset))
-    np.clip(v, 0.0, 1.0, out=v)
-    fade = v * v * (np.float32(3.0) - np.float32(2.0) * v)  # smoothstep
-    fade *= np.float32(-weight)
-    fade += np.float32(1.0)
-    return fade
 
 
 def _check_photo(photo: np.ndarray, subject: str) -> np.ndarray:

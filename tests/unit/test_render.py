@@ -1,4 +1,5 @@
-"""The preview compositor: frames of the right shape, faces where the plan puts them, soft layer edges.
+"""The preview compositor: frames of the right shape, faces where the plan puts them, soft layer edges,
+and where the two heads overlap, the nearer surface in front (ordered per pixel in 3-D).
 
 Photos here are drawings (an ellipse "face" on the mean-face landmarks) or, in one test, the
 synthetic subjects — composites of several faces, nobody real.
@@ -12,7 +13,7 @@ import pytest
 
 from kiss_core.media.geometry import apply_affine, compose_affine
 from kiss_core.scene.choreography import face_centers, plan_kiss
-from kiss_core.scene.render import BODY_ROTATION, BODY_SHIFT, PreviewCompositor, _seam_fade, _seam_weight
+from kiss_core.scene.render import BODY_ROTATION, BODY_SHIFT, PreviewCompositor, _warp_head, order_by_depth
 from kiss_core.schemas import SubjectAnalysis, VideoParams
 from tests.support.mean_face import mean_face_analysis
 
@@ -104,11 +105,15 @@ def test_no_hard_edge_at_the_layer_border() -> None:
     turned = plan.tracks["a"].turn > 1
     for t, frame in enumerate(frames):
         grad = np.hypot(*np.gradient(frame.astype(np.float32), axis=(0, 1))).max(axis=-1)  # worst channel
+        # Where the two heads overlap, the nearer covers the other with an edge a pixel or two wide
+        # (test_the_nearer_surface_is_drawn_where_the_heads_overlap): that edge is not the layer's.
+        heads = rendered_heads(plan, photos, analyses, t)
+        both = (heads["a"]["alpha"] > 0.02) & (heads["b"]["alpha"] > 0.02)
+        outside = cv2.dilate(both.astype(np.uint8), np.ones((5, 5), np.uint8)) == 0
         # A hard cut steps by ~200 levels (feather_px=0 measures ~110 here); the feather spreads it out.
-        # Where a turned face's far cheek lies over the other face (red on blue, a 220-level step), the
-        # seam fades over a band of the head radius; folds of the lips against the jaw at mid-turn make
-        # it locally steeper (measured 50), still less than half a hard cut.
-        assert grad.max() < (60 if turned[t] else 20), t
+        # Folds of the lips against the jaw at mid-turn make it locally steeper (measured 50), still
+        # less than half a hard cut.
+        assert grad[outside].max() < (60 if turned[t] else 20), t
     # ...yet the heads are there, in their own colours, unchanged (no colour pull in the renderer).
     for subject, colour in (("a", (250, 30, 30)), ("b", (20, 30, 250))):
         x, y = face_centers(plan)[subject][0].round().astype(int)
@@ -183,22 +188,35 @@ def test_synthetic_subjects_render(synthetic_pair) -> None:
     assert skin[0] > skin[2]  # skin is warmer than the neutral backdrop
 
 
-def rendered_alpha(plan, photos, analyses, frame: int) -> dict[str, np.ndarray]:
-    """Each head's alpha (0..1) at `frame` as it is blended (the leading edge faded), full frame size."""
+def rendered_heads(plan, photos, analyses, frame: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per head at `frame`, full frame size: `alpha` (0..1) as warped, `depth` (frame pixels, where the
+    head is drawn) and `shown`, its share of each finished pixel once the two are ordered by depth."""
     layers = PreviewCompositor().person_layers(plan, photos, analyses)
-    masks = {}
+    size = (plan.width, plan.height)
+    heads = {}
     for s, person in layers.items():
-        layer, track = person.head, plan.tracks[s]
-        warped = layer.warp.warp(
-            layer.rgba, layer.targets(track)[frame], output_size=(plan.width, plan.height)
-        )
-        alpha = np.zeros((plan.height, plan.width), np.float32)
-        (x0, y0), (h, w) = warped.origin, warped.image.shape[:2]
-        weight = _seam_weight(track)[frame]
-        seam = _seam_fade(track, frame, warped.origin, (h, w), weight) if weight > 0 else 1.0
-        alpha[y0 : y0 + h, x0 : x0 + w] = warped.image[..., 3] / 255 * seam
-        masks[s] = alpha
-    return masks
+        track = plan.tracks[s]
+        depths = person.head.depths(track)
+        assert depths is not None
+        heads[s] = _warp_head(person.head, person.head.targets(track)[frame], depths[frame], size)
+    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in heads}
+    for s, head in heads.items():
+        (x0, y0), (h, w) = head.result.origin, head.alpha.shape
+        for name, values in (("alpha", head.alpha), ("depth", head.depth((x0, y0, x0 + w, y0 + h)))):
+            full = np.zeros((plan.height, plan.width), np.float32)
+            full[y0 : y0 + h, x0 : x0 + w] = values
+            out[s][name] = full
+    front = "ab"[int(plan.front[frame])]
+    back = "b" if front == "a" else "a"
+    order_by_depth(heads[front], heads[back])
+    for s, head in heads.items():
+        (x0, y0), (h, w) = head.result.origin, head.alpha.shape
+        full = np.zeros((plan.height, plan.width), np.float32)
+        full[y0 : y0 + h, x0 : x0 + w] = head.alpha
+        out[s]["blended"] = full
+    out[back]["shown"] = out[back]["blended"] * (1 - out[front]["blended"])
+    out[front]["shown"] = out[front]["blended"]
+    return out
 
 
 @pytest.mark.parametrize("style", ["peck", "romantic", "french"])
@@ -207,23 +225,64 @@ def test_heads_overlap_little_at_contact(synthetic_pair, style: str) -> None:
 
     The masks include hair and neck, which sit behind the partner's head in any real kiss seen
     from the side, so some overlap is right; frontal layers overlapped ~90 %. Measured at 832x480 on
-    the alpha as blended (the leading edge faded): peck 0.16, romantic 0.10, french 0.10 of the
-    smaller head (the head ovals before segmentation, unfaded: 0.38, 0.32, 0.30).
+    the head layers' alpha as warped (before ordering by depth): peck 0.39, romantic 0.34, french
+    0.33 of the smaller head.
     """
     analyses, photos = synthetic_pair
     plan = plan_kiss(analyses, VideoParams(style=style))
     c = plan.contact_frame
-    masks = rendered_alpha(plan, photos, analyses, c)
+    heads = rendered_heads(plan, photos, analyses, c)
+    masks = {s: heads[s]["alpha"] for s in heads}
     overlap = np.minimum(masks["a"], masks["b"]).sum() / min(masks["a"].sum(), masks["b"].sum())
     assert overlap < (0.42 if style == "peck" else 0.36)
     front = "ab"[int(plan.front[c])]
     back = "b" if front == "a" else "a"
     near_eye = slice(36, 42) if back == "a" else slice(42, 48)  # the back face's eye away from the partner
     x, y = plan.tracks[back].landmarks[c, near_eye].mean(0).round().astype(int)
-    assert masks[front][y, x] < 0.1
+    assert heads[front]["shown"][y, x] < 0.1  # the front head's hair there lies behind the back face
     # The lips meet: both heads are opaque at the contact point.
     mx, my = plan.mouth_centers()[front][c].round().astype(int)
     assert masks["a"][my, mx] > 0.5 and masks["b"][my, mx] > 0.5
+
+
+@pytest.mark.parametrize("style", ["peck", "romantic", "french", "cheek"])
+def test_the_nearer_surface_is_drawn_where_the_heads_overlap(synthetic_pair, style: str) -> None:
+    """Synthetic subjects tinted red (a) and blue (b): where both heads are opaque, the rendered contact
+    frame shows the colour of the one whose surface is nearer the camera, and the two meet in an edge a
+    pixel or two wide — not a band where one face fades into the other."""
+    analyses, photos = synthetic_pair
+    luma = {s: photos[s].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) for s in photos}
+    tinted = {
+        "a": np.dstack([luma["a"], 0.25 * luma["a"], 0.25 * luma["a"]]).astype(np.uint8),
+        "b": np.dstack([0.25 * luma["b"], 0.25 * luma["b"], luma["b"]]).astype(np.uint8),
+    }
+    plan = plan_kiss(analyses, VideoParams(style=style, seconds=2, fps=12))
+    c = plan.contact_frame
+    frames = PreviewCompositor().render(plan, tinted, analyses, background="blur")
+    frame = next(f for i, f in enumerate(frames) if i == c).astype(np.float32)
+    heads = rendered_heads(plan, tinted, analyses, c)
+    both = (heads["a"]["alpha"] > 0.99) & (heads["b"]["alpha"] > 0.99)
+    nearer_a = heads["a"]["depth"] - heads["b"]["depth"]
+    # Away from the contour (more than two pixels), each pixel is wholly the nearer face's.
+    settled = cv2.erode(both.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    slope = np.hypot(*np.gradient(nearer_a))
+    away = settled & (np.abs(nearer_a) > 2.5 * np.maximum(slope, 1e-3))
+    redder = frame[..., 0] - frame[..., 2]
+    a_in_front, b_in_front = away & (nearer_a > 0), away & (nearer_a < 0)
+    assert a_in_front.sum() > 200 and b_in_front.sum() > 200  # each face covers part of the other
+    assert (redder[a_in_front] > 20).mean() > 0.99
+    assert (redder[b_in_front] < -20).mean() > 0.99
+    # The front face's far cheek turns away: past the contour, inside its own outline, the back face shows.
+    front = "ab"[int(plan.front[c])]
+    from kiss_core.generation.quality.seam import hull_mask
+
+    inside_front = hull_mask(plan.tracks[front].landmarks[c], both.shape).astype(bool)
+    behind = b_in_front if front == "a" else a_in_front
+    assert (behind & inside_front).sum() > 100
+    # Mixed pixels (both faces showing 10-90 %) lie only along the contour: a narrow edge, not a fade.
+    mixed = (heads["a"]["shown"] > 0.1) & (heads["b"]["shown"] > 0.1) & both
+    contour_rows = np.unique(np.nonzero(mixed)[0])
+    assert mixed.sum() <= 3 * max(len(contour_rows), 1)
 
 
 def test_the_body_follows_the_head_damped(scene) -> None:
