@@ -107,13 +107,12 @@ class GeneratorSettings(BaseModel):
         " differences; half is the default).",
     )
     camera_push_in: float = Field(
-        0.0,
+        0.08,
         ge=0.0,
         le=0.25,
         description="The preview's slow camera push-in toward the point where the lips meet: the zoom gained"
-        " by the end of the hold (0.08, as tuned: 8 % closer), eased from the whole scene on the first frame;"
-        " 0 (for now the default) keeps the camera still. The plan's landmarks (quality report, pose video)"
-        " include it.",
+        " by the end of the hold (0.08: 8 % closer), eased from the whole scene on the first frame; 0 keeps"
+        " the camera still. The plan's landmarks (quality report, pose video) include it.",
     )
     # Diffusion backends (kiss_core.generation.backends.wan). Weights are never downloaded: read from here.
     model_root: Path = Field(
@@ -448,9 +447,9 @@ class OutputCheckSettings(BaseModel):
     age: bool = Field(
         True,
         description="Estimate the age of every full face detected in the checked frames: the video is blocked"
-        " when a person's median estimate is under safety.age_gate.min_age less `age_tolerance`, a single face"
-        " reads under 18, or a face nobody planned reads under that same threshold (faces touching the other"
-        " person's are not read: the estimate is unreliable there).",
+        " when a person's median estimate is under safety.age_gate.min_age less `age_tolerance`, a single"
+        " face reads under 18, or a face nobody planned reads under that same threshold (faces touching the"
+        " other person's are not read: the estimate is unreliable there).",
     )
     age_tolerance: float = Field(
         2.0,

@@ -20,7 +20,7 @@ from kiss_core.schemas import SubjectAnalysis, VideoParams
 from kiss_core.settings import Settings
 from tests.support.mean_face import mean_face_analysis
 
-PUSH = TUNED_PUSH_IN  # the push-in as tuned (the setting's default is off for now)
+PUSH = TUNED_PUSH_IN  # the push-in as tuned, also the default
 
 
 def analyses() -> dict[str, SubjectAnalysis]:
