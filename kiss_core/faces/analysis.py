@@ -203,6 +203,40 @@ class DlibFaceAnalyzer:
                 faces.append(DetectedFace(box=(x0, y0, x1, y1), landmarks=landmarks, score=float(score)))
         return faces
 
+    def detect_many(
+        self, images: Sequence[np.ndarray], upsample: int | None = None
+    ) -> list[list[DetectedFace]]:
+        """`detect` on each image, HOG on all of them first and the landmarks after, one face after the
+        other: the same faces and landmarks as `detect` image by image, with less CPU on many frames (the
+        predictor's 95 MB of trees and HOG's buffers do not evict each other from cache at every frame)."""
+        passes = self.settings.upsample if upsample is None else upsample
+        found: list[tuple[np.ndarray, float, list[tuple[dlib.rectangle, float]]]] = []
+        with self._lock:
+            for image in images:
+                image = require_rgb(image)
+                height, width = image.shape[:2]
+                scale = min(1.0, self.settings.detect_max_side / max(height, width))
+                small = image
+                if scale < 1.0:
+                    small = cv2.resize(
+                        image,
+                        (max(1, round(width * scale)), max(1, round(height * scale))),
+                        interpolation=cv2.INTER_AREA,
+                    )
+                rects, scores, _ = self._detector.run(small, passes, 0.0)
+                found.append((image, scale, list(zip(rects, scores, strict=True))))
+            result = []
+            for image, scale, detections in found:
+                faces = []
+                for rect, score in detections:
+                    x0, y0 = rect.left() / scale, rect.top() / scale
+                    x1, y1 = (rect.right() + 1) / scale, (rect.bottom() + 1) / scale
+                    full = (round(x0), round(y0), round(x1) - 1, round(y1) - 1)
+                    landmarks = self.predictor.landmarks(image, full).astype(np.float32)
+                    faces.append(DetectedFace(box=(x0, y0, x1, y1), landmarks=landmarks, score=float(score)))
+                result.append(faces)
+        return result
+
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The L2-normalised 128-D dlib descriptor of the face with these 68 landmarks."""
         return self.embed_many([(image, landmarks)])[0]
