@@ -21,6 +21,7 @@ from kiss_core.curation.quality import blockiness, detail_sharpness, exposure
 from kiss_core.curation.reasons import DESCRIPTIONS, Reason, Rejected
 from kiss_core.curation.sidecar import check_sidecar, parse_sidecar, sidecar_name
 from kiss_core.curation.sources import Entry, Location, list_local, open_local, read_local_sidecar
+from kiss_core.faces.analysis import DlibFaceAnalyzer
 from kiss_core.media.video import decode_mp4, encode_jpeg, encode_mp4
 from kiss_core.safety.prompt import STYLE_PROMPTS
 
@@ -117,6 +118,22 @@ def test_hog_also_runs_where_the_face_count_changes_between_two_checked_frames()
     assert list(found) == [0, 2, 4, 6, 7, 8, 10, 12, 13, 14, 16, 18, 19]
     assert all(len(found[i]) == faces[i] for i in found)
     assert list(count_faces(samples, 1, _CountingAnalyzer(faces), 0)) == list(range(len(faces)))  # type: ignore[arg-type]
+
+
+def test_detect_many_finds_what_detect_finds_image_by_image(analyzer: DlibFaceAnalyzer) -> None:
+    from tests.support.photos import astronaut_path, t1_path
+
+    t1 = cv2.cvtColor(cv2.imread(str(t1_path())), cv2.COLOR_BGR2RGB)  # 1280 wide: HOG on a downscaled copy
+    astronaut = cv2.cvtColor(cv2.imread(str(astronaut_path())), cv2.COLOR_BGR2RGB)  # 512: as it is
+    images = [t1, astronaut, np.ascontiguousarray(t1[:, ::-1])]
+    for upsample in (0, 1):
+        many = analyzer.detect_many(images, upsample)
+        one = [analyzer.detect(image, upsample) for image in images]
+        assert [len(faces) for faces in many] == [len(faces) for faces in one] and len(many[0]) >= 4
+        for a, b in zip(
+            (f for faces in many for f in faces), (f for faces in one for f in faces), strict=True
+        ):
+            assert a.box == b.box and a.score == b.score and np.array_equal(a.landmarks, b.landmarks)
 
 
 def test_track_frames_between_predictions_are_interpolated() -> None:
