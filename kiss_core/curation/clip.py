@@ -315,6 +315,8 @@ def _export(path: Path, decoded: Decoded, outcome: _ShotOutcome, config: CurateC
         decoded.scale,
         config,
         decoded.frames,
+        # Samples analysed at the source's size are RGB frames the export need not convert again.
+        {s.index: s.frame for s in decoded.samples} if decoded.scale == 1.0 else None,
     )
     row = manifest.empty_row(
         kind=manifest.KIND_SEGMENT,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,13 +65,19 @@ def cover_transform(
     return scale, x0, y0
 
 
-def _frames_at(source: Path | Iterable[av.VideoFrame], times: np.ndarray) -> Iterator[np.ndarray]:
+def _frames_at(
+    source: Path | Iterable[av.VideoFrame],
+    times: np.ndarray,
+    converted: Mapping[int, np.ndarray] | None = None,
+) -> Iterator[np.ndarray]:
     """For each wanted time, the RGB source frame shown then (the last one starting at or before it).
 
     `source`: the file (decoded here, up to the last wanted time) or its decoded frames in order.
+    `converted`: frames already in RGB, by index (the analysis's samples), used where they are full size.
     Frames before the segment and frames the output rate skips are never converted.
     """
     wanted = 0
+    converted = converted or {}
     previous: av.VideoFrame | None = None
     rgb: np.ndarray | None = None  # `previous` converted, once however often it is shown
 
@@ -82,14 +88,16 @@ def _frames_at(source: Path | Iterable[av.VideoFrame], times: np.ndarray) -> Ite
             rgb = previous.to_ndarray(format="rgb24")
         return rgb
 
-    for frame in iter_frames(source) if isinstance(source, Path) else source:
+    for index, frame in enumerate(iter_frames(source) if isinstance(source, Path) else source):
         t = float(frame.time or 0.0)
         while wanted < len(times) and times[wanted] < t - 1e-6 and previous is not None:
             yield shown()
             wanted += 1
         if wanted >= len(times):
             return
-        previous, rgb = frame, None
+        previous, rgb = frame, converted.get(index)
+        if rgb is not None and rgb.shape[:2] != (frame.height, frame.width):
+            rgb = None
     while previous is not None and wanted < len(times):
         yield shown()
         wanted += 1
@@ -116,10 +124,12 @@ def export_segment(
     analysis_scale: float,
     config: CurateConfig,
     source_frames: Sequence[av.VideoFrame] | None = None,
+    converted: Mapping[int, np.ndarray] | None = None,
 ) -> ExportedSegment:
     """Re-encode [kiss.start_s, kiss.end_s] and predict both faces' landmarks on every output frame.
 
-    `source_frames`: the clip's decoded frames in order, if the caller kept them (else `path` is decoded).
+    `source_frames`: the clip's decoded frames in order, if the caller kept them (else `path` is decoded);
+    `converted`: RGB source frames by index (used where full size) that need no converting again.
     """
     out_w, out_h = output_size(*source_size, config)
     times = kiss.start_s + np.arange(kiss.num_frames) / config.out_fps
@@ -150,7 +160,7 @@ def export_segment(
     identity = scale == 1.0 and x0 == 0.0 and y0 == 0.0 and source_size == (out_w, out_h)
 
     def outputs() -> Iterator[np.ndarray]:
-        for source in _frames_at(path if source_frames is None else source_frames, times):
+        for source in _frames_at(path if source_frames is None else source_frames, times, converted):
             if identity:
                 yield source
             else:

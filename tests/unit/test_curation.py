@@ -217,6 +217,16 @@ def test_decode_keeps_the_frames_for_the_export_within_its_budget(tmp_path: Path
     times = 0.3 + np.arange(20) / 16
     kept, again = list(_frames_at(decoded.frames, times)), list(_frames_at(path, times))
     assert len(kept) == 20 and all(np.array_equal(a, b) for a, b in zip(kept, again, strict=True))
+    # Frames already converted (the analysis's samples) are shown as they are where they are full size.
+    marked = np.zeros_like(kept[0])
+    with_samples = list(_frames_at(decoded.frames, times, {5: marked, 6: marked[:10]}))
+    reused = [k for k, frame in enumerate(with_samples) if frame is marked]
+    assert reused and all(int((times[k] + 1e-6) * 16) == 5 for k in reused)  # frame 6: wrong size, converted
+    assert all(
+        np.array_equal(a, b)
+        for k, (a, b) in enumerate(zip(with_samples, again, strict=True))
+        if k not in reused
+    )
     # 40 frames of 320x240 YUV 4:2:0 are ~4.5 MiB: over a 1 MiB budget they are not kept (nor with 0).
     for budget in (1.0, 0.0):
         small = CurateConfig(min_duration_s=1.0, keep_decoded_mib=budget)
