@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from kiss_core.curation.config import CurateConfig
-from kiss_core.curation.decode import iter_frames
+from kiss_core.curation.decode import KeptFrame, iter_frames
 from kiss_core.curation.faces import ShotFaces
 from kiss_core.curation.kiss import Kiss
 from kiss_core.generation.quality.faces import predict_landmarks
@@ -66,7 +66,7 @@ def cover_transform(
 
 
 def _frames_at(
-    source: Path | Iterable[av.VideoFrame],
+    source: Path | Iterable[av.VideoFrame | KeptFrame],
     times: np.ndarray,
     converted: Mapping[int, np.ndarray] | None = None,
 ) -> Iterator[np.ndarray]:
@@ -78,7 +78,7 @@ def _frames_at(
     """
     wanted = 0
     converted = converted or {}
-    previous: av.VideoFrame | None = None
+    previous: av.VideoFrame | KeptFrame | None = None
     rgb: np.ndarray | None = None  # `previous` converted, once however often it is shown
 
     def shown() -> np.ndarray:
@@ -123,7 +123,7 @@ def export_segment(
     source_size: tuple[int, int],
     analysis_scale: float,
     config: CurateConfig,
-    source_frames: Sequence[av.VideoFrame] | None = None,
+    source_frames: Iterable[av.VideoFrame | KeptFrame] | None = None,
     converted: Mapping[int, np.ndarray] | None = None,
 ) -> ExportedSegment:
     """Re-encode [kiss.start_s, kiss.end_s] and predict both faces' landmarks on every output frame.
