@@ -14,7 +14,7 @@ renders copied round-robin to the corpus size. Three measurements:
 With `--baseline REF` (a git ref), measurement 1 also runs the curation code of that commit (its
 kiss_core from `git archive`, its default config) on the same clips, alternating with the current code
 over `--rounds` rounds, so before and after share the machine's load. Prints one table and writes
-bench/results/curate.json.
+bench/results/curate.json (or `--out`).
 """
 
 from __future__ import annotations
@@ -214,8 +214,11 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=8)
     parser.add_argument("--baseline", help="git ref whose curation code runs beside this one (single core)")
     parser.add_argument("--rounds", type=int, default=1, help="single-core passes over the distinct clips")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
+    out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     config = CurateConfig()
+    load_start = os.getloadavg()
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="kissgen-bench-curate-"))
@@ -250,17 +253,31 @@ def main() -> None:
 
     speedup = scaling[1]["clips_per_min"] / scaling[0]["clips_per_min"]
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_start": load_start,
+            "load_avg": os.getloadavg(),
+        },
         "clip": "5 s, 832x480, 24 fps, preview-compositor kiss of synthetic subjects (all kept)",
         "sample_fps": config.sample_fps,
         "single_core": one_core,
         **({"single_core_baseline": baseline} if baseline else {}),
+        **(
+            {
+                "cpu_ratio_vs_baseline": round(
+                    one_core["cpu_seconds_per_clip"] / baseline["cpu_seconds_per_clip"], 3
+                )
+            }
+            if baseline
+            else {}
+        ),
         "ray_scaling": scaling,
         "speedup_2_vs_1": round(speedup, 2),
         "memory": memory,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
     stages = one_core["stage_seconds_median"]
     c = one_core
@@ -276,6 +293,7 @@ def main() -> None:
             f"baseline {b['ref']}: {b['cpu_seconds_per_clip']} CPU s/clip = {b['clips_per_min_per_core_cpu']}"
             f" clips/min per CPU core; stages {b['stage_seconds_median']}"
         )
+        print(f"  this code uses {result['cpu_ratio_vs_baseline']}x the baseline's CPU per clip")
     header = ("run", "clips", "seconds", "clips/min", "/worker", "CPU s/clip", "worker MiB", "driver MiB")
     print(f"{header[0]:<22}" + "".join(f"{h:>11}" for h in header[1:]))
     lines = [(f"ray, {r['workers']} worker(s)", r) for r in scaling]
@@ -288,7 +306,7 @@ def main() -> None:
             r["peak_driver_rss_mib"],
         ]
         print(f"{label:<22}" + "".join(f"{v:>11}" for v in values))
-    print(f"2 workers vs 1: x{speedup:.2f}; wrote {RESULTS.relative_to(ROOT)}")
+    print(f"2 workers vs 1: x{speedup:.2f}; wrote {out}")
 
 
 if __name__ == "__main__":
