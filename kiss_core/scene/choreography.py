@@ -61,6 +61,7 @@ class StyleSpec:
     pucker: float  # lips pursed at contact, at intensity 1; intensity 0 keeps 60 %
     sway_deg: float = 0.0  # turn swaying during the hold (opposite for the two), at intensity 1
     cheek: bool = False
+    front_lead: float = FRONT_OFFSET  # head radii the front head's axis stands nearer the camera
 
 
 STYLES: dict[str, StyleSpec] = {
@@ -95,6 +96,9 @@ STYLES: dict[str, StyleSpec] = {
         turn_deg=30,
         pucker=0.6,
         cheek=True,
+        # The offered cheek turns towards the camera: the kisser leads further, so their face covers
+        # it as far as their lips rather than hiding behind it.
+        front_lead=0.3,
     ),
 }
 
@@ -517,7 +521,7 @@ def plan_kiss(
         transforms = compose_affine(motion, np.broadcast_to(placement.transform, (count, 2, 3)))
         center, radius = heads[s]
         pixels = radius * _scales(motion)  # frame pixels per head radius
-        axis_depth = FRONT_OFFSET * pixels * (front == "ab".index(s))
+        axis_depth = spec.front_lead * pixels * (front == "ab".index(s))
         tracks[s] = SubjectTrack(
             transforms=transforms,
             landmarks=apply_affine(motion, local[s]),

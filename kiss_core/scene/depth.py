@@ -35,8 +35,9 @@ MAX_TURN_RAD = 0.9  # the cylinder mapping stays monotone (no fold) below 1 rad
 # The front head's axis stands this many of its radii nearer the camera than the back head's: in a
 # kiss seen three-quarter the nearer head covers the partner's far cheek, and its own far cheek,
 # turning away, goes behind the partner's lips and cheek a little before its silhouette. With none
-# the two faces cut each other in a line through the lips; from ~0.4 the front face covers the
-# partner out to its silhouette, a pasted edge (the contact's seam 1.99 on a synthetic pair).
+# the two faces cut each other in a line through the lips; by 0.4 the front face covers the
+# partner out to its silhouette, a pasted edge (the contact's seam 2.09 on a synthetic pair). The
+# plan's default (StyleSpec.front_lead); a cheek kiss's kisser leads further.
 FRONT_OFFSET = 0.15
 
 COVERAGE_EDGE_PX = 1.0  # width of the step where two surfaces' depths cross, before a 3x3 binomial

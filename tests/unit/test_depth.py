@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiss_core.scene.choreography import plan_kiss, turn_points
-from kiss_core.scene.depth import FRONT_OFFSET, STANDOFF, coverage, cylinder_depth
+from kiss_core.scene.choreography import STYLES, plan_kiss, turn_points
+from kiss_core.scene.depth import STANDOFF, coverage, cylinder_depth
 from kiss_core.schemas import VideoParams
 from tests.support.mean_face import mean_face_analysis
 
@@ -91,7 +91,7 @@ def test_the_plan_carries_a_depth_per_landmark(style: str) -> None:
         # The nose tip is nearer than the jaw; the leading (far) side of the jaw lies in the axis plane.
         assert (track.depth[:, 30] > track.depth[:, [0, 16]].max(axis=1)).all()
         radius_px = np.linalg.norm(track.landmarks[c, 16] - track.landmarks[c, 0]) / 2
-        expected = FRONT_OFFSET * radius_px if s == front else 0.0
+        expected = STYLES[style].front_lead * radius_px if s == front else 0.0
         np.testing.assert_allclose(track.axis_depth[c], expected, rtol=0.05, atol=1e-9)
     # Turned towards the partner, each leading cheek is shallower than the trailing one.
     a, b = plan.tracks["a"], plan.tracks["b"]
