@@ -58,9 +58,12 @@ class SyntheticStudio:
             conditioning=self.encoder.encode(photos, analyses),
         )
 
-    def produce(self, pair: SyntheticPair, params: VideoParams) -> JobResult:
-        """The producer's whole job (lighting, plan, render, encode, report, store) for this pair."""
-        job_id = new_job_id()
+    def produce(self, pair: SyntheticPair, params: VideoParams, job_id: str | None = None) -> JobResult:
+        """The producer's whole job (lighting, plan, render, encode, report, store) for this pair.
+
+        `job_id` fixes the watermark's payload, so the frames (and every number measured on them) are
+        the same on every run; by default a new id, as a job gets."""
+        job_id = job_id or new_job_id()
         keys = {s: f"inputs/{job_id}/{s}.png" for s in pair.pngs}
         for subject, key in keys.items():
             self.store.put(key, pair.pngs[subject], "image/png")
