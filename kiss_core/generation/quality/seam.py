@@ -15,8 +15,9 @@ inside both hulls shrunk by the band's half-width, less the bands. Luma is BT.60
 1 px) so the watermark's ±2.5-level cells and codec noise do not count as edges.
 
 Range 0..~5. A face's own outline is an edge too (jaw against the other cheek, a nose in profile), so
-a seamless boundary scores about 1-1.7 (the preview today: 1.23-1.62 on 12 synthetic jobs); a hard
-edge of 40 luma levels pasted along the front face's outline adds ~0.5-1.0 (docs/quality-report.md).
+a seamless boundary scores about 1-1.8 (the preview with 3-D occlusion: 1.35-1.77 on 12 synthetic
+jobs); a hard edge of 40 luma levels pasted along the front face's outline adds ~0.5-1.0
+(docs/quality-report.md).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ class QualityThresholds:
     similarity_min: float = 0.85  # worst checked frame (pucker, turn, partial cover at the contact)
     visible_share: float = 0.4  # the back face is covered during the hold; HOG misses yaw beyond ~40°
     mouth_distance: float = 0.3  # lips (or lips and cheek) touch: under a third of a face width apart
-    seam: float = 1.8  # boundary/interior gradient at the contact: the 12 synthetic jobs read 1.23-1.62
+    seam: float = 1.8  # boundary/interior gradient at the contact: the 12 synthetic jobs read 1.35-1.77
     flicker_mean: float = 0.5  # luma levels; about 1 is where a viewer starts to see shimmer
     flicker_p95: float = 1.0
     lighting_ratio: float = 0.7  # harmonisation removes at least 30 % of a visible skin-tone gap ...
