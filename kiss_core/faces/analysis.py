@@ -181,27 +181,7 @@ class DlibFaceAnalyzer:
         `upsample` overrides the setting: callers that know the faces are large (>= ~90 px, HOG's
         window is 80) skip the upsampling pass, which costs most of the detection time.
         """
-        image = require_rgb(image)
-        height, width = image.shape[:2]
-        scale = min(1.0, self.settings.detect_max_side / max(height, width))
-        small = image
-        if scale < 1.0:
-            small = cv2.resize(
-                image,
-                (max(1, round(width * scale)), max(1, round(height * scale))),
-                interpolation=cv2.INTER_AREA,
-            )
-        faces = []
-        with self._lock:
-            passes = self.settings.upsample if upsample is None else upsample
-            rects, scores, _ = self._detector.run(small, passes, 0.0)
-            for rect, score in zip(rects, scores, strict=True):
-                x0, y0 = rect.left() / scale, rect.top() / scale
-                x1, y1 = (rect.right() + 1) / scale, (rect.bottom() + 1) / scale
-                full = (round(x0), round(y0), round(x1) - 1, round(y1) - 1)
-                landmarks = self.predictor.landmarks(image, full).astype(np.float32)
-                faces.append(DetectedFace(box=(x0, y0, x1, y1), landmarks=landmarks, score=float(score)))
-        return faces
+        return self.detect_many([image], upsample)[0]
 
     def detect_many(
         self, images: Sequence[np.ndarray], upsample: int | None = None
@@ -218,11 +198,8 @@ class DlibFaceAnalyzer:
                 scale = min(1.0, self.settings.detect_max_side / max(height, width))
                 small = image
                 if scale < 1.0:
-                    small = cv2.resize(
-                        image,
-                        (max(1, round(width * scale)), max(1, round(height * scale))),
-                        interpolation=cv2.INTER_AREA,
-                    )
+                    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+                    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 rects, scores, _ = self._detector.run(small, passes, 0.0)
                 found.append((image, scale, list(zip(rects, scores, strict=True))))
             result = []
