@@ -120,14 +120,14 @@ class VideoProducer:
         scene = self._prepare(request, timings)
         # Faces detected once, on the unmarked frames, for the output check and the report.
         faces = _FrameFaces(self.analyzer, scene.plan)
-        with _OutputReader(self.output_checker, faces, scene.plan, self._output_sample(scene.plan)) as reader:
-            rendered = self._render_encode(request, scene, conditioning, report, timings, preview, reader)
+        with _BesideRender(self.output_checker, faces, scene.plan, self._output_sample(scene.plan)) as beside:
+            rendered = self._render_encode(request, scene, conditioning, report, timings, preview, beside)
             with stage_span("output_check", None), _timed(timings, "output_check_wait"):
-                readings = reader.readings()
-        # The reader's own seconds, on its thread: "faces" apart, so that "output_check" is what the
+                readings = beside.readings()
+        # The worker's own seconds: "faces" apart, so that "output_check" is what the
         # check itself costs (bench/output_check.py); "output_check_wait" is what it added after the
         # last frame, the rest overlapped the render.
-        timings["faces"], timings["output_check"] = round(reader.faces_s, 4), round(reader.read_s, 4)
+        timings["faces"], timings["output_check"] = round(beside.faces_s, 4), round(beside.read_s, 4)
         self._check_output(request.job_id, scene.plan, readings, conditioning.backend)
         report("quality", 85)
         signed = signing_configured(self.settings.provenance)
@@ -183,12 +183,13 @@ class VideoProducer:
         report: ProgressCallback,
         timings: dict[str, float],
         preview: PreviewSink | None,
-        reader: _OutputReader,
+        beside: _BesideRender,
     ) -> _Rendered:
         """Frames from the backend, marked, sampled for the report and streamed into the encoder; the
-        output check's frames go to `reader` as the backend made them, before the marks."""
+        output check's frames go to `beside` as the backend made them, before the marks, and every marked
+        frame to the flicker meter there."""
         plan, params = scene.plan, request.params
-        output_checked = reader.indices
+        output_checked = beside.indices
         checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
         checked |= output_checked
         sampled: dict[int, np.ndarray] = {}
@@ -208,13 +209,13 @@ class VideoProducer:
                 # Marked before anything looks at it: the report measures what the viewer gets.
                 frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
                 if index in output_checked:
-                    reader.submit(index, frame.copy())
+                    beside.submit(index, frame.copy())
                 marks.apply(frame)
                 if index in checked:
                     sampled[index] = frame
                 if index == plan.contact_frame:
                     contact.append(frame)
-                flicker.add(frame)
+                beside.measure(flicker, frame)
                 yield frame
 
         outputs: dict[str, bytes] = {}
@@ -226,6 +227,7 @@ class VideoProducer:
                 _drain(frames())
         outputs["image"] = encode_jpeg(contact[0])
         outputs["thumbnail"] = make_thumbnail(sampled[0] if params.output == "video" else contact[0])
+        beside.measured()
         return _Rendered(outputs, sampled, contact[0], flicker.result(), marks)
 
     def _sign(self, request: StageRequest, outputs: dict[str, bytes]) -> None:
@@ -365,30 +367,43 @@ class _FrameFaces:
         return [FrameFace(face.box, face.landmarks) for face in self.detected(index, frame)]
 
 
-class _OutputReader:
-    """The output check's frames read on a worker thread while the rest of the video renders.
+class _BesideRender:
+    """Per-frame measuring on one worker thread while the rest of the video renders.
 
-    Each checked frame is handed over as the backend made it; the worker finds its faces (shared with
-    the quality report through `faces`) and reads it (`OutputChecker.read`: content filter, then age).
-    onnxruntime releases the GIL, so on a second core the reading overlaps the render instead of
-    following it (bench/cpu_pipeline.py); the decision waits for every reading. A context manager:
-    on leaving, a job that failed mid-render drops the frames not yet read.
+    The output check's frames are handed over as the backend made them; the worker finds their faces
+    (shared with the quality report through `faces`) and reads them (`OutputChecker.read`: content
+    filter, then age). Every marked frame also goes to the flicker meter (`measure`). onnxruntime and
+    OpenCV release the GIL, so on a second core this overlaps the render instead of following it
+    (bench/cpu_pipeline.py); one worker keeps the frames in order. The decision waits for every
+    reading. A context manager: on leaving, a job that failed mid-render drops the work not yet done.
     """
 
     def __init__(self, checker: OutputChecker, faces: _FrameFaces, plan: KissPlan, indices: set[int]):
         self.checker, self.faces, self.plan, self.indices = checker, faces, plan, indices
         self.faces_s = self.read_s = 0.0  # seconds spent on the worker, for the job's timings
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="output-check")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-render")
         self._pending: dict[int, Future[FrameReading]] = {}
+        self._measures: list[Future[None]] = []
 
-    def __enter__(self) -> _OutputReader:
+    def __enter__(self) -> _BesideRender:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, index: int, frame: np.ndarray) -> None:
+        """Read this output-check frame (it must not change afterwards)."""
         self._pending[index] = self._pool.submit(self._read, index, frame)
+
+    def measure(self, meter: FlickerMeter, frame: np.ndarray) -> None:
+        """`meter.add(frame)` on the worker, in the order given (the frame must not change afterwards)."""
+        self._measures.append(self._pool.submit(meter.add, frame))
+
+    def measured(self) -> None:
+        """Wait for every `measure` (a worker's exception is raised here)."""
+        for future in self._measures:
+            future.result()
+        self._measures.clear()
 
     def readings(self) -> dict[int, FrameReading]:
         """Every submitted frame's reading (a worker's exception is raised here)."""
