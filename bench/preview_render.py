@@ -30,7 +30,9 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -40,12 +42,14 @@ sys.path.insert(0, str(ROOT))
 
 from kiss_core.faces.analysis import DlibFaceAnalyzer  # noqa: E402
 from kiss_core.faces.synthetic import synthetic_subject_png  # noqa: E402
+from kiss_core.generation.backends.preview import PreviewFrames  # noqa: E402
+from kiss_core.generation.conditioning import Conditioning  # noqa: E402
 from kiss_core.generation.provenance.marks import FrameMarks  # noqa: E402
 from kiss_core.keys import new_job_id  # noqa: E402
 from kiss_core.media.images import decode_image  # noqa: E402
 from kiss_core.media.video import encode_mp4  # noqa: E402
 from kiss_core.scene.background import choose_background, scene_background  # noqa: E402
-from kiss_core.scene.choreography import plan_kiss  # noqa: E402
+from kiss_core.scene.choreography import KissPlan, plan_kiss  # noqa: E402
 from kiss_core.scene.lighting import harmonize_photos  # noqa: E402
 from kiss_core.scene.pose_video import render_pose_frames  # noqa: E402
 from kiss_core.scene.render import PreviewCompositor  # noqa: E402
@@ -56,6 +60,21 @@ from kiss_core.settings import Settings  # noqa: E402
 TARGET_S = 2.0
 SCENE_TARGET_S = 0.5  # segmentation + inpainting, both photos
 STYLES = ("peck", "romantic", "french", "cheek")
+
+
+class JobRenderer:
+    """What a job renders with: the preview backend, i.e. the compositor drawing the scene and then,
+    when the plan moves the camera (on by default), the camera's crop-and-resize of each frame."""
+
+    def __init__(self, compositor: Any):
+        self.compositor = compositor
+        self.backend = PreviewFrames(compositor)
+
+    def render(self, plan: KissPlan, photos: Any, analyses: Any) -> Iterator[np.ndarray]:
+        return self.backend.frames(plan, photos, analyses, Conditioning(), VideoParams(), lambda _s: None)
+
+    def scene(self, plan: KissPlan, photos: Any, analyses: Any) -> Any:
+        return self.compositor.scene(plan, photos, analyses)
 
 
 def baseline_compositor(ref: str):
@@ -89,13 +108,15 @@ def main() -> None:
     analyses = {s: analyzer.analyze(photos[s], s) for s in "ab"}
     landmarks = {s: analyses[s].landmarks for s in "ab"}
     photos = harmonize_photos(photos, landmarks, settings.generator.lighting_strength)
-    compositor = PreviewCompositor()
-    baseline = baseline_compositor(args.baseline) if args.baseline else None
+    compositor = JobRenderer(PreviewCompositor())
+    baseline = JobRenderer(baseline_compositor(args.baseline)) if args.baseline else None
     gen = settings.generator
 
     plans = {
         style: plan_kiss(
-            analyses, VideoParams(style=style, seconds=args.seconds, size=args.size, fps=args.fps)
+            analyses,
+            VideoParams(style=style, seconds=args.seconds, size=args.size, fps=args.fps),
+            gen.camera_push_in,
         )
         for style in STYLES
     }
