@@ -100,8 +100,11 @@ def resample_frames(
 ) -> Iterator[np.ndarray]:
     """`count` frames at `fps_out` from `frames` (uint8 RGB, one size) at `fps_in`, motion-compensated.
 
-    An output time that falls on an input frame yields that frame unchanged; one between two input
+    An output time that falls on an input frame yields a copy of that frame; one between two input
     frames is interpolated along the optical flow. Flows are computed lazily, once per input pair used.
+    Every yielded array is a fresh buffer: the producer marks frames in place (watermark, label), and
+    an input frame handed out as it is would be marked again where it is held past the end, and be
+    read marked by the interpolation of the frames after it.
     """
     if not frames:
         raise ValueError("`frames` is empty")
@@ -113,7 +116,7 @@ def resample_frames(
         index = int(np.floor(time + _EXACT))
         t = time - index
         if index >= last or t <= _EXACT:
-            yield frames[min(index, last)]
+            yield frames[min(index, last)].copy()
             continue
         if grid is None:
             grid = pixel_grid(frames[0].shape[0], frames[0].shape[1])

@@ -35,13 +35,32 @@ def test_output_times_and_count_are_exact(fps_in: int, fps_out: int, count: int)
     assert len(out) == count and all(f.shape == (8, 8, 3) and f.dtype == np.uint8 for f in out)
     on_grid = [i for i, t in enumerate(times) if abs(t - round(t)) < 1e-9]
     for i in on_grid:  # output times that fall on an input frame are that frame, unchanged
-        assert out[i] is frames[round(times[i])]
+        np.testing.assert_array_equal(out[i], frames[round(times[i])])
+    assert len({id(f) for f in out}) == count  # every frame its own buffer (marks are drawn in place)
 
 
 def test_times_past_the_last_input_frame_hold_it() -> None:
     frames = [np.full((4, 4, 3), v, np.uint8) for v in (10, 20)]
     out = list(resample_frames(frames, 16, 24, 5))
     assert [int(f[0, 0, 0]) for f in out] == [10, 17, 20, 20, 20]  # times 0, 2/3, 4/3, 2, 8/3
+
+
+def test_marking_the_frames_in_place_does_not_change_the_frames_after_them() -> None:
+    """The producer marks each frame in place as it comes (watermark, label). An input frame handed out
+    as it was would be marked twice where it is held past the end, and the interpolated frames after it
+    would be made from a marked neighbour."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
+    untouched = [f.copy() for f in frames]
+    clean = [f.copy() for f in resample_frames(untouched, 16, 24, 8)]
+    marked = []
+    for frame in resample_frames(frames, 16, 24, 8):
+        marked.append(frame.copy())
+        frame[:4] = 255  # a mark drawn over the frame, in place
+    for clean_frame, marked_frame in zip(clean, marked, strict=True):
+        np.testing.assert_array_equal(clean_frame, marked_frame)
+    for frame, original in zip(frames, untouched, strict=True):
+        np.testing.assert_array_equal(frame, original)  # the generated frames are left as they were
 
 
 def test_a_moving_photo_is_interpolated_along_its_motion_not_cross_faded() -> None:
