@@ -24,7 +24,11 @@ def cap_gpu_memory(fraction: float | None, device: str | None = None) -> bool:
         log.info("no CUDA device: GPU memory cap %.2f not applied", fraction)
         return False
     target = torch.device(device or "cuda")
-    torch.cuda.set_per_process_memory_fraction(fraction, target)
+    if target.type != "cuda":
+        log.info("device %s is not a CUDA device: GPU memory cap %.2f not applied", target, fraction)
+        return False
+    # torch takes an index, or None for the current device: it refuses a bare torch.device("cuda").
+    torch.cuda.set_per_process_memory_fraction(fraction, target.index)
     return True
 
 
