@@ -135,6 +135,31 @@ def subject_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def photo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Several photos of the two synthetic subjects (the same face mirrored or slightly rotated, as
+    tests/support/photo_variants makes them) and a third subject as the stranger, by file name."""
+    from kiss_core.faces.synthetic import synthetic_subject
+    from kiss_core.media.images import encode_png
+    from tests.support.photo_variants import mirrored, rotated
+
+    a, b = synthetic_subject(0), synthetic_subject(1)
+    images = {
+        "a.png": a,
+        "a-mirrored.png": mirrored(a),
+        "a-rotated.png": rotated(a),
+        "b.png": b,
+        "b-mirrored.png": mirrored(b),
+        "b-rotated.png": rotated(b),
+        "b-tilted.png": rotated(b, -5),
+        "stranger.png": synthetic_subject(2),
+    }
+    root = tmp_path_factory.mktemp("photos")
+    for name, image in images.items():
+        (root / name).write_bytes(encode_png(image))
+    return {name: root / name for name in images}
+
+
+@pytest.fixture(scope="session")
 def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots and timings are kept for this run."""
     return tmp_path_factory.mktemp("browser-artefacts")

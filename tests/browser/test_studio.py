@@ -88,8 +88,12 @@ def test_the_page_is_served_with_a_csp_that_forbids_inline_script(serve_app: Ser
             assert refused.headers["content-type"] == "application/problem+json", path
 
 
-def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
-    serve_app: ServeApp, studio_factory: Any, subject_files: dict[str, Path], artefacts: Path
+def test_the_whole_flow_from_photos_to_a_verified_and_reported_video(
+    serve_app: ServeApp,
+    studio_factory: Any,
+    subject_files: dict[str, Path],
+    photo_files: dict[str, Path],
+    artefacts: Path,
 ) -> None:
     studio: Studio = studio_factory(serve_app.url, DESKTOP)
     page = studio.open()
@@ -97,8 +101,11 @@ def test_the_whole_flow_from_two_photos_to_a_verified_and_reported_video(
     assert submit.is_disabled()
 
     choose_photos(page, subject_files["a"], subject_files["b"])
+    page.set_input_files("#photo-a", str(photo_files["a-mirrored.png"]))  # a second photo of person A
     for subject in ("a", "b"):  # the face box and 68 landmarks drawn over each photo
         page.wait_for_selector(f"#overlay-{subject}[data-landmarks='68']", state="visible")
+    wait_until(page, "() => document.querySelectorAll('#thumbs-a li[data-state=ok]').length === 2")
+    for subject in ("a", "b"):
         assert page.get_attribute(f"#analysis-{subject}", "data-state") == "ok"
     assert submit.is_disabled()  # no consent yet
     page.check("#consent-a")

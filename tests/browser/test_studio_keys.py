@@ -59,11 +59,13 @@ def test_keys_are_asked_once_kept_in_the_tab_and_the_flow_works_by_keyboard(
     for subject in ("a", "b"):
         page.wait_for_selector(f"#overlay-{subject}[data-landmarks='68']", state="visible")
 
-    # Keyboard only from here, in the page's order: consent A, B, style, length, advanced, submit.
+    # Keyboard only from here, in the page's order: each photo's Remove button, consent A, B, style,
+    # length, advanced, submit.
     page.focus("#photo-a")
-    assert tab_to(page, "consent-a") == ["consent-a"]
+    assert tab_to(page, "consent-a") == ["remove-a-1", "consent-a"]
+    assert page.get_attribute("#remove-a-1", "aria-label") == "Remove photo 1 of person A (a.png)"
     page.keyboard.press("Space")
-    assert tab_to(page, "consent-b") == ["consent-ref-a", "photo-b", "consent-b"]
+    assert tab_to(page, "consent-b") == ["consent-ref-a", "photo-b", "remove-b-1", "consent-b"]
     page.keyboard.press("Space")
     assert tab_to(page, "style-romantic") == ["consent-ref-b", "style-romantic"]
     page.keyboard.press("ArrowRight")

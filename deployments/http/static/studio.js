@@ -50,6 +50,8 @@ const REFUSALS = {
   unsupported_media: "This kind of file is not supported here.",
   image_too_small: "This photo is too small. Use a larger one.",
   image_too_large: "This photo has too many pixels. Use a smaller one.",
+  subject_photos_mismatch: "The photos of one person do not all show the same person.",
+  too_many_photos: "More photos of one person were sent than the service takes.",
   payload_too_large: "This file is too large for the service.",
   consent_required: "Both people must have agreed: tick both consent boxes.",
   rate_limited: "Too many requests with this key. Wait a moment and try again.",
@@ -59,6 +61,20 @@ const REFUSALS = {
   not_found: "That video does not exist (any more).",
   storage_unavailable: "The service's storage is not reachable right now. Try again later.",
 };
+
+// The codes that refuse a photo itself: a submission refused with one marks that photo.
+const PHOTO_REFUSALS = new Set([
+  "face_not_found",
+  "face_too_small",
+  "multiple_faces",
+  "subject_may_be_minor",
+  "explicit_content",
+  "image_unreadable",
+  "unsupported_image",
+  "unsupported_media",
+  "image_too_small",
+  "image_too_large",
+]);
 
 const STATUS_WORDS = {
   queued: "Waiting in the queue",
@@ -89,11 +105,10 @@ window.studio = { stats };
 
 const state = {
   caps: DEFAULT_CAPABILITIES,
-  photos: { a: null, b: null },
-  analyses: { a: null, b: null },
-  analyzing: { a: false, b: false },
-  refused: { a: null, b: null },
-  seq: { a: 0, b: 0 },
+  photos: { a: [], b: [] }, // per person, the chosen photos in the order shown (see "Photos and analysis")
+  added: { a: 0, b: 0 }, // photos ever added per person: each one's id
+  notice: { a: null, b: null }, // {text, bad}: what the last change or refusal says, until the next change
+  mismatch: { a: null, b: null }, // the pairs of photos subject_photos_mismatch found to be different people
   submitting: false,
   job: null,
   follow: null,
@@ -209,7 +224,11 @@ function setupKey() {
     $("key-change").hidden = false;
     loadVideos(true);
     for (const subject of ["a", "b"]) {
-      if (state.photos[subject] && !state.analyses[subject]) choosePhoto(subject, state.photos[subject]);
+      for (const entry of state.photos[subject]) {
+        // refused for want of a key, or not checked at all: checked again with it
+        const again = entry.error && (!(entry.error instanceof ApiError) || entry.error.status === 401);
+        if (again) checkPhoto(subject, entry);
+      }
     }
   });
   $("key-change").addEventListener("click", () => askForKey(null));
@@ -226,6 +245,7 @@ async function loadCapabilities() {
   }
   const caps = state.caps;
   for (const element of document.querySelectorAll(".consent-text")) element.textContent = caps.consent_text;
+  renderPhotoLimit();
   renderStyles(caps.styles);
   renderShapes(caps.shapes);
   const intensity = $("intensity");
@@ -324,10 +344,43 @@ function renderShapes(shapes) {
 
 // ---- Photos and analysis -------------------------------------------------------------------------
 
+// Each chosen photo of a person is an entry of state.photos[subject], in the order shown (and sent):
+// {id, file, name, sha, image, analysis, error, checking, token, item, canvas, line, remove}.
+
+// How many photos of one person the service takes (limits.max_photos_per_subject of the capabilities);
+// a service that does not say takes one.
+function photoLimit() {
+  const most = Number(state.caps.limits?.max_photos_per_subject);
+  return Number.isInteger(most) && most >= 1 ? most : 1;
+}
+
+function plural(count, one, many = `${one}s`) {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+// [2] -> "photo 2", [1, 3] -> "photos 1 and 3", [1, 2, 3] -> "photos 1, 2 and 3"
+function photoNumbers(numbers) {
+  if (numbers.length === 1) return `photo ${numbers[0]}`;
+  return `photos ${numbers.slice(0, -1).join(", ")} and ${numbers.at(-1)}`;
+}
+
+function firstSentence(text) {
+  const end = text.indexOf(". ");
+  return end < 0 ? text : text.slice(0, end + 1);
+}
+
+function capitalize(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function setupPhotos() {
   for (const subject of ["a", "b"]) {
     for (const id of [`photo-${subject}`, `camera-${subject}`]) {
-      $(id).addEventListener("change", (event) => choosePhoto(subject, event.target.files[0]));
+      $(id).addEventListener("change", (event) => {
+        const files = Array.from(event.target.files);
+        event.target.value = ""; // so that a removed photo can be chosen again
+        addPhotos(subject, files);
+      });
     }
     const drop = $(`drop-${subject}`);
     drop.addEventListener("dragover", (event) => {
@@ -338,25 +391,86 @@ function setupPhotos() {
     drop.addEventListener("drop", (event) => {
       event.preventDefault();
       drop.classList.remove("over");
-      const file = event.dataTransfer?.files?.[0];
-      if (file) choosePhoto(subject, file);
+      addPhotos(subject, Array.from(event.dataTransfer?.files || []));
     });
     $(`consent-${subject}`).addEventListener("change", updateSubmit);
   }
 }
 
-async function choosePhoto(subject, file) {
-  if (!file) return;
-  const token = ++state.seq[subject];
-  state.photos[subject] = file;
-  state.analyses[subject] = null;
-  state.refused[subject] = null;
-  state.analyzing[subject] = true;
-  setAnalysis(subject, "Checking the photo…", "");
-  updateSubmit();
-  const bitmap = createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
+// The pickers and their hints for the service's limit (called again when a refusal tells a lower one).
+function renderPhotoLimit() {
+  const most = photoLimit();
+  for (const subject of ["a", "b"]) {
+    $(`photo-${subject}`).multiple = most > 1;
+    $(`photo-label-${subject}`).textContent = `${most > 1 ? "Photos" : "Photo"} of ${SUBJECT_NAMES[subject]}`;
+    renderPhotos(subject);
+  }
+}
+
+// Files from a picker or a drop, added after the photos already there, each checked at once. Files beyond
+// the limit, and a file that is already among this person's photos, are not added: the person's status
+// line says so. With a limit of one, a new photo replaces the old one.
+async function addPhotos(subject, files) {
+  files = files.filter(Boolean);
+  if (!files.length) return;
+  const who = SUBJECT_NAMES[subject];
+  const most = photoLimit();
+  const entries = state.photos[subject];
+  if (most === 1) {
+    for (const entry of entries.splice(0)) dropEntry(entry);
+    files = files.slice(0, 1);
+  }
+  state.notice[subject] = null;
+  let over = 0;
+  const copies = [];
+  for (const file of files) {
+    if (entries.length >= most) {
+      over++;
+      continue;
+    }
+    let sha = null;
+    try {
+      sha = await sha256Hex(await file.arrayBuffer());
+    } catch {
+      // unreadable here: the check says so
+    }
+    if (entries.length >= most) {
+      over++; // another pick or drop filled the list meanwhile
+      continue;
+    }
+    if (sha && entries.some((entry) => entry.sha === sha)) {
+      copies.push(file.name || "This photo");
+      continue;
+    }
+    const entry = { id: ++state.added[subject], file, name: file.name || `${subject}.jpg`, sha, token: 0 };
+    entries.push(entry);
+    state.mismatch[subject] = null;
+    checkPhoto(subject, entry);
+  }
+  const notes = [];
+  if (over) {
+    notes.push(
+      `${capitalize(who)} has ${plural(most, "photo")}, the most the service takes: ` +
+        `${plural(over, "photo")} ${over === 1 ? "was" : "were"} not added. Remove one to add another.`,
+    );
+  }
+  if (copies.length) {
+    notes.push(`${copies.join(", ")} ${copies.length === 1 ? "is" : "are"} already among the photos of ${who}.`);
+  }
+  state.notice[subject] = notes.length ? { text: notes.join(" "), bad: false } : null;
+  renderPhotos(subject);
+}
+
+// POST /v1/analyses for one photo: its face box and landmarks, or why it cannot be used.
+async function checkPhoto(subject, entry) {
+  const token = ++entry.token;
+  Object.assign(entry, { checking: true, analysis: null, error: null });
+  renderPhotos(subject);
+  const bitmap = entry.image
+    ? Promise.resolve(entry.image)
+    : createImageBitmap(entry.file, { imageOrientation: "from-image" }).catch(() => null);
   const body = new FormData();
-  body.append("photo", file, file.name || `${subject}.jpg`);
+  body.append("photo", entry.file, entry.name);
   body.append("subject", subject);
   let analysis = null;
   let error = null;
@@ -366,38 +480,217 @@ async function choosePhoto(subject, file) {
     error = err;
   }
   const image = await bitmap;
-  if (token !== state.seq[subject]) return; // another photo was chosen meanwhile
-  state.analyzing[subject] = false;
-  drawOverlay(subject, image, analysis);
-  if (analysis) {
-    state.analyses[subject] = analysis;
-    const more = analysis.faces_found > 1 ? ` ${analysis.faces_found} faces were found; the largest is used.` : "";
-    setAnalysis(subject, `Face found: this photo can be used.${more}`, "ok");
-  } else {
-    state.refused[subject] = error;
-    setAnalysis(subject, problemText(error), "bad");
+  if (!state.photos[subject].includes(entry)) {
+    image?.close(); // removed meanwhile
+    return;
   }
+  if (token !== entry.token) return; // checked again meanwhile (a key was given)
+  Object.assign(entry, { image, analysis, error, checking: false });
+  renderPhotos(subject);
+}
+
+function dropEntry(entry) {
+  entry.item?.remove();
+  entry.image?.close();
+  entry.image = null;
+}
+
+// The Remove button of a photo: it is no longer shown or sent. The focus goes to the photo that took its
+// place in the list, else to the one before, else to the picker; the status line says what happened.
+function removePhoto(subject, entry) {
+  const entries = state.photos[subject];
+  const index = entries.indexOf(entry);
+  if (index < 0) return;
+  entries.splice(index, 1);
+  dropEntry(entry);
+  state.mismatch[subject] = null;
+  const left = entries.length ? ` ${plural(entries.length, "photo")} of ${SUBJECT_NAMES[subject]} left.` : "";
+  state.notice[subject] = { text: `Photo ${index + 1} (${entry.name}) was removed.${left}`, bad: false };
+  renderPhotos(subject);
+  const next = entries[index] || entries[index - 1];
+  (next ? next.remove : $(`photo-${subject}`)).focus();
+}
+
+// One person's photos as the page shows them: the thumbnails (kept, so the focus stays on a Remove
+// button while a check ends), the large preview, the hint with the count, the status line, the submit.
+function renderPhotos(subject) {
+  const who = SUBJECT_NAMES[subject];
+  const entries = state.photos[subject];
+  const most = photoLimit();
+  const list = $(`thumbs-${subject}`);
+  entries.forEach((entry, index) => {
+    if (!entry.item) list.append(photoItem(subject, entry)); // added last, so the list keeps their order
+    renderItem(subject, entry, index + 1);
+  });
+  list.hidden = entries.length === 0;
+  list.setAttribute("aria-label", `Photos of ${who}: ${entries.length} of ${most}`);
+  $(`photos-hint-${subject}`).textContent =
+    most > 1
+      ? `Up to ${most} photos of this one person (${entries.length} chosen). A second or third photo, ` +
+        "from another angle or in other light, helps the video keep their likeness."
+      : "One photo of this person.";
+  drawLead(subject);
+  setAnalysis(subject, ...photoSummary(subject));
   updateSubmit();
+}
+
+function photoItem(subject, entry) {
+  const item = document.createElement("li");
+  item.className = "thumb";
+  const canvas = document.createElement("canvas");
+  canvas.setAttribute("role", "img");
+  canvas.hidden = true;
+  const line = document.createElement("p");
+  line.className = "thumb-state";
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.id = `remove-${subject}-${entry.id}`;
+  remove.textContent = "Remove";
+  remove.addEventListener("click", () => removePhoto(subject, entry));
+  item.append(canvas, line, remove);
+  Object.assign(entry, { item, canvas, line, remove, drawn: undefined }); // drawn: the analysis drawn
+  return item;
+}
+
+// The photo in every pair that subject_photos_mismatch named, when there are several pairs: the odd one
+// out (a stranger among three photos makes two pairs, and the other two are alike).
+function oddOne(pairs) {
+  const common = pairs.length > 1 ? pairs[0].filter((entry) => pairs.every((pair) => pair.includes(entry))) : [];
+  return common.length === 1 ? common[0] : null;
+}
+
+// What a photo's thumbnail says of a mismatch: not like the others (the odd one), not like photos N (a
+// pair), or nothing (the odd one is another photo, or there is no mismatch).
+function unlike(subject, entry) {
+  const pairs = state.mismatch[subject];
+  if (!pairs) return null;
+  const odd = oddOne(pairs);
+  if (odd) return odd === entry ? "Does not look like the other photos." : null;
+  const entries = state.photos[subject];
+  const others = pairs
+    .filter((pair) => pair.includes(entry))
+    .map((pair) => entries.indexOf(pair[0] === entry ? pair[1] : pair[0]) + 1)
+    .sort((x, y) => x - y);
+  return others.length ? `Does not look like ${photoNumbers(others)}.` : null;
+}
+
+function renderItem(subject, entry, number) {
+  const who = SUBJECT_NAMES[subject];
+  const apart = unlike(subject, entry);
+  let text = "Can be used.";
+  let kind = "ok";
+  if (entry.checking) [text, kind] = ["Checking…", "checking"];
+  else if (entry.error) [text, kind] = [firstSentence(problemText(entry.error)), "bad"]; // all of it is above
+  else if (number > photoLimit()) [text, kind] = [`One more than the service takes: remove it.`, "bad"];
+  else if (apart) [text, kind] = [apart, "bad"];
+  else if (entry.analysis.faces_found > 1) text = `Can be used: the largest of ${entry.analysis.faces_found} faces.`;
+  entry.item.dataset.state = kind;
+  entry.line.textContent = `Photo ${number}: ${text}`;
+  entry.line.className = `thumb-state ${kind}`;
+  entry.remove.setAttribute("aria-label", `Remove photo ${number} of ${who} (${entry.name})`);
+  if (!entry.checking && entry.drawn !== entry.analysis) {
+    drawPhoto(entry.canvas, entry.image, entry.analysis, 240);
+    entry.drawn = entry.analysis;
+  }
+  entry.canvas.setAttribute(
+    "aria-label",
+    `Photo ${number} of ${who}, ${entry.name}` +
+      (entry.analysis ? `, with the detected face box and ${entry.analysis.landmarks.length} landmarks` : ""),
+  );
+}
+
+// The large preview: the first photo that can be used, else the first one checked.
+function drawLead(subject) {
+  const who = SUBJECT_NAMES[subject];
+  const entries = state.photos[subject];
+  const lead = entries.find((entry) => entry.analysis) || entries.find((entry) => !entry.checking);
+  const canvas = $(`overlay-${subject}`);
+  if (!lead || !drawPhoto(canvas, lead.image, lead.analysis, 720)) {
+    canvas.hidden = true;
+    delete canvas.dataset.landmarks;
+    canvas.setAttribute("aria-label", `No photo of ${who} yet`);
+    return;
+  }
+  const number = entries.indexOf(lead) + 1;
+  canvas.setAttribute(
+    "aria-label",
+    lead.analysis
+      ? `Photo ${number} of ${who} with the detected face box and ${lead.analysis.landmarks.length} landmarks`
+      : `Photo ${number} of ${who}; it was refused`,
+  );
+}
+
+// The person's status line, a live region: what is being checked, each refusal in plain words, the
+// limit, the photos found unlike each other, or that the photos can be used. [text, kind].
+function photoSummary(subject) {
+  const who = SUBJECT_NAMES[subject];
+  const entries = state.photos[subject];
+  const most = photoLimit();
+  const notice = state.notice[subject];
+  const parts = notice ? [notice.text] : [];
+  const checking = entries.filter((entry) => entry.checking).length;
+  if (checking) {
+    parts.push(entries.length === 1 ? "Checking the photo…" : `Checking ${checking} of ${entries.length} photos…`);
+  }
+  let bad = Boolean(notice?.bad);
+  entries.forEach((entry, index) => {
+    if (entry.checking || !entry.error) return;
+    parts.push(entries.length === 1 ? problemText(entry.error) : `Photo ${index + 1}: ${problemText(entry.error)}`);
+    bad = true;
+  });
+  if (entries.length > most) {
+    parts.push(`The service takes at most ${plural(most, "photo")} of ${who}: remove ${entries.length - most}.`);
+    bad = true;
+  }
+  if (state.mismatch[subject]) {
+    parts.push(mismatchText(subject, state.mismatch[subject]));
+    bad = true;
+  }
+  if (entries.length && !checking && !bad) {
+    const faces = entries[0].analysis.faces_found;
+    const more = faces > 1 ? ` ${faces} faces were found; the largest is used.` : "";
+    parts.push(
+      entries.length === 1
+        ? `Face found: this photo can be used.${more}`
+        : `A face was found in each of the ${entries.length} photos: they can be used.`,
+    );
+  }
+  const kind = checking ? "checking" : bad ? "bad" : entries.length ? "ok" : "";
+  return [parts.join(" "), kind];
+}
+
+// subject_photos_mismatch in plain words: the odd one out, else the pairs of photos the service found to
+// be different people.
+function mismatchText(subject, pairs) {
+  const who = SUBJECT_NAMES[subject];
+  const entries = state.photos[subject];
+  const name = (entry) => `photo ${entries.indexOf(entry) + 1} (${entry.name})`;
+  const odd = oddOne(pairs);
+  if (odd) {
+    return `${capitalize(name(odd))} does not look like the same person as the other photos of ${who}. ` +
+      `Remove it, or use only photos of ${who}.`;
+  }
+  const listed = pairs.map(([one, other]) => `${name(one)} and ${name(other)}`).join("; ");
+  return `These photos do not look like the same person: ${listed}. Use only photos of ${who}: remove the others.`;
 }
 
 function setAnalysis(subject, text, kind) {
   const line = $(`analysis-${subject}`);
-  line.textContent = text;
+  if (line.textContent !== text) line.textContent = text; // the same words are not announced again
   line.className = `analysis ${kind}`;
-  line.dataset.state = kind || "checking";
+  line.dataset.state = kind || "none";
 }
 
-// The photo on a canvas, with the face box and the 68 landmarks the service found.
-function drawOverlay(subject, image, analysis) {
-  const canvas = $(`overlay-${subject}`);
-  const who = SUBJECT_NAMES[subject];
+// A photo on a canvas at most `side` pixels wide or high, with the face box and the 68 landmarks the
+// service found. False when there is nothing to draw (an unreadable file that was refused).
+function drawPhoto(canvas, image, analysis, side) {
   if (!image && !analysis) {
     canvas.hidden = true;
-    return;
+    return false;
   }
   const width = analysis?.image_width || image.width;
   const height = analysis?.image_height || image.height;
-  const scale = Math.min(1, 720 / Math.max(width, height));
+  const scale = Math.min(1, side / Math.max(width, height));
   canvas.width = Math.max(1, Math.round(width * scale));
   canvas.height = Math.max(1, Math.round(height * scale));
   const ctx = canvas.getContext("2d");
@@ -406,8 +699,7 @@ function drawOverlay(subject, image, analysis) {
   canvas.hidden = false;
   if (!analysis) {
     canvas.dataset.landmarks = "0";
-    canvas.setAttribute("aria-label", `Photo of ${who}; it was refused`);
-    return;
+    return true;
   }
   const line = Math.max(2, canvas.width / 180);
   const [x0, y0, x1, y1] = analysis.box.map((v) => v * scale);
@@ -425,18 +717,32 @@ function drawOverlay(subject, image, analysis) {
     ctx.fill();
   }
   canvas.dataset.landmarks = String(analysis.landmarks.length);
-  canvas.setAttribute("aria-label", `Photo of ${who} with the detected face box and ${analysis.landmarks.length} landmarks`);
+  return true;
 }
 
 // ---- Submit --------------------------------------------------------------------------------------
 
 function missing() {
   const reasons = [];
+  const most = photoLimit();
   for (const subject of ["a", "b"]) {
     const who = SUBJECT_NAMES[subject];
-    if (!state.photos[subject]) reasons.push(`choose a photo of ${who}`);
-    else if (state.analyzing[subject]) reasons.push(`the photo of ${who} is being checked`);
-    else if (!state.analyses[subject]) reasons.push(`the photo of ${who} cannot be used`);
+    const entries = state.photos[subject];
+    const refused = entries.flatMap((entry, index) => (entry.error && !entry.checking ? [index + 1] : []));
+    const photos = entries.length === 1 ? `the photo of ${who} is` : `the photos of ${who} are`;
+    if (!entries.length) reasons.push(`choose a photo of ${who}`);
+    else if (entries.some((entry) => entry.checking)) reasons.push(`${photos} being checked`);
+    else if (refused.length) {
+      reasons.push(
+        entries.length === 1
+          ? `the photo of ${who} cannot be used`
+          : `${photoNumbers(refused)} of ${who} cannot be used: remove ${refused.length === 1 ? "it" : "them"}`,
+      );
+    }
+    if (entries.length > most) {
+      reasons.push(`remove ${entries.length - most} of the photos of ${who} (at most ${most})`);
+    }
+    if (state.mismatch[subject]) reasons.push(`the photos of ${who} must all show ${who}`);
     if (!$(`consent-${subject}`).checked) reasons.push(`tick the consent for ${who}`);
   }
   return reasons;
@@ -473,9 +779,10 @@ async function submit(event) {
   event.preventDefault();
   if (missing().length || state.submitting) return;
   const form = new FormData();
+  const sent = {}; // the photos as sent: a refusal names them by their number, 1-based, in this order
   for (const subject of ["a", "b"]) {
-    const file = state.photos[subject];
-    form.append(`subject_${subject}`, file, file.name || `${subject}.jpg`);
+    sent[subject] = [...state.photos[subject]];
+    for (const entry of sent[subject]) form.append(`subject_${subject}`, entry.file, entry.name);
     form.append(`consent_${subject}`, "true");
     const reference = $(`consent-ref-${subject}`).value.trim();
     if (reference) form.append(`consent_ref_${subject}`, reference);
@@ -493,12 +800,44 @@ async function submit(event) {
     loadVideos(true);
   } catch (error) {
     state.submitting = false;
+    if (error instanceof ApiError) showRefusal(error, sent);
     updateSubmit();
     const hint = $("submit-hint");
-    hint.textContent = `Not sent: ${problemText(error)}`;
+    const who = SUBJECT_NAMES[error.problem?.subject];
+    hint.textContent = `Not sent: ${who ? `${capitalize(who)}: ` : ""}${problemText(error)}`;
     hint.classList.add("bad");
-    if (error instanceof ApiError && error.problem.subject) setAnalysis(error.problem.subject, problemText(error), "bad");
   }
+}
+
+// A refusal of the submission, next to the person it names: the photos found to be different people,
+// a photo refused now (its number in `errors`, or the person's only photo), more photos than the service
+// takes (it says its limit), or anything else about that person as their status line.
+function showRefusal(error, sent) {
+  const { code, subject, errors = [] } = error.problem;
+  if (code === "too_many_photos") {
+    const said = [error.problem.detail, ...errors.map((e) => e.message)].join(" ");
+    const most = Number(/at most (\d+)/.exec(said)?.[1]);
+    if (most >= 1) state.caps = { ...state.caps, limits: { ...state.caps.limits, max_photos_per_subject: most } };
+    renderPhotoLimit();
+    return;
+  }
+  if (!(subject in SUBJECT_NAMES)) return;
+  const present = (entry) => entry && state.photos[subject].includes(entry);
+  if (code === "subject_photos_mismatch") {
+    const pairs = errors
+      .filter((e) => Array.isArray(e.photos))
+      .map((e) => e.photos.map((number) => sent[subject][number - 1]))
+      .filter((pair) => pair.length === 2 && pair.every(present));
+    if (pairs.length) state.mismatch[subject] = pairs;
+    else state.notice[subject] = { text: problemText(error), bad: true };
+    renderPhotos(subject);
+    return;
+  }
+  const number = errors.find((e) => Number.isInteger(e.photo))?.photo ?? (sent[subject].length === 1 ? 1 : null);
+  const entry = number && sent[subject][number - 1];
+  if (PHOTO_REFUSALS.has(code) && present(entry)) Object.assign(entry, { analysis: null, error });
+  else state.notice[subject] = { text: problemText(error), bad: true };
+  renderPhotos(subject);
 }
 
 // ---- Progress: the SSE stream, polling as the fallback --------------------------------------------
