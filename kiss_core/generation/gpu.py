@@ -57,5 +57,11 @@ def check_weights_fit(settings: GeneratorSettings, backends: list[str], role: st
 
     dtype = "float32" if settings.dtype == "float32" else "bfloat16"
     return check_replica_layout(
-        settings.model_root, backends, role, available, dtype=dtype, reserve_gib=settings.gpu_reserve_gib
+        settings.model_root,
+        backends,
+        role,
+        available,
+        dtype=dtype,
+        reserve_gib=settings.gpu_reserve_gib,
+        share_text_encoder=settings.share_text_encoder,
     )

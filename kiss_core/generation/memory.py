@@ -19,12 +19,13 @@ leaves `reserve_gib` free for them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kiss_core.errors import GpuMemoryInsufficient, ModelDirectoryError
+from kiss_core.generation.backends.weights import CONDITIONER_PARTS, same_component_files
 
 GIB = 2**30
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -185,24 +186,45 @@ def format_table(rows: Iterable[Mapping[str, Any]], dtype: str = "bfloat16") -> 
     return "\n".join(lines)
 
 
-def replica_bytes(memories: Iterable[BackendMemory], role: str) -> dict[str, int]:
+def replica_bytes(
+    memories: Iterable[BackendMemory], role: str, own_text_encoder: Collection[str] = ()
+) -> dict[str, int]:
     """Bytes of each weight a replica of `role` ("generator" or "encoder") holds for these backends.
 
     A generator holds every loaded backend's transformer(s) and VAE; an encoder holds one text encoder
-    (the same UMT5 for all Wan backends: the largest counted once) and each backend's image encoder.
+    (the same UMT5 for all Wan backends: the largest counted once) and each backend's image encoder, plus
+    a text encoder of their own for the backends in `own_text_encoder` (not shared: `text_encoder_owners`).
     """
     if role not in ("generator", "encoder"):
         raise ValueError(f"`role` must be 'generator' or 'encoder' but is {role!r}")
     held: dict[str, int] = {}
     for memory in memories:
         for name, weights in memory.components.items():
-            if (role == "generator" and name in GENERATOR_COMPONENTS) or (
-                role == "encoder" and name == "image_encoder"
+            if (
+                (role == "generator" and name in GENERATOR_COMPONENTS)
+                or (role == "encoder" and name == "image_encoder")
+                or (role == "encoder" and name == "text_encoder" and memory.backend in own_text_encoder)
             ):
                 held[f"{memory.backend}/{name}"] = weights.bytes
             elif role == "encoder" and name == "text_encoder":
                 held["text_encoder"] = max(held.get("text_encoder", 0), weights.bytes)
     return held
+
+
+def text_encoder_owners(model_root: Path, backends: Sequence[str], share: bool = True) -> list[str]:
+    """The backends after the first whose encoder replica loads a UMT5 of its own, as WanConditioner does:
+    all of them without `share` (`share_text_encoder`), else those whose text encoder and tokenizer are not
+    the same files as the first backend's (compared where either directory has the folder)."""
+    if not backends:
+        return []
+    first = model_root / backends[0]
+    owners = []
+    for backend in backends[1:]:
+        other = model_root / backend
+        parts = [p for p in CONDITIONER_PARTS if (first / p).is_dir() or (other / p).is_dir()]
+        if not share or not same_component_files(first, other, parts):
+            owners.append(backend)
+    return owners
 
 
 def check_fits(held: Mapping[str, int], gpu_memory_bytes: int, reserve_gib: float, what: str) -> None:
@@ -226,10 +248,12 @@ def check_replica_layout(
     gpu_memory_bytes: int,
     dtype: str = "bfloat16",
     reserve_gib: float = 0.0,
+    share_text_encoder: bool = True,
 ) -> dict[str, int]:
     """At replica start: the weights it will load (from the mounted configs) must fit; returns them."""
     names = list(backends)
     memories = [backend_memory(b, read_configs(model_root / b), dtype) for b in names]
-    held = replica_bytes(memories, role)
+    owners = text_encoder_owners(model_root, names, share_text_encoder) if role == "encoder" else []
+    held = replica_bytes(memories, role, owners)
     check_fits(held, gpu_memory_bytes, reserve_gib, f"the {role} replica with {sorted(names)}")
     return held
