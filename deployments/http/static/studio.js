@@ -526,8 +526,8 @@ function renderPhotos(subject) {
   list.setAttribute("aria-label", `Photos of ${who}: ${entries.length} of ${most}`);
   $(`photos-hint-${subject}`).textContent =
     most > 1
-      ? `Up to ${most} photos of this one person (${entries.length} chosen). A second or third photo, ` +
-        "from another angle or in other light, helps the video keep their likeness."
+      ? `Up to ${most} photos of this one person (${entries.length} chosen). More than one, from another ` +
+        "angle or in other light, helps the video keep their likeness."
       : "One photo of this person.";
   drawLead(subject);
   setAnalysis(subject, ...photoSummary(subject));
