@@ -9,8 +9,15 @@ transformer's work and activation memory grow with its sequence length, the late
 
 (the VAE compresses space by 8 and the transformer patches 2x2 latents: `patch_size` (1, 2, 2) in
 every Wan 2.1/2.2 transformer config). 832x480 at 81 frames is 21 x 30 x 52 = 32,760 tokens.
-The ingress calls `check_request_budget` before it answers 202, so no accepted job can be too
-long for the window or too large for the GPU; the Wan frame source checks again before it runs.
+
+A backend whose spec takes reference images (`BackendSpec.reference_images`: wan-vace) puts one latent
+frame per reference image in front of the video's, and it gets every face crop: one per photo of each
+person. Those frames are tokens too: 832x480 at 81 frames with 3 photos of each person is
+(21 + 6) x 30 x 52 = 42,120.
+
+The ingress calls `check_request_budget` with the request's photo count before it answers 202, so no
+accepted job can be too long for the window or too large for the GPU; the Wan frame source checks
+again, with the reference images it is about to use, before it runs.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kiss_core.errors import ClipTooLong, TokenBudgetExceeded
-from kiss_core.generation.backends.weights import DIFFUSION_BACKENDS, VAE_TEMPORAL_FACTOR, frames_to_generate
+from kiss_core.generation.backends.weights import BACKEND_SPECS, VAE_TEMPORAL_FACTOR, frames_to_generate
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import GeneratorSettings
 
@@ -33,8 +40,9 @@ class RequestBudget:
     native_fps: int
     planned_frames: int  # the plan's frames at the native rate
     generated_frames: int  # the 4k+1 frames the model is asked for
-    latent_frames: int
-    tokens: int
+    latent_frames: int  # the video's
+    reference_frames: int  # one per reference image, before the video's (0 unless the backend takes them)
+    tokens: int  # (latent_frames + reference_frames) x (height / 16) x (width / 16)
 
 
 def native_params(params: VideoParams, settings: GeneratorSettings) -> VideoParams:
@@ -49,22 +57,36 @@ def latent_tokens(frames: int, width: int, height: int) -> int:
 
 
 def request_budget(
-    params: VideoParams, settings: GeneratorSettings, backend: str | None = None
+    params: VideoParams, settings: GeneratorSettings, backend: str | None = None, references: int = 0
 ) -> RequestBudget | None:
-    """The work `params` asks of `backend` (default: the request's, else the service's); None for preview."""
+    """The work `params` asks of `backend` (default: the request's, else the service's); None for preview.
+
+    `references`: the reference images the request gives, one per photo (every person's face crop);
+    counted on a backend whose spec takes them, ignored on the others.
+    """
     name = backend or params.backend or settings.backend
-    if name not in DIFFUSION_BACKENDS:
+    spec = BACKEND_SPECS.get(name)
+    if spec is None:
         return None
+    if references < 0:
+        raise ValueError(f"`references` must be >= 0 but is {references}")
     planned = native_params(params, settings).frame_count
     generated = frames_to_generate(planned)
+    latent = (generated - 1) // VAE_TEMPORAL_FACTOR + 1
+    reference_frames = references if spec.reference_images else 0
     return RequestBudget(
         backend=name,
         native_fps=settings.native_fps,
         planned_frames=planned,
         generated_frames=generated,
-        latent_frames=(generated - 1) // VAE_TEMPORAL_FACTOR + 1,
-        tokens=latent_tokens(generated, params.width, params.height),
+        latent_frames=latent,
+        reference_frames=reference_frames,
+        tokens=(latent + reference_frames) * _tokens_per_frame(params),
     )
+
+
+def _tokens_per_frame(params: VideoParams) -> int:
+    return (params.height // SPATIAL_TOKEN_FACTOR) * (params.width // SPATIAL_TOKEN_FACTOR)
 
 
 def max_seconds(settings: GeneratorSettings) -> float:
@@ -73,13 +95,14 @@ def max_seconds(settings: GeneratorSettings) -> float:
 
 
 def check_request_budget(
-    params: VideoParams, settings: GeneratorSettings, backend: str | None = None
+    params: VideoParams, settings: GeneratorSettings, backend: str | None = None, references: int = 0
 ) -> RequestBudget | None:
     """Refuse (422) a request a diffusion backend cannot generate in one window or within `max_tokens`.
 
-    Raises ClipTooLong or TokenBudgetExceeded naming the numbers; returns the budget (None for preview).
+    `references` as in `request_budget`. Raises ClipTooLong or TokenBudgetExceeded naming the numbers (the
+    reference images among them when the backend counts them); returns the budget (None for preview).
     """
-    budget = request_budget(params, settings, backend)
+    budget = request_budget(params, settings, backend, references)
     if budget is None:
         return None
     if budget.generated_frames > settings.max_frames:
@@ -89,10 +112,20 @@ def check_request_budget(
             f" ({max_seconds(settings):g} s); ask for at most {max_seconds(settings):g} seconds"
         )
     if budget.tokens > settings.max_tokens:
+        grid = f"{params.height // SPATIAL_TOKEN_FACTOR} x {params.width // SPATIAL_TOKEN_FACTOR}"
+        parts = f"{budget.latent_frames} latent frames x {grid}"
+        advice = "ask for a smaller size or a shorter clip"
+        if budget.reference_frames:
+            video = budget.latent_frames * _tokens_per_frame(params)
+            images = budget.reference_frames * _tokens_per_frame(params)
+            parts += f" = {video}, + {budget.reference_frames} reference images x {grid} = {images}"
+            if video <= settings.max_tokens:  # the photos tip it over
+                advice = (
+                    f"the video alone fits; each photo is one reference image on {budget.backend}:"
+                    " send fewer photos of each person, or ask for a smaller size or a shorter clip"
+                )
         raise TokenBudgetExceeded(
-            f"{params.size} for {params.seconds:g} s is {budget.tokens} transformer tokens"
-            f" ({budget.latent_frames} latent frames x {params.height // SPATIAL_TOKEN_FACTOR}"
-            f" x {params.width // SPATIAL_TOKEN_FACTOR}) on {budget.backend}, over the limit of"
-            f" {settings.max_tokens}; ask for a smaller size or a shorter clip"
+            f"{params.size} for {params.seconds:g} s is {budget.tokens} transformer tokens ({parts}) on"
+            f" {budget.backend}, over the limit of {settings.max_tokens}; {advice}"
         )
     return budget

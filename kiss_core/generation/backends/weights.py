@@ -31,7 +31,24 @@ from kiss_core.settings import GeneratorSettings
 
 DiffusionBackend = Literal["wan-i2v", "wan-vace"]
 DIFFUSION_BACKENDS: tuple[DiffusionBackend, ...] = ("wan-i2v", "wan-vace")
-PIPELINE_CLASSES: dict[str, str] = {"wan-i2v": "WanImageToVideoPipeline", "wan-vace": "WanVACEPipeline"}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What the service knows of a diffusion backend without loading it."""
+
+    pipeline_class: str  # the diffusers pipeline its model directory holds
+    # The pipeline takes `reference_images` (every face crop: one per photo of each person) and puts one
+    # latent frame per image in front of the video's, so they cost transformer tokens like video frames
+    # (kiss_core.generation.budget counts them).
+    reference_images: bool = False
+
+
+BACKEND_SPECS: dict[str, BackendSpec] = {
+    "wan-i2v": BackendSpec("WanImageToVideoPipeline"),
+    "wan-vace": BackendSpec("WanVACEPipeline", reference_images=True),
+}
+PIPELINE_CLASSES: dict[str, str] = {name: spec.pipeline_class for name, spec in BACKEND_SPECS.items()}
 LORA_DIR = "loras"
 VAE_TEMPORAL_FACTOR = 4
 
