@@ -104,9 +104,10 @@ class JobAdmission:
         client errors come before the 202. `photos`: each subject's photo, or several of the same person
         in the order sent. `max_tenant_jobs` caps the tenant's queued + running jobs."""
         attestation = require_consent(attestation)
-        if self.generator is not None:
-            check_request_budget(params, self.generator)
         photos = self._check_photo_counts(photos)
+        if self.generator is not None:  # after the counts: on wan-vace every photo is a reference image
+            references = sum(len(photo_list(p)) for p in photos.values())
+            check_request_budget(params, self.generator, references=references)
         if webhook_url is not None:
             if self.webhooks is None:
                 raise WebhookUrlRefused("webhooks are not enabled on this service")

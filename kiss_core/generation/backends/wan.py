@@ -331,7 +331,6 @@ class WanFrames:
                 f" {'with' if model is not None else 'without'} model embeddings"
             )
         # Generated at the model's native rate and length; the requested fps is interpolated after decode.
-        check_request_budget(params, self.settings, self.name)
         native = plan_kiss(analyses, native_params(params, self.settings))
         count = frames_to_generate(native.frame_count, self.pipe.vae_scale_factor_temporal)
         fast = model.fast
@@ -356,13 +355,15 @@ class WanFrames:
             return tensors
 
         inputs = self.inputs(native, photos, analyses, conditioning, count)
+        # The budget again, with the reference images about to go in front of the video (VACE's face crops).
+        references = len(inputs.get("reference_images") or [])
+        check_request_budget(params, self.settings, self.name, references)
         negative = model.negative_prompt_embeds if guidance > 1.0 else None
         guiding: Any = contextlib.nullcontext()
         if negative is not None and self.settings.cfg_batched:
             scales = [guidance, guidance_2][: len(self.transformers())]
             guiding = batched_guidance(self.transformers(), negative.to(self.device), scales)
             negative, guidance, guidance_2 = None, 1.0, 1.0  # the pipeline runs unguided; the hooks guide
-        references = len(inputs.get("reference_images") or [])
         with self._lock, torch.inference_mode(), guiding, self._lip_bias(native, count, references):
             self._activate_loras(model)
             self.pipe.scheduler = self.schedulers[fast]
