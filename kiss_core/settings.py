@@ -217,8 +217,11 @@ class GeneratorSettings(BaseModel):
         75_600,
         ge=1,
         description="Transformer tokens one request may take: latent frames ((frames-1)/4+1) x (height/16) x"
-        " (width/16). 75,600 is 1280x720 at 81 frames; 832x480 at 81 frames is 32,760. Beyond it a request is"
-        " refused before acceptance with `token_budget_exceeded` (memory and time grow with it).",
+        " (width/16), plus on wan-vace one latent frame per photo (every face crop is a reference image in"
+        " front of the video). 75,600 is 1280x720 at 81 frames (82,800 on wan-vace with one photo of each"
+        " person); 832x480 at 81 frames is 32,760, on wan-vace with three photos of each person 42,120."
+        " Beyond it a request is refused before acceptance with `token_budget_exceeded` (memory and time"
+        " grow with it).",
     )
     encoder_memory_fraction: float | None = Field(
         None,
