@@ -54,6 +54,7 @@ from kiss_core.generation.backends.weights import (
 )
 from kiss_core.generation.budget import check_request_budget, native_params
 from kiss_core.generation.conditioning import Conditioning, ModelConditioning
+from kiss_core.generation.gpu import cap_gpu_memory
 from kiss_core.generation.latent_preview import LatentRgbProjection, fit_latent_rgb, preview_image
 from kiss_core.media.interpolate import resample_frames
 from kiss_core.scene.choreography import KissPlan, plan_kiss
@@ -181,8 +182,8 @@ class WanConditioner:
             n: s for n, s in discover_loras(settings.model_root).items() if s.base == backend
         }
         self.device = torch_device(settings)
-        if self.device.type == "cuda" and settings.encoder_memory_fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(settings.encoder_memory_fraction, self.device)
+        # Through cap_gpu_memory: torch refuses the bare torch.device("cuda") an unset `device` gives.
+        cap_gpu_memory(settings.encoder_memory_fraction, str(self.device))
         keep = set(CONDITIONER_PARTS) | (set(IMAGE_PARTS) if self.directory.image_conditioned else set())
         skipped = {name: None for name in self.directory.components if name not in keep}
         shared: dict[str, Any] = {}
@@ -331,7 +332,7 @@ class WanFrames:
                 f" {'with' if model is not None else 'without'} model embeddings"
             )
         # Generated at the model's native rate and length; the requested fps is interpolated after decode.
-        native = plan_kiss(analyses, native_params(params, self.settings))
+        native = native_plan(analyses, params, self.settings)
         count = frames_to_generate(native.frame_count, self.pipe.vae_scale_factor_temporal)
         fast = model.fast
         steps = self.settings.fast_steps if fast else self.settings.steps
@@ -342,22 +343,23 @@ class WanFrames:
         sink = preview_sink(progress)
         every = self.settings.progress_preview_every_steps
 
+        inputs = self.inputs(native, photos, analyses, conditioning, count)
+        # The budget again, with the reference images about to go in front of the video (VACE's face crops).
+        references = len(inputs.get("reference_images") or [])
+        check_request_budget(params, self.settings, self.name, references)
+
         def on_step(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             """After each step: count it and report; an exception here (job deleted) ends the loop. Every
-            `progress_preview_every_steps` steps the latent's middle frame goes out as a preview."""
+            `progress_preview_every_steps` steps the video's middle latent frame goes out as a preview."""
             self.steps_done += 1
             progress(_DECODE_SHARE * (index + 1) / steps)
             if sink is not None and projection is not None and every and (index + 1) % every == 0:
                 latents = tensors.get("latents")
                 if latents is not None and latents.ndim == 5 and latents.shape[1] == projection.channels:
-                    middle = latents[0, :, latents.shape[2] // 2].float().cpu().numpy()
+                    middle = middle_video_latent(latents, references).float().cpu().numpy()
                     sink(preview_image(middle, projection))
             return tensors
 
-        inputs = self.inputs(native, photos, analyses, conditioning, count)
-        # The budget again, with the reference images about to go in front of the video (VACE's face crops).
-        references = len(inputs.get("reference_images") or [])
-        check_request_budget(params, self.settings, self.name, references)
         negative = model.negative_prompt_embeds if guidance > 1.0 else None
         guiding: Any = contextlib.nullcontext()
         if negative is not None and self.settings.cfg_batched:
@@ -669,6 +671,28 @@ FRAME_SOURCES: dict[str, type[WanFrames]] = {"wan-i2v": WanI2VFrames, "wan-vace"
 
 def load_frame_source(backend: DiffusionBackend, settings: GeneratorSettings) -> WanFrames:
     return FRAME_SOURCES[backend](settings)
+
+
+def native_plan(
+    analyses: Mapping[str, SubjectAnalysis], params: VideoParams, settings: GeneratorSettings
+) -> KissPlan:
+    """The plan a diffusion backend generates along: the request's at the native rate, with the camera the
+    producer plans with (`camera_push_in`), so the pose video and the lip tokens move as the output check,
+    the report and the flicker mask expect."""
+    return plan_kiss(analyses, native_params(params, settings), settings.camera_push_in)
+
+
+def middle_video_latent(latents: torch.Tensor, references: int) -> torch.Tensor:
+    """(C, h, w): the middle frame of the video in the first sample of (B, C, F, h, w) latents.
+
+    VACE puts one latent frame per reference image in front of the video's until the loop ends (diffusers'
+    WanVACEPipeline drops them after the last step), so those are skipped."""
+    video_frames = latents.shape[2] - references
+    if video_frames < 1:
+        raise ValueError(
+            f"{latents.shape[2]} latent frames cannot hold {references} reference images and a video"
+        )
+    return latents[0, :, references + video_frames // 2]
 
 
 def to_uint8_rgb(frame: np.ndarray, width: int, height: int) -> np.ndarray:
