@@ -22,6 +22,7 @@ from kiss_core.faces.embedding import identity_model
 from kiss_core.generation.backends.base import FrameSource, PreviewSink, StepProgress
 from kiss_core.generation.backends.preview import PreviewFrames
 from kiss_core.generation.conditioning import Conditioning
+from kiss_core.generation.prefetch import prefetched
 from kiss_core.generation.provenance.credentials import sign_media, signing_configured
 from kiss_core.generation.provenance.devcert import with_dev_certificate
 from kiss_core.generation.provenance.marks import FrameMarks
@@ -204,7 +205,10 @@ class VideoProducer:
 
         def frames() -> Iterator[np.ndarray]:
             done = StepProgress(share_done, preview)
-            rendered = source.frames(plan, scene.photos, scene.by_subject, conditioning, params, done)
+            # Made a frame or two ahead on their own thread, while this one marks and encodes (prefetch.py).
+            rendered = prefetched(
+                source.frames(plan, scene.photos, scene.by_subject, conditioning, params, done)
+            )
             for index, raw in enumerate(rendered):
                 # Marked before anything looks at it: the report measures what the viewer gets.
                 frame = raw if raw.flags.writeable and raw.flags.c_contiguous else np.array(raw, order="C")
