@@ -52,10 +52,11 @@ def choose(
         raise BackendUnavailable(f"lora {lora!r} is not installed for {backend}; installed: {installed}")
     fast_lora = None
     if fast:
-        fast_lora = settings.fast_lora or next(
-            (n for n, s in sorted(loras.items()) if s.base == backend and s.fast), None
-        )
-        if fast_lora is not None and (fast_lora not in loras or loras[fast_lora].base != backend):
+        named = settings.fast_lora
+        if named is not None and named in loras and loras[named].base != backend:
+            named = None  # as with `lora`: the one set is for the other backend, this one takes its own
+        fast_lora = named or next((n for n, s in sorted(loras.items()) if s.base == backend and s.fast), None)
+        if fast_lora is not None and fast_lora not in loras:
             raise ModelDirectoryError(f"fast_lora {fast_lora!r} is not installed for {backend} under loras/")
     fused = fused_lora(settings, backend, loras)
     if settings.fuse_lora and (lora != fused or fast_lora is not None):
