@@ -81,7 +81,8 @@ def request_budget(
         generated_frames=generated,
         latent_frames=latent,
         reference_frames=reference_frames,
-        tokens=(latent + reference_frames) * _tokens_per_frame(params),
+        tokens=latent_tokens(generated, params.width, params.height)
+        + reference_frames * _tokens_per_frame(params),
     )
 
 
