@@ -170,9 +170,9 @@ class GeneratorSettings(BaseModel):
     fast_lora: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-        description="Step-distillation LoRA (in loras/, `fast: true`) the fast quality activates on the backend"
-        " it was made for; None, and on the other backend: the one installed for that backend's base, if any"
-        " (else the base weights are taken as step-distilled).",
+        description="Step-distillation LoRA (in loras/, `fast: true`) the fast quality activates on the"
+        " backend it was made for; None, and on the other backend: the one installed for that backend's"
+        " base, if any (else the base weights are taken as step-distilled).",
     )
     lora: str | None = Field(
         None,
