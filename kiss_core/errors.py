@@ -158,9 +158,36 @@ class SubjectPhotosMismatch(ClientError):
 
 
 class TooManyPhotos(ClientError):
+    """More photos of a person than `limits.max_photos_per_subject`. The problem carries that limit as the
+    extension member `limit`, so a client (the studio page) need not read it out of the detail."""
+
     code = "too_many_photos"
     status = 422
     title = "Too many photos of one person"
+
+    def __init__(
+        self,
+        detail: str,
+        subject: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        *,
+        limit: int,
+    ):
+        super().__init__(detail, subject, errors)
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_too_many_photos, (self.detail, self.subject, self.errors, self.limit))
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return {**super().to_problem(instance), "limit": self.limit}
+
+
+def _too_many_photos(
+    detail: str, subject: str | None, errors: list[dict[str, Any]] | None, limit: int
+) -> TooManyPhotos:
+    """Unpickles a TooManyPhotos (its keyword-only `limit` does not fit `type(self)(*args)`)."""
+    return TooManyPhotos(detail, subject, errors, limit=limit)
 
 
 class OutputBlocked(ClientError):

@@ -105,7 +105,9 @@ async def parse_video_form(request: Request, limits: LimitSettings) -> VideoForm
     except Exception as exc:  # malformed multipart, too many parts
         if "files" in str(exc).lower():
             raise TooManyPhotos(
-                f"the request has more than {max_files} files; at most {most} photos of each person are taken"
+                f"the request has more than {max_files} files; at most {most} photos of each person"
+                " are taken",
+                limit=most,
             ) from None
         raise InvalidRequest(f"the multipart body could not be parsed: {exc}") from None
     errors: list[dict[str, Any]] = []
@@ -121,6 +123,7 @@ async def parse_video_form(request: Request, limits: LimitSettings) -> VideoForm
                 f"{name} was given {count} times; at most {most} photos of each person are taken",
                 subject,
                 [{"field": name, "message": f"{count} photos, at most {most}"}],
+                limit=most,
             )
     photos: dict[str, SubjectPhotos] = {}
     for subject, name in zip(SUBJECTS, FILE_FIELDS, strict=True):

@@ -243,6 +243,7 @@ class JobAdmission:
                     f"subject_{subject} has {len(listed)} photos; at most {most} of each person are taken",
                     subject,
                     [{"field": f"subject_{subject}", "message": f"{len(listed)} photos, at most {most}"}],
+                    limit=most,
                 )
             if len(set(listed)) < len(listed):
                 field = f"subject_{subject}"

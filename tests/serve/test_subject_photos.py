@@ -75,8 +75,10 @@ def test_more_than_three_photos_of_a_person_are_refused(
     four = [*photos["b"], encode_png(mirrored(b)), encode_png(rotated(b, -5))]
     body = assert_problem(post(client, photos["a"][:1], four), 422, "too_many_photos", "b")
     assert body["errors"] == [{"field": "subject_b", "message": "4 photos, at most 3"}]
+    assert body["limit"] == 3  # machine-readable: the studio page takes its limit from it
     # More files than both people may have at all: refused while the body is parsed.
-    assert_problem(post(client, [*photos["a"], *four], four), 422, "too_many_photos")
+    whole = assert_problem(post(client, [*photos["a"], *four], four), 422, "too_many_photos")
+    assert whole["limit"] == 3
     assert stored(serve_app) - before == set()
     capabilities = client.get("/v1/capabilities").json()
     assert capabilities["limits"]["max_photos_per_subject"] == 3

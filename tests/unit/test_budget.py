@@ -4,6 +4,7 @@ reference images of wan-vace (one per photo) counted with the video's."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 from pathlib import Path
 
 import pytest
@@ -154,5 +155,9 @@ def test_too_many_photos_is_the_answer_before_the_token_budget(
 ) -> None:
     """Four photos of a person is refused as such (the limit is 3), not as the tokens they would cost."""
     four = {**three_each, "a": [*three_each["a"], encode_png(brighter(synthetic_subject(0)))]}
-    with pytest.raises(TooManyPhotos, match="subject_a has 4 photos"):
+    with pytest.raises(TooManyPhotos, match="subject_a has 4 photos") as refused:
         asyncio.run(admission.submit(CLIP.model_copy(update={"backend": "wan-vace"}), four, ATTESTED))
+    problem = refused.value.to_problem()
+    assert problem["limit"] == 3 and problem["subject"] == "a"
+    again = pickle.loads(pickle.dumps(refused.value))  # as it crosses a Ray call
+    assert again.to_problem() == problem

@@ -815,8 +815,9 @@ async function submit(event) {
 function showRefusal(error, sent) {
   const { code, subject, errors = [] } = error.problem;
   if (code === "too_many_photos") {
+    // The service's limit: its `limit` member, else read from the words of an older service.
     const said = [error.problem.detail, ...errors.map((e) => e.message)].join(" ");
-    const most = Number(/at most (\d+)/.exec(said)?.[1]);
+    const most = Number(error.problem.limit ?? /at most (\d+)/.exec(said)?.[1]);
     if (most >= 1) state.caps = { ...state.caps, limits: { ...state.caps.limits, max_photos_per_subject: most } };
     renderPhotoLimit();
     return;
