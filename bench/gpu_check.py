@@ -181,6 +181,7 @@ def part_production(report: Report, args: argparse.Namespace, device: torch.devi
     """(2) The tiny model root through the production classes, bf16, every lever on."""
     try:
         from kiss_core.generation.conditioning import IdentityEncoder
+        from kiss_core.generation.gpu import cap_gpu_memory
         from kiss_core.jobs.stages import load_backends, load_conditioners
         from kiss_core.schemas import VideoParams
         from kiss_core.settings import Settings
@@ -213,9 +214,14 @@ def part_production(report: Report, args: argparse.Namespace, device: torch.devi
                 "dtype": "bfloat16",
                 "steps": 3,
                 "lora": LORA_NAME if backend == "wan-i2v" else None,
+                # Both replicas' memory caps, as the single-gpu profile sets them (nearly all of it here):
+                # torch refused the bare "cuda" device they were first given (e31a4a5, 47a5847).
+                "gpu_memory_fraction": 0.95,
+                "encoder_memory_fraction": 0.95,
                 **levers,
             }
             settings = Settings(storage={"backend": "local", "local_root": tmp}, generator=generator)
+            capped = cap_gpu_memory(settings.generator.gpu_memory_fraction, settings.generator.device)
             studio = SyntheticStudio(settings, tmp)
             pair = studio.pair(0, 1)
             encoder = IdentityEncoder(settings.faces, settings.generator, load_conditioners(settings))
@@ -237,9 +243,12 @@ def part_production(report: Report, args: argparse.Namespace, device: torch.devi
                     "vae_dtype": str(frames_source.pipe.vae.dtype).removeprefix("torch."),
                     "peak_gib": peak_gib(device),
                     "ok": frames.shape == (24, 128, 160, 3) and bool(frames.std() > 0),
+                    "memory_capped": capped,
                 }
             )
             del frames_source, encoder
+            if capped:  # the later parts need the whole device
+                torch.cuda.set_per_process_memory_fraction(1.0, device.index)
             free(device)
 
 
