@@ -105,6 +105,9 @@ class _CountingAnalyzer:
         self.ran.append(index)
         return [0] * self.faces[index]
 
+    def detect_many(self, images: list[np.ndarray], upsample: int | None = None) -> list[list[int]]:
+        return [self.detect(image, upsample) for image in images]
+
 
 def test_hog_also_runs_where_the_face_count_changes_between_two_checked_frames() -> None:
     # Two faces, the back one lost during the contact (samples 7..13), a third face once on sample 17.
