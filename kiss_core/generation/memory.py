@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kiss_core.errors import GpuMemoryInsufficient, ModelDirectoryError
-from kiss_core.generation.backends.weights import CONDITIONER_PARTS, same_component_files
+from kiss_core.generation.backends.weights import shares_text_encoder
 
 GIB = 2**30
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -212,19 +212,13 @@ def replica_bytes(
 
 
 def text_encoder_owners(model_root: Path, backends: Sequence[str], share: bool = True) -> list[str]:
-    """The backends after the first whose encoder replica loads a UMT5 of its own, as WanConditioner does:
-    all of them without `share` (`share_text_encoder`), else those whose text encoder and tokenizer are not
-    the same files as the first backend's (compared where either directory has the folder)."""
+    """The backends after the first whose encoder replica loads a UMT5 of its own, by WanConditioner's
+    rule (`shares_text_encoder`): all of them without `share`, else those whose text encoder and
+    tokenizer are not the same files as the first backend's."""
     if not backends:
         return []
     first = model_root / backends[0]
-    owners = []
-    for backend in backends[1:]:
-        other = model_root / backend
-        parts = [p for p in CONDITIONER_PARTS if (first / p).is_dir() or (other / p).is_dir()]
-        if not share or not same_component_files(first, other, parts):
-            owners.append(backend)
-    return owners
+    return [b for b in backends[1:] if not shares_text_encoder(first, model_root / b, share)]
 
 
 def check_fits(held: Mapping[str, int], gpu_memory_bytes: int, reserve_gib: float, what: str) -> None:

@@ -49,7 +49,7 @@ from kiss_core.generation.backends.weights import (
     frames_to_generate,
     model_directory_error,
     refuse_unsupported_settings,
-    same_component_files,
+    shares_text_encoder,
     validate_model_directory,
 )
 from kiss_core.generation.budget import check_request_budget, native_params
@@ -187,10 +187,8 @@ class WanConditioner:
         keep = set(CONDITIONER_PARTS) | (set(IMAGE_PARTS) if self.directory.image_conditioned else set())
         skipped = {name: None for name in self.directory.components if name not in keep}
         shared: dict[str, Any] = {}
-        if (
-            share_with is not None
-            and settings.share_text_encoder
-            and same_component_files(share_with.directory.path, self.directory.path, CONDITIONER_PARTS)
+        if share_with is not None and shares_text_encoder(
+            share_with.directory.path, self.directory.path, settings.share_text_encoder
         ):
             shared = {"text_encoder": share_with.pipe.text_encoder, "tokenizer": share_with.pipe.tokenizer}
         self.pipe: Any = _pipeline_class(backend).from_pretrained(

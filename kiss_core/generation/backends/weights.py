@@ -241,3 +241,13 @@ def same_component_files(first: Path, second: Path, components: Collection[str])
         if any((a / name).read_bytes() != (b / name).read_bytes() for name in small):
             return False
     return True
+
+
+def shares_text_encoder(first: Path, other: Path, share: bool = True) -> bool:
+    """Whether the conditioner for the model directory `other` reuses the UMT5 and tokenizer loaded for
+    `first` (WanConditioner's `share_with`) rather than loading its own: only under `share`
+    (`generator.share_text_encoder`) and when both are the same files. The encoder's start-up memory
+    check counts a UMT5 for every conditioner that does not (kiss_core.generation.memory). Compared where
+    either directory has the folder (a conditioner's directories have both: validate_model_directory)."""
+    parts = [p for p in CONDITIONER_PARTS if (first / p).is_dir() or (other / p).is_dir()]
+    return share and same_component_files(first, other, parts)
