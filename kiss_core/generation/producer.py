@@ -291,6 +291,7 @@ class VideoProducer:
             upsample=upsample,
             embedder=self.identity.embedder,
             detections=[faces.detected(i, sampled[i]) for i in indices],
+            planned_landmarks={s: t.landmarks[indices] for s, t in plan.tracks.items()},
         )
         tracks = plan.tracks
         return identity.model_copy(

@@ -7,12 +7,15 @@ pair (composites, nobody real) whose heads the romantic style turns by up to 44Â
 
 from __future__ import annotations
 
+import functools
 import tempfile
 
+import cv2
 import numpy as np
 import pytest
 
 from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
+from kiss_core.faces.embedding import cosine_similarity
 from kiss_core.faces.full_range_detector import (
     KEYPOINTS,
     FullRangeFaceDetector,
@@ -23,13 +26,21 @@ from kiss_core.faces.full_range_detector import (
     ssd_anchors,
     weighted_nms,
 )
-from kiss_core.generation.quality.faces import hog_like_box, turned_faces, with_turned_faces
+from kiss_core.generation.quality import checked_frames, identity_report, video_quality_report
+from kiss_core.generation.quality.faces import (
+    MATCH_RADIUS,
+    alone,
+    faces_alone,
+    hog_like_box,
+    turned_faces,
+    with_turned_faces,
+)
 from kiss_core.media.video import decode_mp4
-from kiss_core.scene.choreography import face_centers, plan_kiss
+from kiss_core.scene.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import FaceSettings, Settings
 from tests.support.photos import astronaut_rgb, load_rgb, skimage_path, t1_rgb
-from tests.support.studio import SyntheticStudio
+from tests.support.studio import SyntheticPair, SyntheticStudio
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +148,22 @@ def test_the_hog_like_box_frames_a_face_as_hog_does(
 
 
 @pytest.fixture(scope="module")
-def romantic() -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """A romantic preview of synthetic subjects 2 and 3: its frames, planned face centres and turns."""
+def romantic_job() -> tuple[SyntheticStudio, SyntheticPair, np.ndarray, KissPlan]:
+    """A romantic preview of synthetic subjects 2 and 3: the studio, the pair, the frames and the plan."""
     studio = SyntheticStudio(Settings(), tempfile.mkdtemp(prefix="face_detector_"))
     pair = studio.pair(2, 3)
     params = VideoParams(style="romantic")
     result = studio.produce(pair, params)
     frames, _ = decode_mp4(studio.store.get(result.keys["video"]))
-    plan = plan_kiss(pair.analyses, params)
+    return studio, pair, frames, plan_kiss(pair.analyses, params)
+
+
+@pytest.fixture(scope="module")
+def romantic(
+    romantic_job: tuple[SyntheticStudio, SyntheticPair, np.ndarray, KissPlan],
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The romantic preview's frames, planned face centres and turns."""
+    _, _, frames, plan = romantic_job
     turn = np.maximum(plan.tracks["a"].turn, plan.tracks["b"].turn)
     return frames, face_centers(plan), turn
 
@@ -192,6 +211,112 @@ def test_turned_faces_get_dlibs_landmarks_and_are_counted_only_near_one_person(
     # HOG's own faces are kept as they are: a frontal frame adds nothing to them.
     first = analyzer.detect(frames[0], 0)
     assert len(first) == 2 and _same(with_turned_faces(frames[0], first), first)
+
+
+@pytest.mark.slow
+def test_at_the_hold_each_person_is_found_alone_where_the_whole_frame_shows_one_face(
+    detector: FullRangeFaceDetector,
+    analyzer: DlibFaceAnalyzer,
+    romantic_job: tuple[SyntheticStudio, SyntheticPair, np.ndarray, KissPlan],
+) -> None:
+    _, pair, frames, plan = romantic_job
+    turn = np.minimum(plan.tracks["a"].turn, plan.tracks["b"].turn)
+    hold = [i for i in range(0, len(frames), 6) if turn[i] >= 40]
+    assert len(hold) >= 5
+    for index in hold:
+        # Nose to nose, both detectors read the two turned faces as one, between the two people.
+        assert analyzer.detect(frames[index], 0) == [] and len(detector.detect(frames[index])) == 1
+        planned = {s: track.landmarks[index] for s, track in plan.tracks.items()}
+        seen = faces_alone(frames[index], planned)
+        assert set(seen) == {"a", "b"}, index
+        (face_a, image_a), (face_b, image_b) = seen["a"], seen["b"]
+        assert face_a.center[0] < face_b.center[0]  # two faces, a's on the left
+        for subject, (face, image) in seen.items():
+            centre = planned[subject].mean(axis=0)
+            assert np.linalg.norm(face.center - centre) <= MATCH_RADIUS * face.width
+            assert face.landmarks.shape == (68, 2)
+            # Described on the image it was seen in, it is still that person by the report's own gate.
+            reference = np.asarray(pair.analyses[subject].embedding)
+            assert cosine_similarity(analyzer.embed(image, face.landmarks), reference) >= 0.85
+        assert not np.array_equal(image_a, image_b)
+        # Nobody where the plan puts someone: a's face is not found far to the right of it...
+        elsewhere = {"a": planned["a"] + np.array([300.0, 0.0]), "b": planned["b"] + np.array([300.0, 0.0])}
+        assert "a" not in faces_alone(frames[index], elsewhere)
+        # ...and with b's head painted out of the frame (inpainted, as the scene fills a hole), not b.
+        assert "b" not in faces_alone(_without_head(frames[index], planned["b"]), planned)
+
+
+@pytest.mark.slow
+def test_both_reports_find_both_people_at_the_hold_only_with_the_planned_landmarks(
+    analyzer: DlibFaceAnalyzer,
+    romantic_job: tuple[SyntheticStudio, SyntheticPair, np.ndarray, KissPlan],
+) -> None:
+    _, pair, frames, plan = romantic_job
+    references = {s: np.asarray(a.embedding, dtype=np.float64) for s, a in pair.analyses.items()}
+    landmarks = {s: track.landmarks for s, track in plan.tracks.items()}
+    centres = face_centers(plan)
+    checked = checked_frames(len(frames), 8, plan.contact_frame)
+    with_landmarks = video_quality_report(
+        list(frames), references, analyzer, 0.92, plan_centres=landmarks, max_checked=8, upsample=0
+    )
+    by_centres = video_quality_report(
+        list(frames), references, analyzer, 0.92, plan_centres=centres, max_checked=8, upsample=0
+    )
+    assert with_landmarks.both_found is not None and by_centres.both_found is not None
+    assert with_landmarks.both_found >= 0.8 > by_centres.both_found
+    # The producer's report, on the same checked frames, counts the same way.
+    report = functools.partial(
+        identity_report,
+        [frames[i] for i in checked],
+        {s: c[checked] for s, c in centres.items()},
+        references,
+        analyzer,
+        0.92,
+        upsample=0,
+    )
+    plain = report()
+    alone_too = report(planned_landmarks={s: m[checked] for s, m in landmarks.items()})
+    assert plain.both_found is not None and alone_too.both_found is not None
+    assert alone_too.both_found >= 0.8 > plain.both_found
+    for before, after in zip(plain.subjects, alone_too.subjects, strict=True):
+        assert after.frames_found > before.frames_found
+        assert after.similarity_min is not None and after.similarity_min >= 0.85
+    with pytest.raises(ValueError, match="planned_landmarks"):
+        report(planned_landmarks={"a": landmarks["a"][checked]})
+
+
+def test_alone_fills_everything_beyond_the_persons_own_profile_towards_the_partner() -> None:
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 200, (120, 200, 3), dtype=np.uint8)
+    frame[:, :, 2] = 250  # the median colour is known in one channel at least
+    left = np.stack([np.linspace(40, 90.4, 68), np.linspace(30, 90, 68)], axis=1)
+    right = left + np.array([60.0, 0.0])
+    before = frame.copy()
+    shown = alone(frame, left, right)  # the partner is to the right: cut after x = 90.4
+    assert np.array_equal(shown[:, :92], frame[:, :92]) and not np.array_equal(frame[:, 92:], shown[:, 92:])
+    assert (shown[:, 92:] == shown[0, 92]).all() and shown[0, 92, 2] == 250
+    shown = alone(frame, right, left)  # the partner is to the left: cut before x = 100
+    assert np.array_equal(shown[:, 100:], frame[:, 100:]) and (shown[:, :100] == shown[0, 0]).all()
+    assert np.array_equal(frame, before)  # the caller's frame is not written to
+
+
+def _without_head(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """`frame` with an ellipse over the face and hair of `landmarks` inpainted at quarter size."""
+    width = float(np.linalg.norm(landmarks[16] - landmarks[0]))
+    cx, cy = landmarks.mean(axis=0)
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.ellipse(
+        mask, (round(cx), round(cy - 0.25 * width)), (round(0.8 * width), round(width)), 0, 0, 360, 255, -1
+    )
+    small = cv2.inpaint(
+        cv2.resize(frame, None, fx=0.25, fy=0.25),
+        cv2.resize(mask, None, fx=0.25, fy=0.25),
+        5,
+        cv2.INPAINT_TELEA,
+    )
+    painted = frame.copy()
+    painted[mask > 0] = cv2.resize(small, (frame.shape[1], frame.shape[0]))[mask > 0]
+    return painted
 
 
 def _same(faces: list[DetectedFace], others: list[DetectedFace]) -> bool:

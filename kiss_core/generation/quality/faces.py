@@ -9,6 +9,9 @@ HOG is a frontal detector: it misses faces turned past ~40°, which the kiss sty
 faces of a frame are HOG's plus every face MediaPipe's full-range detector finds where HOG found
 none (`with_turned_faces`), framed as HOG would frame it and with dlib's landmarks on that box: the
 report's identity numbers stay dlib's descriptor on dlib's landmarks whichever detector found it.
+Where the two faces meet nose to nose, both detectors read them as one face between the two people;
+with the plan's landmarks each person is then looked for alone, the partner's side filled flat
+(`faces_alone`).
 
 At the contact the back face is partly hidden and HOG often misses it, so measurements there do
 not depend on detection: dlib's 68-point shape predictor (the process's one copy, shared with the
@@ -109,6 +112,55 @@ def with_turned_faces(
     """`faces` (HOG's, as they are: they keep the nearest-centre rule they always had) plus
     `turned_faces` (with planned `centres`: only those near one person)."""
     return [*faces, *turned_faces(frame, faces, centres)]
+
+
+def alone(frame: np.ndarray, own: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """`frame` with everything beyond this person's planned face towards the partner filled flat.
+
+    `own` and `partner` are the two people's planned landmarks (68, 2) in this frame. The cut runs
+    vertically through `own`'s furthest landmark towards the partner (the nose tip, lips or chin, where
+    the two meet), so the person's own profile stays whole; the fill is the frame's median colour.
+    """
+    image = require_rgb(frame).copy()
+    fill = np.median(image[::8, ::8].reshape(-1, 3), axis=0).astype(image.dtype)
+    own = np.asarray(own, dtype=np.float64)
+    if float(np.asarray(partner, dtype=np.float64)[:, 0].mean()) >= float(own[:, 0].mean()):
+        image[:, max(0, int(np.ceil(own[:, 0].max())) + 1) :] = fill
+    else:
+        image[:, : max(0, int(np.floor(own[:, 0].min())))] = fill
+    return image
+
+
+def faces_alone(
+    frame: np.ndarray, planned: Mapping[K, np.ndarray], detector: FullRangeFaceDetector | None = None
+) -> dict[K, tuple[DetectedFace, np.ndarray]]:
+    """Each of two planned people looked for alone: subject -> (face, the image it was seen in).
+
+    Where the two faces meet nose to nose (the hold of a mouth kiss, both turned 40-52° towards each
+    other), every detector reads one half of each as a single frontal face between them: HOG and the
+    full-range detector alike. Shown `alone` (the partner's side filled flat), the full-range detector
+    finds each person's own turned face. A face counts if its centre is within `MATCH_RADIUS` of that
+    person's planned centre; its landmarks are predicted, and it is to be described, on the image it
+    was seen in, so the partner's pixels do not pull the landmarks or the descriptor.
+    """
+    if len(planned) != 2:
+        return {}
+    (first, own_first), (second, own_second) = planned.items()
+    seen: dict[K, tuple[DetectedFace, np.ndarray]] = {}
+    for subject, own, partner in ((first, own_first, own_second), (second, own_second, own_first)):
+        image = alone(frame, own, partner)
+        centre = np.asarray(own, dtype=np.float64).mean(axis=0)
+        near = [
+            face
+            for face in (detector or full_range_detector()).detect(image)
+            if float(np.linalg.norm(face.center - centre)) <= MATCH_RADIUS * face.width
+        ]
+        if near:
+            nearest = min(near, key=lambda face: float(np.linalg.norm(face.center - centre)))
+            box = hog_like_box(nearest)
+            landmarks = predict_landmarks(image, box).astype(np.float32)
+            seen[subject] = (DetectedFace(box=box, landmarks=landmarks, score=nearest.score), image)
+    return seen
 
 
 def _within_reach(face: DetectedFace, centre: np.ndarray) -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from kiss_core.faces.analysis import DetectedFace, DlibFaceAnalyzer
 from kiss_core.faces.embedding import FaceEmbedder, cosine_similarity
-from kiss_core.generation.quality.faces import MATCH_RADIUS, assign_faces, with_turned_faces
+from kiss_core.generation.quality.faces import MATCH_RADIUS, assign_faces, faces_alone, with_turned_faces
 from kiss_core.schemas import QualityReport, SubjectQuality
 
 
@@ -23,6 +23,7 @@ def identity_report(
     detections: Sequence[Sequence[DetectedFace]] | None = None,
     *,
     turned_faces: bool = True,
+    planned_landmarks: Mapping[str, np.ndarray] | None = None,
 ) -> QualityReport:
     """Per-subject similarity of the faces found where the plan expects each person, over `frames`.
 
@@ -34,6 +35,9 @@ def identity_report(
     `detections[i]`, when given, are the faces HOG already found in `frames[i]` (the producer detects
     once for the output check and this report); else HOG runs here. With `turned_faces` the full-range
     detector adds the faces HOG missed that are near one planned person only (`with_turned_faces`).
+    With `planned_landmarks` too (subject -> (len(frames), 68, 2)), a frame where that still leaves
+    someone without a face is looked at one person at a time (`faces_alone`): each person found alone
+    is measured on that face, the others keep the face found in the whole frame, if any.
     """
     subjects = sorted(references)
     for subject in subjects:
@@ -42,23 +46,57 @@ def identity_report(
             raise ValueError(
                 f"`expected_centers[{subject!r}]` has to be ({len(frames)}, 2) but is {centres.shape}"
             )
+        if planned_landmarks is not None:
+            marks = np.asarray(planned_landmarks.get(subject, np.empty((0, 68, 2))))
+            if marks.shape != (len(frames), 68, 2):
+                raise ValueError(
+                    f"`planned_landmarks[{subject!r}]` has to be ({len(frames)}, 68, 2) but is {marks.shape}"
+                )
     embedder = embedder or analyzer
     similarities: dict[str, list[float]] = {s: [] for s in subjects}
+    both = 0
     for index, frame in enumerate(frames):
         faces = analyzer.detect(frame, upsample) if detections is None else detections[index]
         expected = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
-        if turned_faces:
-            faces = with_turned_faces(frame, faces, expected)
-        found = [(face, np.empty(0)) for face in faces]
-        for subject, face_index in assign_faces(found, expected, {}, MATCH_RADIUS).items():
+        planned = None if planned_landmarks is None else {s: planned_landmarks[s][index] for s in subjects}
+        seen = faces_seen(frame, faces, expected, planned, turned_faces)
+        both += len(seen) == len(subjects)
+        for subject, (face, image) in seen.items():
             # Only the faces someone is measured on are described: a descriptor costs ~75 ms on one core.
-            embedding = embedder.embed(frame, faces[face_index].landmarks)
+            embedding = embedder.embed(image, face.landmarks)
             similarities[subject].append(cosine_similarity(embedding, references[subject]))
     return QualityReport(
         similarity=embedder.description,
         threshold=threshold,
         subjects=[subject_quality(s, similarities[s], len(frames)) for s in subjects],
+        both_found=both_share(both, len(frames), len(subjects)),
     )
+
+
+def faces_seen(
+    frame: np.ndarray,
+    faces: Sequence[DetectedFace],
+    expected: Mapping[str, np.ndarray],
+    planned: Mapping[str, np.ndarray] | None = None,
+    turned_faces: bool = True,
+) -> dict[str, tuple[DetectedFace, np.ndarray]]:
+    """subject -> (their face in one frame, the image to describe it on), as `identity_report` counts.
+
+    `faces` are HOG's, `expected` the planned centres (2,) and `planned` the planned landmarks
+    (68, 2) of each subject in this frame.
+    """
+    if turned_faces:
+        faces = with_turned_faces(frame, faces, expected)
+    found = [(face, np.empty(0)) for face in faces]
+    seen = {s: (faces[f], frame) for s, f in assign_faces(found, expected, {}, MATCH_RADIUS).items()}
+    if turned_faces and planned is not None and len(seen) < len(expected):
+        seen.update(faces_alone(frame, planned))
+    return seen
+
+
+def both_share(both: int, checked: int, subjects: int) -> float | None:
+    """`QualityReport.both_found`: the share of checked frames where both people were found."""
+    return both / checked if subjects == 2 and checked else None
 
 
 def subject_quality(subject: str, values: list[float], checked: int) -> SubjectQuality:

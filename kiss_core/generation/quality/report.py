@@ -14,6 +14,7 @@ from kiss_core.generation.quality.faces import (
     Box,
     assign_faces,
     boxes_per_frame,
+    faces_alone,
     predict_landmarks,
     track_faces,
     with_turned_faces,
@@ -24,7 +25,7 @@ from kiss_core.generation.quality.flicker import (
     static_mask_from_boxes,
     static_mask_from_plan,
 )
-from kiss_core.generation.quality.identity import subject_quality
+from kiss_core.generation.quality.identity import both_share, subject_quality
 from kiss_core.generation.quality.lighting import lighting_delta_e
 from kiss_core.generation.quality.seam import seam_ratio
 from kiss_core.media.images import require_rgb
@@ -85,7 +86,9 @@ def video_quality_report(
       in each (HOG, `upsample` passes, plus with `turned_faces` the full-range detector's faces HOG
       missed: `with_turned_faces`) and those measured are described.
     - Who is who: with `plan_centres` (per subject (T, 2) planned face centres, or (T, 68, 2) planned
-      landmarks) a face belongs to the subject planned within 0.75 face widths of it. Without a plan,
+      landmarks) a face belongs to the subject planned within 0.75 face widths of it; with planned
+      landmarks, a checked frame where that leaves someone without a face is looked at one person at
+      a time (`faces_alone`, as `identity_report` does). Without a plan,
       on the first checked frame with two faces the left one (of the two largest) is `a` and the
       right one `b`; both are then tracked forwards and backwards by nearest centre (within one
       face width between checked frames).
@@ -124,10 +127,11 @@ def video_quality_report(
         raise ValueError(f"`plan_centres` has to name {subjects} but names {sorted(planned_centres)}")
 
     checked = checked_frames(frame_count, max_checked, contact_index)
-    # HOG's faces plus the turned ones it misses; described only once someone is measured on them.
+    # HOG's faces plus the turned ones it misses, each with the image it was seen in; described only
+    # once someone is measured on them.
     found = {
         i: [
-            (face, np.empty(0))
+            (face, np.asarray(frames[i]))
             for face in faces_of(
                 np.asarray(frames[i]),
                 analyzer,
@@ -144,12 +148,18 @@ def video_quality_report(
             centres = {s: planned_centres[s][i] for s in subjects}
             for subject, face_index in assign_faces(found[i], centres, {}, MATCH_RADIUS).items():
                 tracks[subject][i] = face_index
+            if turned_faces and len(planned_landmarks) == 2 and sum(i in tracks[s] for s in subjects) < 2:
+                for subject, seen in faces_alone(
+                    np.asarray(frames[i]), {s: planned_landmarks[s][i] for s in subjects}
+                ).items():
+                    found[i].append(seen)
+                    tracks[subject][i] = len(found[i]) - 1
     else:
         tracks = track_faces(found, checked, subjects)
 
     similarities = {
         s: [
-            cosine_similarity(analyzer.embed(np.asarray(frames[i]), found[i][f][0].landmarks), references[s])
+            cosine_similarity(analyzer.embed(found[i][f][1], found[i][f][0].landmarks), references[s])
             for i, f in sorted(tracks[s].items())
         ]
         for s in subjects
@@ -219,6 +229,9 @@ def video_quality_report(
     return QualityReport(
         threshold=threshold,
         subjects=[subject_quality(s, similarities[s], len(checked)) for s in subjects],
+        both_found=both_share(
+            sum(all(i in tracks[s] for s in subjects) for i in checked), len(checked), len(subjects)
+        ),
         contact=contact,
         flicker=flicker,
         lighting=lighting,
