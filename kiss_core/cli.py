@@ -235,6 +235,8 @@ def _cmd_quality(args: argparse.Namespace) -> int:
             f"visible in {q.frames_found}/{q.frames_checked} checked frames "
             f"({q.visible_share:.0%}) - {verdict}"
         )
+    if report.both_found is not None:
+        print(f"both people found in {report.both_found:.0%} of checked frames")
     if report.contact is not None:
         print(
             f"contact: frame {report.contact.frame}, mouth distance "

@@ -256,6 +256,11 @@ class QualityReport(BaseModel):
     similarity: str = Field("cosine of dlib 128-D descriptors", description="How similarity is measured.")
     threshold: float = Field(description="Similarity above which two faces count as the same person.")
     subjects: list[SubjectQuality]
+    both_found: float | None = Field(
+        None,
+        description="Share of the checked frames in which both people's faces were found, 0..1 "
+        "(None: not two subjects).",
+    )
     contact: ContactQuality | None = None
     flicker: FlickerQuality | None = None
     lighting: LightingQuality | None = None

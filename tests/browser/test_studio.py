@@ -140,7 +140,8 @@ def test_the_whole_flow_from_photos_to_a_verified_and_reported_video(
     wait_until(page, "() => document.querySelector('#result-video').readyState >= 3")
     duration = page.evaluate("document.querySelector('#result-video').duration")
     assert abs(duration - SECONDS) <= 1 / FPS + 1e-6, duration
-    assert page.locator("#quality-rows tr").count() >= 4  # identity a and b, contact, flicker, lighting
+    assert page.locator("#quality-rows tr").count() >= 5  # identity a and b, both, contact, flicker, lighting
+    assert "Both people seen together" in (page.text_content("#quality-rows") or "")
     assert "Made by AI" in page.text_content("#provenance")
 
     with httpx.Client(base_url=serve_app.url, timeout=30) as client:

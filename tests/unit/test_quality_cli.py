@@ -53,6 +53,7 @@ def test_quality_json_reports_both_subjects(
         assert quality["frames_checked"] == 6 and quality["frames_found"] == 6
         assert quality["visible_share"] == 1.0
         assert quality["similarity_min"] > report["threshold"]
+    assert report["both_found"] == 1.0
     assert report["contact"]["frame"] == 5  # the faces are closest at the end
     # The portraits' mouths end 200 px apart; the half-size faces are ~90 px wide (jaw span).
     assert 1.8 < report["contact"]["mouth_distance"] < 2.6
@@ -68,6 +69,7 @@ def test_quality_prints_a_summary(clip: dict[str, Path], capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert "subject a:" in out and "subject b:" in out
     assert "contact:" in out and "flicker:" in out and "lighting:" in out
+    assert "both people found in 100% of checked frames" in out
 
 
 def test_quality_refuses_a_photo_without_a_face(

@@ -35,6 +35,7 @@ def test_every_style_meets_the_thresholds(studio, pairs, indices, style) -> None
     result = studio.produce(pairs[indices], VideoParams(style=style), JOB_ID)
     report = result.quality
     assert quality_problems(report) == [], report.model_dump()
+    assert report.both_found is not None  # so the gate above did check it
     assert report.contact is not None and report.contact.target == ("cheek" if style == "cheek" else "lips")
     assert report.contact.seam is not None  # the faces meet at the contact: there is a boundary to read
     # Harmonisation closes a visible gap: these pairs differ by 1.5-7 ΔE as shot.
@@ -63,3 +64,9 @@ def test_the_gate_names_what_fails() -> None:
     assert any(p.startswith("contact") for p in problems) and any(p.startswith("flicker") for p in problems)
     lenient = QualityThresholds(similarity_mean=0.8, similarity_min=0.8)
     assert not any(p.startswith("b:") for p in quality_problems(report, lenient))
+    # Each person seen often enough, but rarely in the same frame: the gate says so.
+    apart = report.model_copy(update={"both_found": 0.5})
+    assert [p for p in quality_problems(apart) if p.startswith("both")] == [
+        "both people found in 0.50 < 0.8 of checked frames"
+    ]
+    assert not any(p.startswith("both") for p in problems)  # not reported when not measured

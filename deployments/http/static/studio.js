@@ -12,7 +12,8 @@ const POLL_MS = 1000;
 export const THRESHOLDS = {
   similarity_mean: 0.92,
   similarity_min: 0.85,
-  visible_share: 0.4,
+  visible_share: 0.8,
+  both_found: 0.8,
   mouth_distance: 0.3,
   seam: 1.8,
   flicker_mean: 0.5,
@@ -1110,6 +1111,14 @@ function renderQuality(report) {
       limits.push(`seen ≥ ${THRESHOLDS.visible_share * 100} %`);
       pass = pass && s.visible_share >= THRESHOLDS.visible_share;
       rows.push([`Identity, ${SUBJECT_NAMES[s.subject]}`, measured, limits.join(", "), pass]);
+    }
+    if (report.both_found !== null && report.both_found !== undefined) {
+      rows.push([
+        "Both people seen together",
+        `in ${Math.round(report.both_found * 100)} % of the checked frames`,
+        `≥ ${THRESHOLDS.both_found * 100} %`,
+        report.both_found >= THRESHOLDS.both_found,
+      ]);
     }
     const contact = report.contact;
     if (contact) {

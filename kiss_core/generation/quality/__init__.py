@@ -6,7 +6,7 @@
   mounted the producer passes its ArcFace embedder instead (unrelated faces near 0, the same person
   above `arcface_same_person_threshold`, 0.4); the report's `similarity` names which.
 - identity `visible_share`: frames_found / frames_checked, the share of checked frames in which that
-  person's face was found; 0..1 (the back face may be hidden at the contact).
+  person's face was found; 0..1. `both_found`: the share in which both were; 0..1.
 - contact `mouth_distance`: distance between the two mouth centres (mean of landmarks 48-67) at the
   contact frame / the mean face width (jaw span, landmark 0 to 16); 0..~3, below ~0.3 the lips
   meet, 1 = a face width apart.

@@ -13,7 +13,8 @@ class QualityThresholds:
 
     similarity_mean: float = 0.92  # = same_person_threshold: on average each face is still that person
     similarity_min: float = 0.85  # worst checked frame (pucker, turn, partial cover at the contact)
-    visible_share: float = 0.4  # the back face is covered during the hold; HOG misses yaw beyond ~40°
+    visible_share: float = 0.8  # each face found in 4 of 5 checked frames (at the hold: looked for alone)
+    both_found: float = 0.8  # both faces found in the same frame, in 4 of 5 checked frames
     mouth_distance: float = 0.3  # lips (or lips and cheek) touch: under a third of a face width apart
     seam: float = 1.8  # boundary/interior gradient at the contact: the 12 synthetic jobs read 1.35-1.77
     flicker_mean: float = 0.5  # luma levels; about 1 is where a viewer starts to see shimmer
@@ -39,6 +40,10 @@ def quality_problems(report: QualityReport, limits: QualityThresholds | None = N
             problems.append(
                 f"{subject.subject}: visible in {subject.visible_share:.2f} < {limits.visible_share}"
             )
+    if report.both_found is not None and report.both_found < limits.both_found:
+        problems.append(
+            f"both people found in {report.both_found:.2f} < {limits.both_found} of checked frames"
+        )
     contact = report.contact
     if contact is None or contact.mouth_distance is None or contact.mouth_distance > limits.mouth_distance:
         distance = None if contact is None else contact.mouth_distance
