@@ -1,4 +1,5 @@
-"""The quality report's face finding, HOG alone vs HOG plus MediaPipe's full-range detector, on ONE core.
+"""The quality report's face finding, step by step: HOG alone, plus MediaPipe's full-range detector,
+plus each person looked for alone, on ONE core.
 
     .venv/bin/python bench/quality_detectors.py [--pairs 3] [--repeats 3]
 
@@ -6,19 +7,21 @@ The producer's whole preview job (832x480, 24 fps, 5 s) for each synthetic pair 
 real person) x style; on the frames the report checks (8 evenly spaced + the contact frame, with
 HOG's detections the producer already made) each variant of the identity report is run:
 
-- `hog`: HOG's faces, each counted for the nearest planned person (the report before this change);
-- `new`: HOG's faces plus the full-range detector's where HOG found none, near one planned person
-  only (what the report does now).
+- `hog`: HOG's faces, each counted for the nearest planned person (the report before b121cb4);
+- `full_range`: HOG's faces plus the full-range detector's where HOG found none, near one planned
+  person only (the report from b121cb4);
+- `alone`: and where that still leaves someone without a face, each person looked for alone, the
+  partner's side of the frame filled flat (`faces_alone`: what the report does now).
 
 Per job and variant: each person's visible share, the share of checked frames where both are
 found (and, of the checked frames where the plan shows at least `SHOWN` of each face uncovered by
 the partner, the share where both are found: what a detector can be asked for), identity min/mean
-(dlib descriptors throughout), and the identity report's CPU time (best of `--repeats`, process
-time: this machine is shared, wall clocks are not). Per job also: per checked frame the
-least share of a face the plan shows (`planned_shown`), the contact's seam
-(kiss_core.generation.quality.seam, as the job's report gives it) and its CPU time, and the
-producer's whole report (`_measure`) in CPU seconds. Prints one table and writes
-bench/results/quality_detectors.json.
+(dlib descriptors throughout), how many faces found read more like the partner's photo than their
+own (`confused`), and the identity report's CPU time (best of `--repeats`, process time: this
+machine is shared, wall clocks are not). Per job also: per checked frame the least share of a face
+the plan shows (`planned_shown`), the contact's seam (kiss_core.generation.quality.seam, as the
+job's report gives it) and its CPU time, and the producer's whole report (`_measure`) in CPU
+seconds. Prints one table and writes bench/results/quality_detectors.json.
 """
 
 from __future__ import annotations
@@ -41,13 +44,10 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kiss_core.faces.embedding import cosine_similarity  # noqa: E402
 from kiss_core.generation.producer import VideoProducer, quality_sample  # noqa: E402
 from kiss_core.generation.quality import identity_report  # noqa: E402
-from kiss_core.generation.quality.faces import (  # noqa: E402
-    MATCH_RADIUS,
-    assign_faces,
-    with_turned_faces,
-)
+from kiss_core.generation.quality.identity import faces_seen  # noqa: E402
 from kiss_core.generation.quality.seam import seam_ratio  # noqa: E402
 from kiss_core.scene.choreography import KissPlan, face_centers  # noqa: E402
 from kiss_core.scene.warp import PiecewiseAffineWarp  # noqa: E402
@@ -56,7 +56,7 @@ from kiss_core.settings import Settings  # noqa: E402
 from tests.support.studio import PAIRS, SyntheticStudio  # noqa: E402
 
 STYLES = ("peck", "romantic", "french", "cheek")
-VARIANTS = {"hog": False, "new": True}
+VARIANTS = {"hog": (False, False), "full_range": (True, False), "alone": (True, True)}  # turned, alone
 SHOWN = 0.6  # a face counts as shown where the plan leaves at least this share of it uncovered
 
 
@@ -110,31 +110,54 @@ class CapturingProducer(VideoProducer):
             "upsample": faces.upsample,
             "contact": rendered.contact,
             "planned": [track.landmarks[plan.contact_frame] for track in plan.tracks.values()],
+            "landmarks": {s: t.landmarks[indices] for s, t in plan.tracks.items()},
             "shown": [planned_shown(plan, i) for i in indices],
             "report_cpu_s": report_cpu,
         }
         return quality
 
 
-def both_found(captured: dict[str, Any], turned: bool, only_shown: bool = False) -> float | None:
+def seen_per_frame(captured: dict[str, Any], variant: str) -> list[dict[str, Any]]:
+    """Per checked frame, subject -> (face, image) as the identity report counts them in `variant`."""
+    turned, alone = VARIANTS[variant]
+    seen = []
+    for index, frame in enumerate(captured["frames"]):
+        centres = {s: c[index] for s, c in captured["centres"].items()}
+        planned = {s: marks[index] for s, marks in captured["landmarks"].items()} if alone else None
+        seen.append(faces_seen(frame, captured["hog"][index], centres, planned, turned))
+    return seen
+
+
+def both_found(
+    captured: dict[str, Any], seen: list[dict[str, Any]], only_shown: bool = False
+) -> float | None:
     """Share of the checked frames in which both people are found; with `only_shown`, of those where
     the plan shows at least SHOWN of each face (None: no such frame)."""
     hits = checked = 0
-    for index, frame in enumerate(captured["frames"]):
+    for index, faces in enumerate(seen):
         if only_shown and min(captured["shown"][index].values()) < SHOWN:
             continue
         checked += 1
-        faces = captured["hog"][index]
-        centres = {s: c[index] for s, c in captured["centres"].items()}
-        faces = with_turned_faces(frame, faces, centres) if turned else faces
-        taken = assign_faces([(f, np.empty(0)) for f in faces], centres, {}, MATCH_RADIUS)
-        hits += len(taken) == 2
+        hits += len(faces) == 2
     return hits / checked if checked else None
+
+
+def confused(studio: SyntheticStudio, captured: dict[str, Any], seen: list[dict[str, Any]]) -> int:
+    """How many of the faces found read more like the partner's photo than their own."""
+    references = captured["references"]
+    count = 0
+    for faces in seen:
+        for subject, (face, image) in faces.items():
+            partner = next(s for s in references if s != subject)
+            embedding = studio.analyzer.embed(image, face.landmarks)
+            own = cosine_similarity(embedding, references[subject])
+            count += own < cosine_similarity(embedding, references[partner])
+    return count
 
 
 def measure(studio: SyntheticStudio, captured: dict[str, Any], repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, turned in VARIANTS.items():
+    for name, (turned, alone) in VARIANTS.items():
         best = float("inf")
         for _ in range(repeats):
             start = time.process_time()
@@ -147,14 +170,17 @@ def measure(studio: SyntheticStudio, captured: dict[str, Any], repeats: int) -> 
                 upsample=captured["upsample"],
                 detections=captured["hog"],
                 turned_faces=turned,
+                planned_landmarks=captured["landmarks"] if alone else None,
             )
             best = min(best, time.process_time() - start)
+        seen = seen_per_frame(captured, name)
         out[name] = {
-            "both_found": round(both_found(captured, turned) or 0.0, 3),
-            "both_found_where_shown": _rounded(both_found(captured, turned, only_shown=True)),
+            "both_found": round(both_found(captured, seen) or 0.0, 3),
+            "both_found_where_shown": _rounded(both_found(captured, seen, only_shown=True)),
             "visible": {q.subject: round(q.visible_share, 3) for q in report.subjects},
             "similarity_min": {q.subject: _rounded(q.similarity_min) for q in report.subjects},
             "similarity_mean": {q.subject: _rounded(q.similarity_mean) for q in report.subjects},
+            "confused": confused(studio, captured, seen),
             "identity_s": round(best, 4),
         }
     seam_s = float("inf")
@@ -175,22 +201,22 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+HEADER = (
+    f"{'pair':5} {'style':9} | both found: hog / full range / alone | alone: visible a/b, min a/b,"
+    " mean a/b, confused | least shown per frame | seam | report CPU"
+)
+
+
 def _line(row: dict[str, Any]) -> str:
-    parts = [f"{row['pair']:5} {row['style']:9}"]
-    for name in VARIANTS:
-        v = row[name]
-        parts.append(
-            f"{name}: both {v['both_found']:.2f} (where shown {v['both_found_where_shown']})"
-            f" visible {v['visible']['a']:.2f}/{v['visible']['b']:.2f}"
-            f" min {v['similarity_min']['a']}/{v['similarity_min']['b']}"
-            f" mean {v['similarity_mean']['a']}/{v['similarity_mean']['b']} {v['identity_s']:.3f}s"
-        )
-    lowest = [min(v.values()) for v in row["shown"]]
-    parts.append(
-        f"both shown {row['both_shown']:.2f} (least shown per frame {' '.join(f'{x:.2f}' for x in lowest)})"
+    both = " / ".join(f"{row[name]['both_found']:.2f}" for name in VARIANTS)
+    v = row["alone"]
+    lowest = " ".join(f"{min(shown.values()):.2f}" for shown in row["shown"])
+    return (
+        f"{row['pair']:5} {row['style']:9} | {both} | {v['visible']['a']:.2f}/{v['visible']['b']:.2f},"
+        f" {v['similarity_min']['a']}/{v['similarity_min']['b']},"
+        f" {v['similarity_mean']['a']}/{v['similarity_mean']['b']}, {v['confused']} | {lowest}"
+        f" | {row['seam']} | {row['report_cpu_s']:.3f} s"
     )
-    parts.append(f"seam {row['seam']} ({row['seam_s'] * 1000:.1f} ms) report {row['report_cpu_s']:.3f} s CPU")
-    return " | ".join(parts)
 
 
 def main() -> None:
@@ -205,6 +231,7 @@ def main() -> None:
     producer = CapturingProducer(settings, studio.store, studio.analyzer)
     studio.producer = producer
     rows = []
+    print(HEADER, flush=True)
     for indices in PAIRS[: args.pairs]:
         pair = studio.pair(*indices)
         for style in STYLES:
