@@ -29,11 +29,11 @@ from kiss_core.generation.provenance.marks import FrameMarks
 from kiss_core.generation.quality import (
     FlickerMeter,
     contact_quality,
-    identity_report,
     lighting_delta_e,
     photos_delta_e,
     static_mask_from_plan,
 )
+from kiss_core.generation.quality.identity import frame_identity, identity_from_frames
 from kiss_core.keys import OUTPUT_NAMES, output_key
 from kiss_core.media.images import decode_image
 from kiss_core.media.video import encode_jpeg, encode_mp4, make_thumbnail
@@ -121,14 +121,20 @@ class VideoProducer:
         scene = self._prepare(request, timings)
         # Faces detected once, on the unmarked frames, for the output check and the report.
         faces = _FrameFaces(self.analyzer, scene.plan)
-        with _BesideRender(self.output_checker, faces, scene.plan, self._output_sample(scene.plan)) as beside:
+        identify = self._identify(scene.plan, conditioning, faces)
+        with _BesideRender(
+            self.output_checker, faces, scene.plan, self._output_sample(scene.plan), identify
+        ) as beside:
             rendered = self._render_encode(request, scene, conditioning, report, timings, preview, beside)
             with stage_span("output_check", None), _timed(timings, "output_check_wait"):
                 readings = beside.readings()
+            with _timed(timings, "identity_wait"):
+                identities = beside.identities()
         # The worker's own seconds: "faces" apart, so that "output_check" is what the
-        # check itself costs (bench/output_check.py); "output_check_wait" is what it added after the
-        # last frame, the rest overlapped the render.
+        # check itself costs (bench/output_check.py); "output_check_wait" and "identity_wait" are what
+        # they added after the last frame, the rest overlapped the render.
         timings["faces"], timings["output_check"] = round(beside.faces_s, 4), round(beside.read_s, 4)
+        timings["identity"] = round(beside.identity_s, 4)
         self._check_output(request.job_id, scene.plan, readings, conditioning.backend)
         report("quality", 85)
         signed = signing_configured(self.settings.provenance)
@@ -136,7 +142,7 @@ class VideoProducer:
             with _timed(timings, "sign"):
                 self._sign(request, rendered.outputs)
         with stage_span("quality", None, frames=len(rendered.sampled)), _timed(timings, "quality"):
-            quality = self._measure(request.params, scene, rendered, conditioning, faces)
+            quality = self._measure(request.params, scene, rendered, conditioning, faces, identities)
         report("storing", 95)
         with stage_span("store", None), _timed(timings, "store"):
             keys = self._store(request.job_id, rendered.outputs)
@@ -187,12 +193,14 @@ class VideoProducer:
         beside: _BesideRender,
     ) -> _Rendered:
         """Frames from the backend, marked, sampled for the report and streamed into the encoder; the
-        output check's frames go to `beside` as the backend made them, before the marks, and every marked
-        frame to the flicker meter there."""
+        output check's frames go to `beside` as the backend made them, before the marks, and once marked
+        the report's frames to be identified there, and every frame to the flicker meter there."""
         plan, params = scene.plan, request.params
         output_checked = beside.indices
-        checked = quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
-        checked |= output_checked
+        identified = quality_sample(
+            plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames
+        )
+        checked = identified | output_checked
         sampled: dict[int, np.ndarray] = {}
         contact: list[np.ndarray] = []
         shape = (plan.height, plan.width)
@@ -215,6 +223,8 @@ class VideoProducer:
                 if index in output_checked:
                     beside.submit(index, frame.copy())
                 marks.apply(frame)
+                if index in identified:
+                    beside.identify(index, frame)
                 if index in checked:
                     sampled[index] = frame
                 if index == plan.contact_frame:
@@ -267,6 +277,26 @@ class VideoProducer:
             record_blocked(self.store, job_id, backend, blocked, sorted(readings))
             raise
 
+    def _identify(
+        self, plan: KissPlan, conditioning: Conditioning, faces: _FrameFaces
+    ) -> Callable[[int, np.ndarray], dict[str, float]]:
+        """One checked frame's identity (`frame_identity`): subject -> similarity, for those found in it."""
+        centres = face_centers(plan)
+        references = {s: conditioning.subjects[s].embedding for s in conditioning.subjects}
+        embedder = self.identity.embedder or self.analyzer
+
+        def identify(index: int, frame: np.ndarray) -> dict[str, float]:
+            return frame_identity(
+                frame,
+                faces.detected(index, frame),
+                {s: c[index] for s, c in centres.items()},
+                references,
+                embedder,
+                {s: t.landmarks[index] for s, t in plan.tracks.items()},
+            )
+
+        return identify
+
     def _measure(
         self,
         params: VideoParams,
@@ -274,26 +304,17 @@ class VideoProducer:
         rendered: _Rendered,
         conditioning: Conditioning,
         faces: _FrameFaces,
+        identities: list[dict[str, float]],
     ) -> QualityReport:
-        """The quality report: identity on the sampled frames, contact, flicker and lighting."""
-        plan, sampled = scene.plan, rendered.sampled
-        indices = sorted(
-            quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
-        )
-        centers = face_centers(plan)
-        upsample = faces.upsample
-        identity = identity_report(
-            [sampled[i] for i in indices],
-            {s: c[indices] for s, c in centers.items()},
-            {s: conditioning.subjects[s].embedding for s in conditioning.subjects},
-            self.analyzer,
-            self.identity.threshold,
-            upsample=upsample,
-            embedder=self.identity.embedder,
-            detections=[faces.detected(i, sampled[i]) for i in indices],
-            planned_landmarks={s: t.landmarks[indices] for s, t in plan.tracks.items()},
+        """The quality report: identity (each checked frame's, measured beside the render), contact,
+        flicker and lighting."""
+        plan = scene.plan
+        embedder = self.identity.embedder or self.analyzer
+        identity = identity_from_frames(
+            identities, sorted(conditioning.subjects), embedder.description, self.identity.threshold
         )
         tracks = plan.tracks
+        upsample = faces.upsample
         return identity.model_copy(
             update={
                 "contact": contact_quality(
@@ -309,7 +330,7 @@ class VideoProducer:
                 "lighting": LightingQuality(
                     delta_e_input=scene.delta_e_input,
                     delta_e_output=lighting_delta_e(
-                        sampled[0], tracks["a"].landmarks[0], tracks["b"].landmarks[0]
+                        rendered.sampled[0], tracks["a"].landmarks[0], tracks["b"].landmarks[0]
                     ),
                 ),
             }
@@ -383,11 +404,22 @@ class _BesideRender:
     reading. A context manager: on leaving, a job that failed mid-render drops the work not yet done.
     """
 
-    def __init__(self, checker: OutputChecker, faces: _FrameFaces, plan: KissPlan, indices: set[int]):
+    def __init__(
+        self,
+        checker: OutputChecker,
+        faces: _FrameFaces,
+        plan: KissPlan,
+        indices: set[int],
+        identify: Callable[[int, np.ndarray], dict[str, float]],
+    ):
         self.checker, self.faces, self.plan, self.indices = checker, faces, plan, indices
-        self.faces_s = self.read_s = 0.0  # seconds spent on the worker, for the job's timings
+        self._identify = identify
+        self.faces_s = self.read_s = self.identity_s = (
+            0.0  # seconds spent on the worker, for the job's timings
+        )
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-render")
         self._pending: dict[int, Future[FrameReading]] = {}
+        self._identities: dict[int, Future[dict[str, float]]] = {}
         self._measures: list[Future[None]] = []
 
     def __enter__(self) -> _BesideRender:
@@ -399,6 +431,22 @@ class _BesideRender:
     def submit(self, index: int, frame: np.ndarray) -> None:
         """Read this output-check frame (it must not change afterwards)."""
         self._pending[index] = self._pool.submit(self._read, index, frame)
+
+    def identify(self, index: int, frame: np.ndarray) -> None:
+        """The report's identity on this checked frame, after its output-check reading if it has one
+        (the HOG faces are shared): the frame must not change afterwards."""
+        self._identities[index] = self._pool.submit(self._timed_identify, index, frame)
+
+    def identities(self) -> list[dict[str, float]]:
+        """Every identified frame's similarities, in frame order (a worker's exception is raised here)."""
+        return [future.result() for _, future in sorted(self._identities.items())]
+
+    def _timed_identify(self, index: int, frame: np.ndarray) -> dict[str, float]:
+        start = time.perf_counter()
+        try:
+            return self._identify(index, frame)
+        finally:
+            self.identity_s += time.perf_counter() - start
 
     def measure(self, meter: FlickerMeter, frame: np.ndarray) -> None:
         """`meter.add(frame)` on the worker, in the order given (the frame must not change afterwards)."""

@@ -53,23 +53,50 @@ def identity_report(
                     f"`planned_landmarks[{subject!r}]` has to be ({len(frames)}, 68, 2) but is {marks.shape}"
                 )
     embedder = embedder or analyzer
-    similarities: dict[str, list[float]] = {s: [] for s in subjects}
-    both = 0
+    per_frame = []
     for index, frame in enumerate(frames):
         faces = analyzer.detect(frame, upsample) if detections is None else detections[index]
         expected = {s: np.asarray(expected_centers[s][index], dtype=np.float64) for s in subjects}
         planned = None if planned_landmarks is None else {s: planned_landmarks[s][index] for s in subjects}
-        seen = faces_seen(frame, faces, expected, planned, turned_faces)
-        both += len(seen) == len(subjects)
-        for subject, (face, image) in seen.items():
-            # Only the faces someone is measured on are described: a descriptor costs ~75 ms on one core.
-            embedding = embedder.embed(image, face.landmarks)
-            similarities[subject].append(cosine_similarity(embedding, references[subject]))
+        per_frame.append(frame_identity(frame, faces, expected, references, embedder, planned, turned_faces))
+    return identity_from_frames(per_frame, subjects, embedder.description, threshold)
+
+
+def frame_identity(
+    frame: np.ndarray,
+    faces: Sequence[DetectedFace],
+    expected: Mapping[str, np.ndarray],
+    references: Mapping[str, np.ndarray],
+    embedder: FaceEmbedder,
+    planned: Mapping[str, np.ndarray] | None = None,
+    turned_faces: bool = True,
+) -> dict[str, float]:
+    """One checked frame's part of `identity_report`: subject -> similarity, for those found in it.
+
+    A frame at a time, so a producer can measure each one as it is rendered (kiss_core.generation.
+    producer) and `identity_from_frames` put them together.
+    """
+    return {
+        # Only the faces someone is measured on are described: a descriptor costs ~6 ms on one core.
+        subject: cosine_similarity(embedder.embed(image, face.landmarks), references[subject])
+        for subject, (face, image) in faces_seen(frame, faces, expected, planned, turned_faces).items()
+    }
+
+
+def identity_from_frames(
+    per_frame: Sequence[Mapping[str, float]], subjects: Sequence[str], description: str, threshold: float
+) -> QualityReport:
+    """The identity report from each checked frame's `frame_identity`, in frame order."""
     return QualityReport(
-        similarity=embedder.description,
+        similarity=description,
         threshold=threshold,
-        subjects=[subject_quality(s, similarities[s], len(frames)) for s in subjects],
-        both_found=both_share(both, len(frames), len(subjects)),
+        subjects=[
+            subject_quality(s, [frame[s] for frame in per_frame if s in frame], len(per_frame))
+            for s in subjects
+        ],
+        both_found=both_share(
+            sum(all(s in frame for s in subjects) for frame in per_frame), len(per_frame), len(subjects)
+        ),
     )
 
 
