@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import tempfile
 
-import cv2
 import numpy as np
 import pytest
 
@@ -39,6 +38,7 @@ from kiss_core.media.video import decode_mp4
 from kiss_core.scene.choreography import KissPlan, face_centers, plan_kiss
 from kiss_core.schemas import VideoParams
 from kiss_core.settings import FaceSettings, Settings
+from tests.support.frame_edits import one_face_at_the_contact, without_head
 from tests.support.photos import astronaut_rgb, load_rgb, skimage_path, t1_rgb
 from tests.support.studio import SyntheticPair, SyntheticStudio
 
@@ -153,7 +153,8 @@ def romantic_job() -> tuple[SyntheticStudio, SyntheticPair, np.ndarray, KissPlan
     studio = SyntheticStudio(Settings(), tempfile.mkdtemp(prefix="face_detector_"))
     pair = studio.pair(2, 3)
     params = VideoParams(style="romantic")
-    result = studio.produce(pair, params)
+    # One fixed job id: the watermark it carries moves the frames a little (see test_quality_thresholds).
+    result = studio.produce(pair, params, "video_5eed0f0a1b2c3d4e5f607182")
     frames, _ = decode_mp4(studio.store.get(result.keys["video"]))
     return studio, pair, frames, plan_kiss(pair.analyses, params)
 
@@ -223,6 +224,7 @@ def test_at_the_hold_each_person_is_found_alone_where_the_whole_frame_shows_one_
     turn = np.minimum(plan.tracks["a"].turn, plan.tracks["b"].turn)
     hold = [i for i in range(0, len(frames), 6) if turn[i] >= 40]
     assert len(hold) >= 5
+    one_for_two: list[bool] = []
     for index in hold:
         # Nose to nose, both detectors read the two turned faces as one, between the two people.
         assert analyzer.detect(frames[index], 0) == [] and len(detector.detect(frames[index])) == 1
@@ -243,7 +245,13 @@ def test_at_the_hold_each_person_is_found_alone_where_the_whole_frame_shows_one_
         elsewhere = {"a": planned["a"] + np.array([300.0, 0.0]), "b": planned["b"] + np.array([300.0, 0.0])}
         assert "a" not in faces_alone(frames[index], elsewhere)
         # ...and with b's head painted out of the frame (inpainted, as the scene fills a hole), not b.
-        assert "b" not in faces_alone(_without_head(frames[index], planned["b"]), planned)
+        assert "b" not in faces_alone(without_head(frames[index], planned["b"]), planned)
+        # One face where the two meet (as if merged) shows a face to either side: it is not two people
+        # (291 of 312 such frames in the bench's 12 pairs x 3 mouth kisses).
+        for face in analyzer.detect(frames[0], 0):
+            merged = one_face_at_the_contact(frames[0], face, frames[index], planned)
+            one_for_two.append(len(faces_alone(merged, planned)) == 2)
+    assert len(one_for_two) == 2 * len(hold) and sum(one_for_two) <= len(one_for_two) // 5, one_for_two
 
 
 @pytest.mark.slow
@@ -298,25 +306,6 @@ def test_alone_fills_everything_beyond_the_persons_own_profile_towards_the_partn
     shown = alone(frame, right, left)  # the partner is to the left: cut before x = 100
     assert np.array_equal(shown[:, 100:], frame[:, 100:]) and (shown[:, :100] == shown[0, 0]).all()
     assert np.array_equal(frame, before)  # the caller's frame is not written to
-
-
-def _without_head(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """`frame` with an ellipse over the face and hair of `landmarks` inpainted at quarter size."""
-    width = float(np.linalg.norm(landmarks[16] - landmarks[0]))
-    cx, cy = landmarks.mean(axis=0)
-    mask = np.zeros(frame.shape[:2], np.uint8)
-    cv2.ellipse(
-        mask, (round(cx), round(cy - 0.25 * width)), (round(0.8 * width), round(width)), 0, 0, 360, 255, -1
-    )
-    small = cv2.inpaint(
-        cv2.resize(frame, None, fx=0.25, fy=0.25),
-        cv2.resize(mask, None, fx=0.25, fy=0.25),
-        5,
-        cv2.INPAINT_TELEA,
-    )
-    painted = frame.copy()
-    painted[mask > 0] = cv2.resize(small, (frame.shape[1], frame.shape[0]))[mask > 0]
-    return painted
 
 
 def _same(faces: list[DetectedFace], others: list[DetectedFace]) -> bool:

@@ -21,6 +21,7 @@ from the frames where it was found), refined once on its own answer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
@@ -46,6 +47,15 @@ _BOX_RAISE = 0.05
 # the width, sd 0.05), a square 0.929 of its width (sd 0.09). The predictor's refinement does the rest.
 _FULL_RANGE_SIDE = 0.929
 SAME_FACE_IOU = 0.3  # a full-range box overlapping a HOG box by more is the same face
+# The full-range detector's score threshold for a person looked for alone (`faces_alone`): MediaPipe's
+# own default min_detection_confidence rather than its graph's 0.6. The search is confined to where
+# the plan puts one person (the position gate guards it); a back face seen past the front face's
+# edge scores 0.55-0.6 (synthetic subjects 0 and 2, french).
+ALONE_MIN_SCORE = 0.5
+# Two faces found alone whose boxes overlap by more are one face seen in halves from either side of the
+# contact: a single face pasted where the two meet gives IoU 0.72-0.96 (median 0.86), two faces nose
+# to nose 0.23-0.77 (bench/quality_detectors.py --every-pair, the 36 mouth kisses of 12 pairs).
+ALONE_SAME_FACE_IOU = 0.75
 
 Box = tuple[float, float, float, float]
 
@@ -142,25 +152,41 @@ def faces_alone(
     finds each person's own turned face. A face counts if its centre is within `MATCH_RADIUS` of that
     person's planned centre; its landmarks are predicted, and it is to be described, on the image it
     was seen in, so the partner's pixels do not pull the landmarks or the descriptor.
+
+    One face straddling the contact (two people merged into one) also shows a face to either side;
+    seen so, the two boxes lie on nearly the same square, so two found with boxes overlapping by more
+    than `ALONE_SAME_FACE_IOU` are taken for one face and nobody is found alone.
     """
     if len(planned) != 2:
         return {}
     (first, own_first), (second, own_second) = planned.items()
-    seen: dict[K, tuple[DetectedFace, np.ndarray]] = {}
+    found: dict[K, tuple[FullRangeFace, np.ndarray]] = {}
     for subject, own, partner in ((first, own_first, own_second), (second, own_second, own_first)):
         image = alone(frame, own, partner)
         centre = np.asarray(own, dtype=np.float64).mean(axis=0)
         near = [
             face
-            for face in (detector or full_range_detector()).detect(image)
+            for face in (detector or alone_detector()).detect(image)
             if float(np.linalg.norm(face.center - centre)) <= MATCH_RADIUS * face.width
         ]
         if near:
-            nearest = min(near, key=lambda face: float(np.linalg.norm(face.center - centre)))
-            box = hog_like_box(nearest)
-            landmarks = predict_landmarks(image, box).astype(np.float32)
-            seen[subject] = (DetectedFace(box=box, landmarks=landmarks, score=nearest.score), image)
+            found[subject] = (min(near, key=lambda face: float(np.linalg.norm(face.center - centre))), image)
+    if len(found) == 2:
+        (one, _), (other, _) = found.values()
+        if float(iou(np.array(one.box), np.array([other.box]))[0]) > ALONE_SAME_FACE_IOU:
+            return {}
+    seen: dict[K, tuple[DetectedFace, np.ndarray]] = {}
+    for subject, (face, image) in found.items():
+        box = hog_like_box(face)
+        landmarks = predict_landmarks(image, box).astype(np.float32)
+        seen[subject] = (DetectedFace(box=box, landmarks=landmarks, score=face.score), image)
     return seen
+
+
+@functools.cache
+def alone_detector() -> FullRangeFaceDetector:
+    """The full-range detector at `ALONE_MIN_SCORE`, on the process's one interpreter."""
+    return FullRangeFaceDetector(min_score=ALONE_MIN_SCORE)
 
 
 def _within_reach(face: DetectedFace, centre: np.ndarray) -> bool:
