@@ -1,10 +1,12 @@
 """The quality report's face finding, step by step: HOG alone, plus MediaPipe's full-range detector,
 plus each person looked for alone, on ONE core.
 
-    .venv/bin/python bench/quality_detectors.py [--pairs 3] [--repeats 3]
+    .venv/bin/python bench/quality_detectors.py [--pairs 3] [--repeats 3] [--every-pair] [--out PATH]
 
 The producer's whole preview job (832x480, 24 fps, 5 s) for each synthetic pair (composites, never a
-real person) x style; on the frames the report checks (8 evenly spaced + the contact frame, with
+real person) x style (the first `--pairs` of the studio's, as the thresholds test holds three; with
+`--every-pair` all 12 ordered pairs of the 4 subjects: the order changes who stands left and who is
+in front); on the frames the report checks (8 evenly spaced + the contact frame, with
 HOG's detections the producer already made) each variant of the identity report is run:
 
 - `hog`: HOG's faces, each counted for the nearest planned person (the report before b121cb4);
@@ -18,10 +20,14 @@ found (and, of the checked frames where the plan shows at least `SHOWN` of each 
 the partner, the share where both are found: what a detector can be asked for), identity min/mean
 (dlib descriptors throughout), how many faces found read more like the partner's photo than their
 own (`confused`), and the identity report's CPU time (best of `--repeats`, process time: this
-machine is shared, wall clocks are not). Per job also: per checked frame the least share of a face
+machine is shared, wall clocks are not). Per job also: how often one face pasted where the two meet
+(both heads painted out, as if merged) is read as two people (`one_face_read_as_two`: read as two,
+tried, on the frames where HOG lacks someone); per checked frame the least share of a face
 the plan shows (`planned_shown`), the contact's seam (kiss_core.generation.quality.seam, as the
-job's report gives it) and its CPU time, and the producer's whole report (`_measure`) in CPU
-seconds. Prints one table and writes bench/results/quality_detectors.json.
+job's report gives it) and its CPU time, and the producer's whole report in CPU seconds: the
+identity report as `alone` runs it (the producer runs it frame by frame beside the render) plus what
+`_measure` does after the render (contact, seam, lighting). Prints one table and writes
+bench/results/quality_detectors.json.
 """
 
 from __future__ import annotations
@@ -45,14 +51,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kiss_core.faces.embedding import cosine_similarity  # noqa: E402
+from kiss_core.faces.synthetic import SUBJECT_COUNT  # noqa: E402
 from kiss_core.generation.producer import VideoProducer, quality_sample  # noqa: E402
 from kiss_core.generation.quality import identity_report  # noqa: E402
+from kiss_core.generation.quality.faces import faces_alone  # noqa: E402
 from kiss_core.generation.quality.identity import faces_seen  # noqa: E402
 from kiss_core.generation.quality.seam import seam_ratio  # noqa: E402
 from kiss_core.scene.choreography import KissPlan, face_centers  # noqa: E402
 from kiss_core.scene.warp import PiecewiseAffineWarp  # noqa: E402
 from kiss_core.schemas import VideoParams  # noqa: E402
 from kiss_core.settings import Settings  # noqa: E402
+from tests.support.frame_edits import one_face_at_the_contact  # noqa: E402
 from tests.support.studio import PAIRS, SyntheticStudio  # noqa: E402
 
 STYLES = ("peck", "romantic", "french", "cheek")
@@ -92,12 +101,10 @@ class CapturingProducer(VideoProducer):
 
     captured: ClassVar[dict[str, Any]] = {}
 
-    def _measure(self, params, scene, rendered, conditioning, faces):  # type: ignore[no-untyped-def]
-        for index, frame in rendered.sampled.items():  # HOG's detections made first, as the output check does
-            faces.detected(index, frame)
+    def _measure(self, params, scene, rendered, conditioning, faces, identities):  # type: ignore[no-untyped-def]
         start = time.process_time()
-        quality = super()._measure(params, scene, rendered, conditioning, faces)
-        report_cpu = time.process_time() - start
+        quality = super()._measure(params, scene, rendered, conditioning, faces, identities)
+        after_render_cpu = time.process_time() - start
         plan = scene.plan
         indices = sorted(
             quality_sample(plan.frame_count, plan.contact_frame, self.settings.generator.quality_frames)
@@ -112,7 +119,7 @@ class CapturingProducer(VideoProducer):
             "planned": [track.landmarks[plan.contact_frame] for track in plan.tracks.values()],
             "landmarks": {s: t.landmarks[indices] for s, t in plan.tracks.items()},
             "shown": [planned_shown(plan, i) for i in indices],
-            "report_cpu_s": report_cpu,
+            "after_render_cpu_s": after_render_cpu,
         }
         return quality
 
@@ -155,6 +162,23 @@ def confused(studio: SyntheticStudio, captured: dict[str, Any], seen: list[dict[
     return count
 
 
+def one_face_read_as_two(captured: dict[str, Any]) -> list[int]:
+    """[read as two people, tried]: on each checked frame where HOG lacks someone (the hold), both
+    heads painted out and one of frame 0's faces pasted where the two meet, as if merged
+    (tests/support/frame_edits.py); `faces_alone` should not find two people there."""
+    first = captured["frames"][0]
+    read_as_two = tried = 0
+    for index, frame in enumerate(captured["frames"]):
+        if len(captured["hog"][index]) >= 2:
+            continue
+        planned = {s: marks[index] for s, marks in captured["landmarks"].items()}
+        for face in captured["hog"][0]:
+            merged = one_face_at_the_contact(first, face, frame, planned)
+            read_as_two += len(faces_alone(merged, planned)) == 2
+            tried += 1
+    return [read_as_two, tried]
+
+
 def measure(studio: SyntheticStudio, captured: dict[str, Any], repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (turned, alone) in VARIANTS.items():
@@ -193,7 +217,8 @@ def measure(studio: SyntheticStudio, captured: dict[str, Any], repeats: int) -> 
     out["both_shown"] = round(
         sum(min(v.values()) >= SHOWN for v in captured["shown"]) / len(captured["shown"]), 3
     )
-    out["report_cpu_s"] = round(captured["report_cpu_s"], 4)
+    out["after_render_cpu_s"] = round(captured["after_render_cpu_s"], 4)
+    out["one_face_read_as_two"] = one_face_read_as_two(captured)
     return out
 
 
@@ -203,7 +228,7 @@ def _rounded(value: float | None) -> float | None:
 
 HEADER = (
     f"{'pair':5} {'style':9} | both found: hog / full range / alone | alone: visible a/b, min a/b,"
-    " mean a/b, confused | least shown per frame | seam | report CPU"
+    " mean a/b, confused | one face read as two | least shown per frame | seam | report CPU"
 )
 
 
@@ -214,8 +239,9 @@ def _line(row: dict[str, Any]) -> str:
     return (
         f"{row['pair']:5} {row['style']:9} | {both} | {v['visible']['a']:.2f}/{v['visible']['b']:.2f},"
         f" {v['similarity_min']['a']}/{v['similarity_min']['b']},"
-        f" {v['similarity_mean']['a']}/{v['similarity_mean']['b']}, {v['confused']} | {lowest}"
-        f" | {row['seam']} | {row['report_cpu_s']:.3f} s"
+        f" {v['similarity_mean']['a']}/{v['similarity_mean']['b']}, {v['confused']}"
+        f" | {row['one_face_read_as_two'][0]}/{row['one_face_read_as_two'][1]} | {lowest}"
+        f" | {row['seam']} | {row['after_render_cpu_s'] + v['identity_s']:.3f} s"
     )
 
 
@@ -225,14 +251,25 @@ def main() -> None:
         "--pairs", type=int, default=3, help="how many of the studio's pairs (the thresholds test uses 3)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="identity report runs per variant; best kept")
+    parser.add_argument(
+        "--every-pair",
+        action="store_true",
+        help="every ordered pair of the synthetic subjects (12) instead of the first --pairs",
+    )
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_detectors.json"))
     args = parser.parse_args()
+    pairs = (
+        [(a, b) for a in range(SUBJECT_COUNT) for b in range(SUBJECT_COUNT) if a != b]
+        if args.every_pair
+        else PAIRS[: args.pairs]
+    )
     settings = Settings()
     studio = SyntheticStudio(settings, tempfile.mkdtemp(prefix="quality_detectors_"))
     producer = CapturingProducer(settings, studio.store, studio.analyzer)
     studio.producer = producer
     rows = []
     print(HEADER, flush=True)
-    for indices in PAIRS[: args.pairs]:
+    for indices in pairs:
         pair = studio.pair(*indices)
         for style in STYLES:
             result = studio.produce(pair, VideoParams(style=style))
@@ -246,7 +283,7 @@ def main() -> None:
             row.update(measure(studio, producer.captured, args.repeats))
             rows.append(row)
             print(_line(row), flush=True)
-    path = ROOT / "bench" / "results" / "quality_detectors.json"
+    path = Path(args.out)
     path.write_text(json.dumps({"machine": platform.platform(), "cores": 1, "rows": rows}, indent=1))
     print(f"wrote {path}")
 
