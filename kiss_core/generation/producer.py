@@ -414,9 +414,8 @@ class _BesideRender:
     ):
         self.checker, self.faces, self.plan, self.indices = checker, faces, plan, indices
         self._identify = identify
-        self.faces_s = self.read_s = self.identity_s = (
-            0.0  # seconds spent on the worker, for the job's timings
-        )
+        # Seconds spent on the worker, for the job's timings.
+        self.faces_s = self.read_s = self.identity_s = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside-render")
         self._pending: dict[int, Future[FrameReading]] = {}
         self._identities: dict[int, Future[dict[str, float]]] = {}
