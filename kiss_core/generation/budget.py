@@ -50,10 +50,19 @@ def native_params(params: VideoParams, settings: GeneratorSettings) -> VideoPara
     return params.model_copy(update={"fps": settings.native_fps})
 
 
+def latent_frames(frames: int) -> int:
+    """Latent frames of a `frames`-frame (4k+1) video: the VAE keeps the first and every 4th after it."""
+    return (frames - 1) // VAE_TEMPORAL_FACTOR + 1
+
+
+def tokens_per_latent_frame(width: int, height: int) -> int:
+    """Transformer tokens of one latent frame (or reference image) of width x height."""
+    return (height // SPATIAL_TOKEN_FACTOR) * (width // SPATIAL_TOKEN_FACTOR)
+
+
 def latent_tokens(frames: int, width: int, height: int) -> int:
     """Transformer tokens of a `frames`-frame (4k+1) video of width x height."""
-    latent = (frames - 1) // VAE_TEMPORAL_FACTOR + 1
-    return latent * (height // SPATIAL_TOKEN_FACTOR) * (width // SPATIAL_TOKEN_FACTOR)
+    return latent_frames(frames) * tokens_per_latent_frame(width, height)
 
 
 def request_budget(
@@ -72,7 +81,7 @@ def request_budget(
         raise ValueError(f"`references` must be >= 0 but is {references}")
     planned = native_params(params, settings).frame_count
     generated = frames_to_generate(planned)
-    latent = (generated - 1) // VAE_TEMPORAL_FACTOR + 1
+    latent = latent_frames(generated)
     reference_frames = references if spec.reference_images else 0
     return RequestBudget(
         backend=name,
@@ -81,13 +90,8 @@ def request_budget(
         generated_frames=generated,
         latent_frames=latent,
         reference_frames=reference_frames,
-        tokens=latent_tokens(generated, params.width, params.height)
-        + reference_frames * _tokens_per_frame(params),
+        tokens=(latent + reference_frames) * tokens_per_latent_frame(params.width, params.height),
     )
-
-
-def _tokens_per_frame(params: VideoParams) -> int:
-    return (params.height // SPATIAL_TOKEN_FACTOR) * (params.width // SPATIAL_TOKEN_FACTOR)
 
 
 def max_seconds(settings: GeneratorSettings) -> float:
@@ -117,8 +121,8 @@ def check_request_budget(
         parts = f"{budget.latent_frames} latent frames x {grid}"
         advice = "ask for a smaller size or a shorter clip"
         if budget.reference_frames:
-            video = budget.latent_frames * _tokens_per_frame(params)
-            images = budget.reference_frames * _tokens_per_frame(params)
+            per_frame = tokens_per_latent_frame(params.width, params.height)
+            video, images = budget.latent_frames * per_frame, budget.reference_frames * per_frame
             parts += f" = {video}, + {budget.reference_frames} reference images x {grid} = {images}"
             if video <= settings.max_tokens:  # the photos tip it over
                 advice = (
