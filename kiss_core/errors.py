@@ -340,6 +340,12 @@ class JobCanceled(KissError):
     retried, never turned into `failed`."""
 
 
+class AttemptSuperseded(KissError):
+    """The job's lease was given back (shutdown) or taken by another runner while a stage worked on
+    this attempt: the stage stops at its next progress report instead of rendering for nobody and
+    writing into a manifest another runner now owns. Never retried here, never turned into `failed`."""
+
+
 class ServerError(KissError):
     """Our fault. `recoverable` says whether retrying the job may succeed."""
 

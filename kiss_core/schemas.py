@@ -365,6 +365,11 @@ class Lease(BaseModel):
 
     owner: str
     until: datetime
+    handed_back: int | None = Field(
+        None,
+        description="The attempt its owner gave back on shutdown: the runner that takes the job over runs"
+        " it again under that number, whatever a late write of the stopped attempt left in the manifest.",
+    )
 
 
 class JobManifest(VideoJob):
@@ -431,9 +436,14 @@ class StageRequest(BaseModel):
         None,
         description="The job's consent audit record, asserted in its C2PA manifest (None: no assertion).",
     )
+    runner: str | None = Field(
+        None,
+        description="The runner (lease owner) of this attempt: the generator stops at its next progress"
+        " report once the job's lease names another runner or was given back (None: never stops so).",
+    )
 
     @classmethod
-    def for_job(cls, manifest: JobManifest, trace: dict[str, str]) -> StageRequest:
+    def for_job(cls, manifest: JobManifest, trace: dict[str, str], runner: str | None = None) -> StageRequest:
         """The request for one attempt at `manifest`'s job, under the attempt's trace context."""
         return cls(
             job_id=manifest.id,
@@ -444,6 +454,7 @@ class StageRequest(BaseModel):
             reference_analyses=manifest.reference_analyses,
             trace=trace,
             consent=manifest.consent,
+            runner=runner,
         )
 
     def by_subject(self) -> dict[str, SubjectAnalysis]:

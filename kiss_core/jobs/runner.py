@@ -29,7 +29,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from kiss_core.errors import ClientError, JobCanceled, JobNotFound, KissError, ServerError, unwrap_remote
+from kiss_core.errors import (
+    AttemptSuperseded,
+    ClientError,
+    JobCanceled,
+    JobNotFound,
+    KissError,
+    ServerError,
+    unwrap_remote,
+)
 from kiss_core.jobs.protocol import Stages
 from kiss_core.jobs.store import InvalidTransition, JobStore
 from kiss_core.jobs.webhooks import EVENT_COMPLETED, EVENT_FAILED, WebhookSender, event_for, message_id
@@ -67,11 +75,12 @@ class JobRunner:
         """How many jobs this runner runs now."""
         return len(self._running)
 
-    def start(self, job_id: str) -> asyncio.Task[JobManifest]:
-        """Run the job in the background of this event loop (idempotent while it runs)."""
+    def start(self, job_id: str, handed_back: int | None = None) -> asyncio.Task[JobManifest]:
+        """Run the job in the background of this event loop (idempotent while it runs); `handed_back`:
+        the attempt another runner gave back (`hand_back`), which this one runs again."""
         task = self._running.get(job_id)
         if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self.run(job_id), name=f"job-{job_id}")
+            task = asyncio.get_running_loop().create_task(self.run(job_id, handed_back), name=f"job-{job_id}")
             self._running[job_id] = task
             task.add_done_callback(functools.partial(self._forget, job_id))
         return task
@@ -93,7 +102,10 @@ class JobRunner:
 
         Each job goes back to `queued` without counting the interrupted attempt, and its lease is
         written as already expired, so the next recovery pass of any replica takes it at once instead
-        of after the lease would have lapsed.
+        of after the lease would have lapsed. The lease also names the attempt given back: the
+        generator may still be rendering it (a cancel cannot stop a render mid-step) and one write of
+        its progress, read before this one, can land after it and put the attempt count back; the
+        runner that takes the job over goes by the lease, which only runners write.
         """
         handed = []
         for job_id, delivery in list(self._deliveries.items()):  # another replica delivers them at once
@@ -104,28 +116,32 @@ class JobRunner:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             manifest = await asyncio.to_thread(self.jobs.get, job_id)
-            if manifest.status == "in_progress":
+            interrupted = manifest.attempts if manifest.status == "in_progress" else None
+            if interrupted is not None:
                 await asyncio.to_thread(
                     self.jobs.update,
                     job_id,
                     status="queued",
                     stage="queued",
-                    attempts=max(0, manifest.attempts - 1),
+                    attempts=max(0, interrupted - 1),
                 )
             if manifest.status not in TERMINAL_STATUSES:
-                await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow())
+                await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow(), interrupted)
                 handed.append(job_id)
         return handed
 
-    async def run(self, job_id: str) -> JobManifest:
+    async def run(self, job_id: str, handed_back: int | None = None) -> JobManifest:
         """At-least-once: retry what may be transient, fail at once on what cannot change.
 
         Storage calls run in threads: an S3 server that is slow or retrying must not stall the loop.
+        `handed_back`: the attempt a leaving runner gave back; the first attempt here reuses its number.
         """
         manifest = await asyncio.to_thread(self.jobs.get, job_id)
         ended_here = False  # only the runner that makes the job terminal sends its webhook
         while manifest.status not in TERMINAL_STATUSES:
             attempt = manifest.attempts + 1
+            if handed_back is not None:
+                attempt, handed_back = max(1, min(attempt, handed_back)), None
             await asyncio.to_thread(self.jobs.write_lease, job_id, self.owner, utcnow() + self.lease)
             try:
                 manifest = await asyncio.to_thread(self._start_attempt, job_id, attempt)
@@ -142,6 +158,9 @@ class JobRunner:
                 raise
             except BaseException as raw:
                 exc = unwrap_remote(raw)
+                if isinstance(exc, AttemptSuperseded):  # another runner has the job now, and its lease
+                    log.info("job %s attempt %d stopped: %s", job_id, attempt, exc)
+                    return await asyncio.to_thread(self.jobs.get, job_id)
                 canceled = await asyncio.to_thread(self.jobs.cancel_requested, job_id)
                 if isinstance(exc, JobCanceled) or canceled:
                     # Canceled by a client (on any replica): its generator stopped, or its inputs are
@@ -194,7 +213,7 @@ class JobRunner:
             claimed = await asyncio.to_thread(self.jobs.read_lease, manifest.id)
             if claimed is not None and claimed.owner == self.owner:
                 log.info("recovering job %s (lease: %s)", manifest.id, lease)
-                self.start(manifest.id)
+                self.start(manifest.id, lease.handed_back if lease is not None else None)
                 started.append(manifest.id)
         await self.recover_webhooks()
         return started
@@ -259,7 +278,7 @@ class JobRunner:
     async def _attempt(self, manifest: JobManifest) -> JobResult:
         """One attempt: the conditioning handle goes from the identity stage to generation unresolved."""
         with stage_span("video.run", manifest.trace_context, job_id=manifest.id, attempt=manifest.attempts):
-            request = StageRequest.for_job(manifest, inject_context())
+            request = StageRequest.for_job(manifest, inject_context(), runner=self.owner)
             conditioning = self.stages.condition(request)
             return await self.stages.generate(request, conditioning)
 

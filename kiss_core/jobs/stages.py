@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kiss_core.errors import JobCanceled, StorageError
+from kiss_core.errors import AttemptSuperseded, JobCanceled, StorageError
 from kiss_core.faces.analysis import DlibFaceAnalyzer
 from kiss_core.generation.backends.base import FrameSource
 from kiss_core.generation.backends.preview import PreviewFrames
@@ -158,13 +158,14 @@ class GenerationStage:
             """Every stage change is written; updates within a stage at most every 0.5 s.
 
             A deleted job raises JobNotFound here, a canceled one JobCanceled (checked before and after
-            the write, which may have raced the cancel's): either stops the work before anything is
-            stored.
+            the write, which may have raced the cancel's), one whose runner gave it back or lost it
+            AttemptSuperseded: each stops the work before anything is stored.
             """
             nonlocal last
             now = time.monotonic()
             if stage != last[1] or now - last[0] >= _PROGRESS_INTERVAL_S:
                 last = (now, stage)
+                self._stop_if_superseded(request)
                 self._stop_if_canceled(request.job_id)
                 self.jobs.update(request.job_id, stage=stage, progress=percent)
                 self._stop_if_canceled(request.job_id)
@@ -188,6 +189,7 @@ class GenerationStage:
                 return
             previewed = now
             job_id = request.job_id
+            self._stop_if_superseded(request)
             try:
                 self.jobs.store.put(output_key(job_id, "progress"), encode_jpeg(rgb, 75), "image/jpeg")
                 url = f"/v1/videos/{job_id}/content?variant=progress"
@@ -203,6 +205,13 @@ class GenerationStage:
             # Canceled while the outputs were being stored: they must not stay behind.
             self._stop_if_canceled(request.job_id)
             return result
+
+    def _stop_if_superseded(self, request: StageRequest) -> None:
+        """A runner that handed the job back on shutdown, or lost its lease, no longer waits for this
+        render: without this check it would run to the end (on a GPU, minutes that hold the old replica
+        up) and keep writing progress into the manifest of a job another runner now runs."""
+        if request.runner is not None and not self.jobs.holds_lease(request.job_id, request.runner):
+            raise AttemptSuperseded(f"job {request.job_id} is no longer run by {request.runner}")
 
     def _stop_if_canceled(self, job_id: str) -> None:
         if self.jobs.cancel_requested(job_id):

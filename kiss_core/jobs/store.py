@@ -227,10 +227,15 @@ class JobStore:
     def _lease_key(self, job_id: str) -> str:
         return f"jobs/{job_id}/lease.json"
 
-    def write_lease(self, job_id: str, owner: str, until: datetime) -> Lease:
-        lease = Lease(owner=owner, until=until)
+    def write_lease(self, job_id: str, owner: str, until: datetime, handed_back: int | None = None) -> Lease:
+        lease = Lease(owner=owner, until=until, handed_back=handed_back)
         self.store.put(self._lease_key(job_id), lease.model_dump_json().encode(), "application/json")
         return lease
+
+    def holds_lease(self, job_id: str, owner: str) -> bool:
+        """Whether `owner` still runs the job: its lease names it and was not given back."""
+        lease = self.read_lease(job_id)
+        return lease is not None and lease.owner == owner and lease.handed_back is None
 
     def read_lease(self, job_id: str) -> Lease | None:
         try:

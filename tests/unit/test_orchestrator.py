@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from kiss_core.errors import ConsentRequired, FaceNotFound, GenerationError, ImageTooLarge, JobNotFound
+from kiss_core.errors import (
+    AttemptSuperseded,
+    ConsentRequired,
+    FaceNotFound,
+    GenerationError,
+    ImageTooLarge,
+    JobNotFound,
+)
 from kiss_core.faces.synthetic import synthetic_subject_png
 from kiss_core.jobs.admission import JobAdmission
 from kiss_core.jobs.audit import AuditLog
@@ -246,3 +253,56 @@ def test_hand_back_gives_a_running_job_to_another_replica_at_once(
     assert handed == [back.id] and back.status == "queued" and back.attempts == 0
     assert started == [back.id], "taken at once, not after the 60 s lease"
     assert done.status == "completed" and done.attempts == 1
+
+
+def test_a_late_write_of_the_handed_back_attempt_does_not_make_the_next_runner_count_it(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    """The generator of the attempt given back may still be rendering, and one progress write it read
+    before the hand-back can land after it: the manifest says in_progress, attempt 1 again. The runner
+    that takes over goes by the lease, which only runners write, and runs attempt 1 again."""
+    jobs = JobStore(store)
+
+    async def scenario() -> tuple[int | None, JobManifest]:
+        stages = InProcessStages(settings, store)
+        leaving = _runner(store, stages, owner="leaving", lease_s=60)
+        manifest = await _admission(settings, store, stages).submit(PARAMS, photos, ATTESTED)
+        leaving.start(manifest.id)
+        while (await asyncio.to_thread(jobs.get, manifest.id)).status != "in_progress":
+            await asyncio.sleep(0.01)
+        await leaving.hand_back()
+        lease = await asyncio.to_thread(jobs.read_lease, manifest.id)
+        # The stopping generator's write, read before the hand-back: status and count put back.
+        late = {"status": "in_progress", "stage": "generation", "attempts": 1}
+        await asyncio.to_thread(jobs.update, manifest.id, **late)
+        staying = _runner(store, InProcessStages(settings, store), owner="staying", lease_s=60)
+        assert await staying.recover() == [manifest.id]
+        return (lease.handed_back if lease else None), await staying.start(manifest.id)
+
+    handed_back, done = asyncio.run(scenario())
+    assert handed_back == 1
+    assert done.status == "completed" and done.attempts == 1
+
+
+def test_a_render_whose_job_was_handed_back_stops_at_its_next_progress_report(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    """A cancel cannot stop a render mid-step: the generator checks the lease at each progress report,
+    so the attempt given back stops there, stores nothing and no longer writes the manifest."""
+    jobs = JobStore(store)
+    stages = InProcessStages(settings, store)
+    manifest = asyncio.run(_admission(settings, store, stages).submit(PARAMS, photos, ATTESTED))
+    manifest = jobs.update(manifest.id, status="in_progress", stage="identity", attempts=1)
+    request = StageRequest.for_job(manifest, {}, runner="leaving")
+    conditioning = stages.identity(request)
+    jobs.write_lease(manifest.id, "leaving", utcnow() + timedelta(seconds=60), handed_back=1)
+    with pytest.raises(AttemptSuperseded):
+        stages.generation(request, conditioning)
+    jobs.write_lease(manifest.id, "staying", utcnow() + timedelta(seconds=60))  # taken over: the same
+    with pytest.raises(AttemptSuperseded):
+        stages.generation(request, conditioning)
+    assert jobs.get(manifest.id).revision == manifest.revision, "the manifest was written"
+    assert not store.list(f"outputs/{manifest.id}"), "outputs were stored"
+    jobs.write_lease(manifest.id, "leaving", utcnow() + timedelta(seconds=60))  # its own: it renders
+    assert stages.generation(request, conditioning).keys
+    assert jobs.get(manifest.id).progress > 0
