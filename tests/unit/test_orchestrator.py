@@ -229,6 +229,19 @@ def test_recover_leaves_jobs_with_a_live_lease_or_just_accepted(
     assert jobs.get(leased.id).status == jobs.get(fresh.id).status == "queued"
 
 
+async def _handed_back_while_running(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> tuple[JobManifest, list[str]]:
+    """A job submitted, started by the runner "leaving" (60 s lease) and handed back once in_progress."""
+    stages = InProcessStages(settings, store)
+    leaving = _runner(store, stages, owner="leaving", lease_s=60)
+    manifest = await _admission(settings, store, stages).submit(PARAMS, photos, ATTESTED)
+    leaving.start(manifest.id)
+    while (await asyncio.to_thread(JobStore(store).get, manifest.id)).status != "in_progress":
+        await asyncio.sleep(0.01)
+    return manifest, await leaving.hand_back()
+
+
 def test_hand_back_gives_a_running_job_to_another_replica_at_once(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
@@ -237,13 +250,7 @@ def test_hand_back_gives_a_running_job_to_another_replica_at_once(
     jobs = JobStore(store)
 
     async def scenario() -> tuple[list[str], JobManifest, list[str], JobManifest]:
-        stages = InProcessStages(settings, store)
-        leaving = _runner(store, stages, owner="leaving", lease_s=60)
-        manifest = await _admission(settings, store, stages).submit(PARAMS, photos, ATTESTED)
-        leaving.start(manifest.id)
-        while (await asyncio.to_thread(jobs.get, manifest.id)).status != "in_progress":
-            await asyncio.sleep(0.01)
-        handed = await leaving.hand_back()
+        manifest, handed = await _handed_back_while_running(settings, store, photos)
         back = await asyncio.to_thread(jobs.get, manifest.id)
         staying = _runner(store, InProcessStages(settings, store), owner="staying", lease_s=60)
         started = await staying.recover()
@@ -264,13 +271,7 @@ def test_a_late_write_of_the_handed_back_attempt_does_not_make_the_next_runner_c
     jobs = JobStore(store)
 
     async def scenario() -> tuple[int | None, JobManifest]:
-        stages = InProcessStages(settings, store)
-        leaving = _runner(store, stages, owner="leaving", lease_s=60)
-        manifest = await _admission(settings, store, stages).submit(PARAMS, photos, ATTESTED)
-        leaving.start(manifest.id)
-        while (await asyncio.to_thread(jobs.get, manifest.id)).status != "in_progress":
-            await asyncio.sleep(0.01)
-        await leaving.hand_back()
+        manifest, _ = await _handed_back_while_running(settings, store, photos)
         lease = await asyncio.to_thread(jobs.read_lease, manifest.id)
         # The stopping generator's write, read before the hand-back: status and count put back.
         late = {"status": "in_progress", "stage": "generation", "attempts": 1}
