@@ -274,8 +274,7 @@ def test_a_late_write_of_the_handed_back_attempt_does_not_make_the_next_runner_c
         manifest, _ = await _handed_back_while_running(settings, store, photos)
         lease = await asyncio.to_thread(jobs.read_lease, manifest.id)
         # The stopping generator's write, read before the hand-back: status and count put back.
-        late = {"status": "in_progress", "stage": "generation", "attempts": 1}
-        await asyncio.to_thread(jobs.update, manifest.id, **late)
+        jobs.update(manifest.id, status="in_progress", stage="generation", attempts=1)
         staying = _runner(store, InProcessStages(settings, store), owner="staying", lease_s=60)
         assert await staying.recover() == [manifest.id]
         return (lease.handed_back if lease else None), await staying.start(manifest.id)
