@@ -150,7 +150,7 @@ class JobRunner:
                 continue
             stop_heartbeat = asyncio.Event()
             heartbeat = asyncio.get_running_loop().create_task(
-                self._hold_lease(job_id, stop_heartbeat, self.jobs.write_lease)
+                self._hold_lease(job_id, stop_heartbeat, self.jobs.write_lease, self.jobs.holds_lease)
             )
             try:
                 result = await self._attempt(manifest)
@@ -341,16 +341,31 @@ class JobRunner:
             raise
 
     async def _hold_lease(
-        self, job_id: str, stop: asyncio.Event, write: Callable[[str, str, datetime], object]
+        self,
+        job_id: str,
+        stop: asyncio.Event,
+        write: Callable[[str, str, datetime], object],
+        held: Callable[[str, str], bool] | None = None,
     ) -> None:
         """Renews this runner's lease (a job's, or its webhook claim) while the work runs; if this
-        process dies, the lease lapses."""
+        process dies, the lease lapses. With `held`, a lease another runner took meanwhile (this one
+        lapsed while storage was away) is left to it rather than taken back: its attempt goes on, and
+        this one's generator stops at its next progress report."""
+
+        def renew() -> bool:
+            if held is not None and not held(job_id, self.owner):
+                return False
+            write(job_id, self.owner, utcnow() + self.lease)
+            return True
+
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.lease.total_seconds() / 3)
                 return
             try:
-                await asyncio.to_thread(write, job_id, self.owner, utcnow() + self.lease)
+                if not await asyncio.to_thread(renew):
+                    log.info("job %s is another runner's now: its lease is not renewed here", job_id)
+                    return
             except Exception:  # storage briefly down: the next renewal may still make it in time
                 log.warning("could not renew the lease of job %s", job_id, exc_info=True)
 

@@ -284,6 +284,43 @@ def test_a_late_write_of_the_handed_back_attempt_does_not_make_the_next_runner_c
     assert done.status == "completed" and done.attempts == 1
 
 
+def test_a_runner_whose_lease_was_taken_over_leaves_it_and_its_attempt_stops(
+    settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
+) -> None:
+    """Storage away longer than the lease: another runner takes the job over. The first, back, does
+    not take the lease back at its next renewal (every 0.2 s here); its render stops at its next
+    progress report and it returns without failing, completing or releasing the taker's lease."""
+    jobs = JobStore(store)
+
+    class HeldStages(InProcessStages):
+        """The real stages, generation held back until `go` is set (the renewals run meanwhile)."""
+
+        go = asyncio.Event()
+
+        async def generate(self, request: StageRequest, conditioning: Any) -> JobResult:
+            await self.go.wait()
+            return await super().generate(request, conditioning)
+
+    async def scenario() -> tuple[str | None, JobManifest]:
+        stages = HeldStages(settings, store)
+        lapsed = _runner(store, stages, owner="lapsed", lease_s=0.6)
+        manifest = await _admission(settings, store, stages).submit(PARAMS, photos, ATTESTED)
+        task = lapsed.start(manifest.id)
+        while (await asyncio.to_thread(jobs.get, manifest.id)).status != "in_progress":
+            await asyncio.sleep(0.01)
+        jobs.write_lease(manifest.id, "taker", utcnow() + timedelta(seconds=60))
+        await asyncio.sleep(0.7)  # three renewal periods
+        during = jobs.read_lease(manifest.id)
+        stages.go.set()
+        return (during.owner if during else None), await task
+
+    owner_meanwhile, ended = asyncio.run(scenario())
+    assert owner_meanwhile == "taker", "the lapsed runner's renewal took the lease back"
+    assert ended.status == "in_progress" and ended.attempts == 1 and ended.result is None
+    lease = jobs.read_lease(ended.id)
+    assert lease is not None and lease.owner == "taker" and lease.handed_back is None
+
+
 def test_a_render_whose_job_was_handed_back_stops_at_its_next_progress_report(
     settings: Settings, store: LocalDirStore, photos: dict[str, bytes]
 ) -> None:
