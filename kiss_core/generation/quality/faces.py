@@ -164,11 +164,7 @@ def faces_alone(
     for subject, own, partner in ((first, own_first, own_second), (second, own_second, own_first)):
         image = alone(frame, own, partner)
         centre = np.asarray(own, dtype=np.float64).mean(axis=0)
-        near = [
-            face
-            for face in (detector or alone_detector()).detect(image)
-            if float(np.linalg.norm(face.center - centre)) <= MATCH_RADIUS * face.width
-        ]
+        near = [face for face in (detector or alone_detector()).detect(image) if _within_reach(face, centre)]
         if near:
             found[subject] = (min(near, key=lambda face: float(np.linalg.norm(face.center - centre))), image)
     if len(found) == 2:
@@ -189,7 +185,7 @@ def alone_detector() -> FullRangeFaceDetector:
     return FullRangeFaceDetector(min_score=ALONE_MIN_SCORE)
 
 
-def _within_reach(face: DetectedFace, centre: np.ndarray) -> bool:
+def _within_reach(face: DetectedFace | FullRangeFace, centre: np.ndarray) -> bool:
     return float(np.linalg.norm(face.center - centre)) <= MATCH_RADIUS * face.width
 
 
